@@ -1,0 +1,703 @@
+#!/usr/bin/env python3
+"""gateway-provisioners kernel agent.
+
+Runs next to a kernel (on an SSH host, in a container, pod or YARN container) and:
+
+* reads its launch parameters (kernel id, launch token, connection mode, the kernel's own argv);
+* binds and holds the kernel's five ports and its control port (or takes the ports the server assigned);
+* starts the kernel as a child process in its own process group, with a connection file it writes;
+* waits until the kernel listens on its ports, or reports at once why it exited;
+* sends the sealed connection info back (callback: to the server's response address; stdout: on its own output);
+* serves the authenticated control channel: ping, signal, restart in place (same ports), shutdown;
+* ends the kernel's whole process group when the kernel or the agent ends, so nothing is orphaned.
+
+Standard library plus ``cryptography`` only; Python 3.9 or newer. The protocol is specified in docs/protocol.md of
+gateway-provisioners; this file implements it independently of the server and both pass tests/vectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any, Dict, List, Optional, Tuple
+
+AGENT_VERSION = "0.1.0"
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS = (2,)
+STDOUT_PREFIX = "GP-CONNECTION-INFO "
+MAX_CONTROL_FRAME_BYTES = 1024 * 1024
+PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
+LOG_TAIL_LINES = 20
+EXIT_STARTUP_FAILED = 3
+EXIT_BAD_PARAMS = 2
+
+log = logging.getLogger("gp-agent")
+
+
+# --- protocol (same rules as gateway_provisioners.core.handshake; checked by the shared test vectors) ---------------
+
+
+class Protocol:
+    """Key derivation, payload sealing and control-frame ciphers. Imports ``cryptography`` on first use."""
+
+    PAYLOAD_INFO = b"gp/2 payload"
+    CONTROL_INFO = {"s2a": b"gp/2 control s2a", "a2s": b"gp/2 control a2s"}
+
+    def __init__(self) -> None:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        self._hkdf_cls, self._sha256, self.AESGCM, self.InvalidTag = HKDF, hashes.SHA256, AESGCM, InvalidTag
+
+    def hkdf(self, token: bytes, info: bytes, salt: Optional[bytes] = None) -> bytes:
+        return self._hkdf_cls(algorithm=self._sha256(), length=32, salt=salt, info=info).derive(token)
+
+    def seal_payload(self, token: bytes, kernel_id: str, info: Dict[str, Any], nonce: Optional[bytes] = None) -> str:
+        nonce = os.urandom(12) if nonce is None else nonce
+        plaintext = json.dumps(info, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        aad = self.PAYLOAD_INFO + b"\0" + kernel_id.encode("utf-8")
+        ciphertext = self.AESGCM(self.hkdf(token, self.PAYLOAD_INFO)).encrypt(nonce, plaintext, aad)
+        envelope = {
+            "gp": PROTOCOL_VERSION,
+            "kernel_id": kernel_id,
+            "nonce": base64.b64encode(nonce).decode("ascii"),
+            "ciphertext": base64.b64encode(ciphertext).decode("ascii"),
+        }
+        return json.dumps(envelope, separators=(",", ":"))
+
+    def control_keys(self, token: bytes, kernel_id: str, agent_nonce: bytes, server_nonce: bytes) -> Dict[str, bytes]:
+        suffix = b"\0" + kernel_id.encode("utf-8")
+        salt = agent_nonce + server_nonce
+        return {d: self.hkdf(token, info + suffix, salt) for d, info in self.CONTROL_INFO.items()}
+
+    def cipher(self, keys: Dict[str, bytes]) -> "FrameCipher":
+        return FrameCipher(self, keys)
+
+
+class FrameCipher:
+    """The agent's side of a control connection: seals a2s frames, opens s2a frames, counters strictly +1."""
+
+    def __init__(self, protocol: Protocol, keys: Dict[str, bytes]) -> None:
+        self._protocol = protocol
+        self._seal = protocol.AESGCM(keys["a2s"])
+        self._open = protocol.AESGCM(keys["s2a"])
+        self._send = 0
+        self._recv = 0
+
+    def seal(self, message: Dict[str, Any]) -> bytes:
+        counter = struct.pack(">Q", self._send)
+        body = json.dumps(message, separators=(",", ":")).encode("utf-8")
+        self._send += 1
+        return counter + self._seal.encrypt(b"\0\0\0\0" + counter, body, b"a2s" + counter)
+
+    def open(self, frame: bytes) -> Dict[str, Any]:
+        if len(frame) < 24 or struct.unpack(">Q", frame[:8])[0] != self._recv:
+            raise ValueError("control frame out of sequence or too short")
+        counter = frame[:8]
+        try:
+            body = self._open.decrypt(b"\0\0\0\0" + counter, frame[8:], b"s2a" + counter)
+        except self._protocol.InvalidTag:
+            raise ValueError("control frame failed authentication") from None
+        self._recv += 1
+        message = json.loads(body)
+        if not isinstance(message, dict):
+            raise ValueError("control message is not an object")
+        return message
+
+
+def pack_frame(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    (length,) = struct.unpack(">I", await reader.readexactly(4))
+    if length > MAX_CONTROL_FRAME_BYTES:
+        raise ValueError("control frame too large")
+    return await reader.readexactly(length)
+
+
+# --- ports ------------------------------------------------------------------------------------------------------------
+
+
+def parse_port_range(text: str) -> Tuple[int, int]:
+    text = (text or "0..0").strip()
+    parts = text.split("..")
+    if len(parts) != 2:
+        raise ValueError(f"port_range {text!r} is not 'lower..upper'")
+    lower, upper = int(parts[0]), int(parts[1])
+    if (lower, upper) != (0, 0) and not (1024 <= lower <= upper <= 65535 and upper - lower + 1 >= 6):
+        raise ValueError(f"port_range {text!r} must be 0..0 or at least 6 ports within 1024..65535")
+    return lower, upper
+
+
+def bind_port(ip: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if port:
+            # Rebinding our own kernel's ports right after it exited must not wait for TIME_WAIT.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((ip, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def hold_ports(count: int, ip: str, port_range: Tuple[int, int], retries: int = 5) -> List[socket.socket]:
+    """Bind ``count`` distinct ports and keep them bound so no one else can take them before the kernel does."""
+    held: List[socket.socket] = []
+    try:
+        for _ in range(count):
+            for _attempt in range(retries):
+                port = 0 if port_range == (0, 0) else random.randint(*port_range)
+                try:
+                    held.append(bind_port(ip, port))
+                    break
+                except OSError:
+                    continue
+            else:
+                raise OSError(f"no free port on {ip} in {port_range[0]}..{port_range[1]} after {retries} attempts")
+    except BaseException:
+        for sock in held:
+            sock.close()
+        raise
+    return held
+
+
+def connect_ip(ip: str) -> str:
+    return "127.0.0.1" if ip in ("0.0.0.0", "") else ("::1" if ip == "::" else ip)
+
+
+# --- process helpers --------------------------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the kernel child: get SIGKILL if the agent dies, so a killed agent never leaves an orphaned kernel."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+
+
+def kill_group(pgid: Optional[int], signum: int) -> None:
+    if pgid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signum)
+
+
+def tail_lines(path: Optional[str], lines: int = LOG_TAIL_LINES) -> List[str]:
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - 16384))
+        text = handle.read().decode("utf-8", "replace")
+    return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
+# --- the agent --------------------------------------------------------------------------------------------------------
+
+
+class Agent:
+    def __init__(self, params: Dict[str, Any], opts: argparse.Namespace) -> None:
+        self.params = params
+        self.opts = opts
+        self.kernel_id: str = params["kernel_id"]
+        self.token: bytes = decode_token(params["token"])
+        self.mode: str = params.get("mode", "stdout")
+        self.kernel_ip: str = params.get("kernel_ip") or "0.0.0.0"
+        self.workdir = tempfile.mkdtemp(prefix="gp-agent-")
+        os.chmod(self.workdir, 0o700)
+        self.log_file: str = opts.log_file or params.get("log_file") or os.path.join(self.workdir, "kernel.log")
+        self.connection_file = os.path.join(self.workdir, "kernel.json")
+        self.connection: Dict[str, Any] = {}
+        self.agent_port = 0
+        self.held: List[socket.socket] = []
+        self.proc: Optional[asyncio.subprocess.Process] = None
+        self.pgid: Optional[int] = None
+        self.exit_code: Optional[int] = None
+        self.protocol: Optional[Protocol] = None
+        self.clients: Dict[int, Tuple[asyncio.StreamWriter, FrameCipher]] = {}
+        self.last_client_seen = time.monotonic()
+        self.reported = False  # the connection info went out; from now on the server drives us
+        self.busy = False  # a restart or shutdown is in progress: a kernel exit is expected
+        self.done = asyncio.Event()
+        self.result = 0
+        self._exit_watch: Optional["asyncio.Task[None]"] = None
+
+    # -- set-up ------------------------------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Choose and hold the ports, write the connection file."""
+        if self.mode == "assigned":
+            given = self.params.get("connection") or {}
+            missing = [name for name in PORT_NAMES + ("key",) if not given.get(name)]
+            if missing or not self.params.get("agent_port"):
+                raise ValueError(f"assigned mode needs connection.{', connection.'.join(missing) or 'agent_port'}")
+            ports = [int(given[name]) for name in PORT_NAMES]
+            self.agent_port = int(self.params["agent_port"])
+            self.held = [bind_port(self.kernel_ip, self.agent_port)] + [bind_port(self.kernel_ip, p) for p in ports]
+            key = str(given["key"])
+        else:
+            self.held = hold_ports(6, self.kernel_ip, parse_port_range(self.params.get("port_range", "0..0")))
+            self.agent_port = self.held[0].getsockname()[1]
+            ports = [sock.getsockname()[1] for sock in self.held[1:]]
+            key = str(uuid.uuid4())
+        self.connection = dict(zip(PORT_NAMES, ports))
+        self.connection.update(
+            ip=self.kernel_ip,
+            key=key,
+            transport="tcp",
+            signature_scheme=self.params.get("signature_scheme", "hmac-sha256"),
+            kernel_name=self.params.get("kernel_name", ""),
+        )
+        fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(self.connection, handle)
+
+    def kernel_argv(self) -> List[str]:
+        argv = [str(arg).replace("{connection_file}", self.connection_file) for arg in self.params["argv"]]
+        if argv and argv[0] in ("python", "python3") and self.params.get("python"):
+            argv[0] = self.params["python"]
+        return argv
+
+    def kernel_env(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        for name in ("GP_LAUNCH_PARAMS", "GP_LAUNCH_TOKEN"):
+            env.pop(name, None)  # the launch secret stays with the agent
+        env.update({str(k): str(v) for k, v in (self.params.get("env") or {}).items()})
+        env["KERNEL_ID"] = self.kernel_id
+        env["JPY_PARENT_PID"] = str(os.getpid())
+        return env
+
+    # -- the kernel process ------------------------------------------------------------------------------------------
+
+    async def start_kernel(self) -> None:
+        """Hand the held kernel ports over to a new kernel process."""
+        for sock in self.held[1:]:
+            sock.close()
+        del self.held[1:]
+        self.exit_code = None
+        log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.kernel_argv(),
+                env=self.kernel_env(),
+                cwd=self.params.get("cwd") or None,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            os.close(log_fd)
+        self.pgid = self.proc.pid
+        log.info("kernel %s started as pid %d", self.kernel_id, self.proc.pid)
+        self._exit_watch = asyncio.ensure_future(self._watch_exit(self.proc))
+
+    async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        kill_group(proc.pid, signal.SIGKILL)  # whatever the kernel started ends with it
+        if proc is not self.proc:
+            return
+        self.exit_code = code
+        log.info("kernel %s exited with code %s", self.kernel_id, code)
+        with contextlib.suppress(OSError):
+            # Hold the ports again, so a restart in place gets them back.
+            for name in PORT_NAMES:
+                self.held.append(bind_port(self.kernel_ip, self.connection[name]))
+        await self.broadcast({"event": "kernel-exited", "exit_code": code, "log_tail": tail_lines(self.log_file)})
+        if self.reported and not self.clients and not self.busy:
+            log.info("kernel %s ended and no server is connected: agent exits", self.kernel_id)
+            self.done.set()
+
+    @property
+    def kernel_running(self) -> bool:
+        return self.proc is not None and self.exit_code is None and self.proc.returncode is None
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """True once the kernel listens on all its ports; False if it exited first."""
+        deadline = time.monotonic() + timeout
+        host = connect_ip(self.kernel_ip)
+        pending = [self.connection[name] for name in PORT_NAMES]
+        while pending:
+            if not self.kernel_running:
+                return False
+            port = pending[0]
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+                writer.close()
+                pending.pop(0)
+                continue
+            except (OSError, asyncio.TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"kernel did not listen on port {port} within {timeout:g} s")
+            # The kernel gives no signal when it has bound its ports; a short re-check interval is the cheapest way.
+            await asyncio.sleep(0.01)
+        return True
+
+    async def stop_kernel(self, grace: float) -> Optional[int]:
+        """Let the kernel exit by itself for ``grace`` s, then SIGTERM, then SIGKILL, its whole process group."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return self.exit_code
+        for signum, wait in ((None, grace), (signal.SIGTERM, 1.0), (signal.SIGKILL, 5.0)):
+            if signum is not None:
+                kill_group(proc.pid, signum)
+            if grace <= 0 and signum is not signal.SIGKILL:
+                continue
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), wait)
+                break
+            except asyncio.TimeoutError:
+                continue
+        if self._exit_watch is not None:
+            await asyncio.shield(self._exit_watch)
+        return self.exit_code
+
+    # -- reporting the connection info -------------------------------------------------------------------------------
+
+    def payload(self, ready: bool, reason: str = "") -> Dict[str, Any]:
+        if not ready:
+            return {
+                "status": "failed",
+                "exit_code": self.exit_code,
+                "reason": reason,
+                "log_tail": tail_lines(self.log_file),
+            }
+        info = dict(self.connection)
+        info.update(
+            status="ready",
+            ip=self.params.get("advertise_ip") or self.kernel_ip,
+            agent_port=self.agent_port,
+            pid=self.proc.pid if self.proc else None,
+            pgid=self.pgid,
+            hostname=socket.gethostname(),
+            agent_version=AGENT_VERSION,
+        )
+        return info
+
+    async def report(self, info: Dict[str, Any]) -> None:
+        assert self.protocol is not None
+        envelope = self.protocol.seal_payload(self.token, self.kernel_id, info)
+        if self.mode == "stdout":
+            sys.stdout.write(STDOUT_PREFIX + envelope + "\n")
+            sys.stdout.flush()
+        elif self.mode == "callback":
+            await self.call_back(envelope)
+        self.reported = True
+
+    async def call_back(self, envelope: str) -> None:
+        address = self.params.get("response_address") or ""
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"response_address {address!r} is not host:port")
+        host = host.strip("[]")
+        last_error: Exception = OSError("no attempt")
+        for attempt in range(5):
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 10)
+                writer.write(envelope.encode("utf-8") + b"\n")
+                await writer.drain()
+                line = await asyncio.wait_for(reader.readline(), 10)
+                writer.close()
+                reply = json.loads(line or b"{}")
+                if reply.get("status") == "accepted":
+                    log.info("connection info accepted by %s", address)
+                    return
+                reason = reply.get("reason", "no reply")
+                if reason == "unsupported-version":
+                    raise RuntimeError(
+                        f"server at {address} speaks protocol {reply.get('supported')}, this agent speaks "
+                        f"{PROTOCOL_VERSION}: install matching versions of gateway-provisioners and the agent"
+                    )
+                raise RuntimeError(
+                    f"server at {address} rejected the connection info: {reason} {reply.get('detail', '')}"
+                )
+            except (OSError, asyncio.TimeoutError, ValueError) as exc:
+                last_error = exc
+                await asyncio.sleep(0.2 * (attempt + 1))
+        raise RuntimeError(f"cannot reach the server's response address {address}: {last_error}")
+
+    # -- control channel ---------------------------------------------------------------------------------------------
+
+    async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self.protocol is not None
+        peer = writer.get_extra_info("peername")
+        agent_nonce = os.urandom(16)
+        hello = {
+            "gp": PROTOCOL_VERSION,
+            "kernel_id": self.kernel_id,
+            "nonce": base64.b64encode(agent_nonce).decode(),
+            "agent_version": AGENT_VERSION,
+        }
+        client_id = id(writer)
+        try:
+            writer.write(pack_frame(json.dumps(hello).encode()))
+            server_hello = json.loads(await asyncio.wait_for(read_frame(reader), 10))
+            if server_hello.get("gp") not in SUPPORTED_VERSIONS:
+                log.error(
+                    "server at %s speaks protocol %r, this agent speaks %s",
+                    peer,
+                    server_hello.get("gp"),
+                    PROTOCOL_VERSION,
+                )
+                return
+            keys = self.protocol.control_keys(
+                self.token, self.kernel_id, agent_nonce, base64.b64decode(server_hello["nonce"])
+            )
+            cipher = self.protocol.cipher(keys)
+            first = True
+            while True:
+                message = cipher.open(await read_frame(reader))
+                if first:  # authenticated: the peer holds the token
+                    self.clients[client_id] = (writer, cipher)
+                    first = False
+                reply = await self.handle(message)
+                reply["reply"] = message.get("id")
+                if client_id in self.clients:
+                    writer.write(pack_frame(cipher.seal(reply)))
+                    await writer.drain()
+                if message.get("op") == "shutdown":
+                    self.done.set()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, asyncio.CancelledError):
+            pass  # the server went away, or the agent is ending
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("control connection from %s dropped: %s", peer, exc)
+        finally:
+            self.clients.pop(client_id, None)
+            self.last_client_seen = time.monotonic()
+            writer.close()
+            if self.reported and not self.clients and not self.kernel_running and not self.busy:
+                self.done.set()
+
+    async def broadcast(self, event: Dict[str, Any]) -> None:
+        for writer, cipher in list(self.clients.values()):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                writer.write(pack_frame(cipher.seal(event)))
+                await writer.drain()
+
+    def state(self) -> Dict[str, Any]:
+        return {
+            "ok": True,
+            "kernel": "running" if self.kernel_running else "exited",
+            "pid": self.proc.pid if self.proc else None,
+            "exit_code": self.exit_code,
+        }
+
+    async def handle(self, message: Dict[str, Any]) -> Dict[str, Any]:
+        op = message.get("op")
+        if op == "ping":
+            return self.state()
+        if op == "signal":
+            signum = int(message.get("signum", 0))
+            if self.kernel_running and signum:
+                kill_group(self.pgid, signum)
+                log.info("sent signal %d to kernel %s", signum, self.kernel_id)
+            return self.state()
+        if op == "restart":
+            return await self.restart(float(message.get("grace", 5)), float(message.get("ready_timeout", 60)))
+        if op == "shutdown":
+            self.busy = True
+            code = await self.stop_kernel(float(message.get("grace", 0)))
+            return {"ok": True, "exit_code": code}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    async def restart(self, grace: float, ready_timeout: float) -> Dict[str, Any]:
+        self.busy = True
+        try:
+            await self.stop_kernel(grace)
+            await self.start_kernel()
+            if not await self.wait_ready(ready_timeout):
+                if self._exit_watch is not None:
+                    await asyncio.shield(self._exit_watch)
+                return {
+                    "ok": False,
+                    "error": f"kernel exited at once with code {self.exit_code}",
+                    "log_tail": tail_lines(self.log_file),
+                }
+            return {"ok": True, "pid": self.proc.pid if self.proc else None}
+        except (OSError, TimeoutError) as exc:
+            return {"ok": False, "error": str(exc), "log_tail": tail_lines(self.log_file)}
+        finally:
+            self.busy = False
+
+    async def watchdog(self, seconds: float) -> None:
+        """End everything when no server has been connected for ``seconds``."""
+        while not self.done.is_set():
+            await asyncio.sleep(max(0.5, seconds / 4))
+            if not self.clients and time.monotonic() - self.last_client_seen > seconds:
+                log.warning("no server connected for %g s: ending kernel %s (watchdog)", seconds, self.kernel_id)
+                self.done.set()
+
+    # -- main --------------------------------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, self.done.set)
+        self.prepare()
+        await self.start_kernel()  # first, so the kernel's start-up overlaps ours
+        self.protocol = Protocol()
+        control_sock = self.held[0]
+        control_sock.listen(8)
+        server = await asyncio.start_server(self.serve_client, sock=control_sock)
+        try:
+            ready = await self.wait_ready(float(self.params.get("ready_timeout", 120)))
+            if not ready:
+                await asyncio.shield(self._exit_watch) if self._exit_watch else None
+                reason = f"the kernel exited during start-up with code {self.exit_code}"
+                log.error("%s; log tail:\n%s", reason, "\n".join(tail_lines(self.log_file)))
+                if self.mode != "assigned":
+                    await self.report(self.payload(False, reason))
+                return EXIT_STARTUP_FAILED
+            if self.mode != "assigned":
+                await self.report(self.payload(True))
+            else:
+                self.reported = True
+            if self.opts.watchdog > 0:
+                asyncio.ensure_future(self.watchdog(self.opts.watchdog))
+            await self.done.wait()
+            return self.result
+        finally:
+            server.close()
+            self.busy = True
+            await self.stop_kernel(0)
+            for writer, _ in list(self.clients.values()):
+                writer.close()
+            for sock in self.held:
+                sock.close()
+            if not self.opts.keep_log and self.log_file.startswith(self.workdir):
+                shutil.rmtree(self.workdir, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(self.connection_file)
+
+
+def decode_token(text: str) -> bytes:
+    token = base64.urlsafe_b64decode(str(text).strip().encode("ascii"))
+    if len(token) != 32:
+        raise ValueError("launch token must be 32 bytes")
+    return token
+
+
+def read_params(opts: argparse.Namespace) -> Dict[str, Any]:
+    if opts.params == "-":
+        text = sys.stdin.readline()
+    elif opts.params:
+        with open(opts.params) as handle:
+            text = handle.read()
+    else:
+        text = os.environ.get("GP_LAUNCH_PARAMS", "")
+    if not text.strip():
+        raise ValueError("no launch parameters: pass --params FILE, --params - (stdin) or set GP_LAUNCH_PARAMS")
+    params = json.loads(text)
+    if params.get("gp") not in SUPPORTED_VERSIONS:
+        raise ValueError(
+            f"the server speaks protocol {params.get('gp')!r}, this agent ({AGENT_VERSION}) speaks {PROTOCOL_VERSION}: "
+            "install the agent that matches the server's gateway-provisioners"
+        )
+    token_file = opts.token_file or os.environ.get("GP_LAUNCH_TOKEN_FILE")
+    if token_file:
+        with open(token_file) as handle:
+            params["token"] = handle.read().strip()
+    elif os.environ.get("GP_LAUNCH_TOKEN"):
+        params["token"] = os.environ["GP_LAUNCH_TOKEN"]
+    for name in ("kernel_id", "token", "argv"):
+        if not params.get(name):
+            raise ValueError(f"launch parameters lack {name!r}")
+    if params.get("mode", "stdout") not in ("stdout", "callback", "assigned"):
+        raise ValueError(f"unknown connection mode {params.get('mode')!r}")
+    return params
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gp_agent.py",
+        description="Start a Jupyter kernel next to this agent and connect it to a gateway-provisioners server.",
+    )
+    parser.add_argument(
+        "--params",
+        default=None,
+        metavar="FILE",
+        help="launch parameters as JSON: a file path, or '-' for one line on standard input "
+        "(default: the GP_LAUNCH_PARAMS environment variable)",
+    )
+    parser.add_argument(
+        "--token-file",
+        default=None,
+        metavar="FILE",
+        help="read the launch token from FILE (e.g. a mounted Kubernetes Secret) instead of the "
+        "parameters (default: GP_LAUNCH_TOKEN_FILE, then GP_LAUNCH_TOKEN)",
+    )
+    parser.add_argument(
+        "--log-file",
+        default=None,
+        metavar="FILE",
+        help="append the kernel's output and the agent's log here (default: a private temporary "
+        "file, removed when the agent exits)",
+    )
+    parser.add_argument("--keep-log", action="store_true", help="do not remove the log file when the agent exits")
+    parser.add_argument(
+        "--watchdog",
+        type=float,
+        default=float(os.environ.get("GP_AGENT_WATCHDOG", 0) or 0),
+        metavar="SECONDS",
+        help="end the kernel when no server has been connected for SECONDS (default 0: never; env GP_AGENT_WATCHDOG)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("GP_AGENT_LOG_LEVEL", "WARNING"),
+        help="the agent's own log level on standard error (default WARNING; env GP_AGENT_LOG_LEVEL)",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {AGENT_VERSION} (protocol {PROTOCOL_VERSION})"
+    )
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    opts = build_parser().parse_args(argv)
+    formatter = logging.Formatter("%(asctime)s gp-agent %(levelname)s %(message)s")
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setFormatter(formatter)
+    to_stderr.setLevel(opts.log_level.upper())
+    log.addHandler(to_stderr)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        params = read_params(opts)
+        agent = Agent(params, opts)
+    except (ValueError, OSError, KeyError) as exc:
+        print(f"gp-agent: {exc}", file=sys.stderr)
+        return EXIT_BAD_PARAMS
+    file_log = logging.FileHandler(agent.log_file)
+    file_log.setFormatter(formatter)
+    log.addHandler(file_log)
+    try:
+        return asyncio.run(agent.run())
+    except Exception as exc:  # one line for the operator; the details are in the log file
+        log.debug("agent failed", exc_info=True)
+        print(f"gp-agent: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

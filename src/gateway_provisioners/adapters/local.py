@@ -1,0 +1,181 @@
+"""The local backend: the agent runs as a process on this machine.
+
+It is a real backend (``local-agent-provisioner`` runs kernels through it with every feature of the agent: the
+handshake, restart in place, the control channel) and the one the core's tests and embedders' tests use, since it
+needs nothing but Python. The shared observer is the event loop itself: each agent process is awaited (or, after a
+reattach, watched through a pidfd), so a dead agent is known the moment it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..agent import agent_path
+from ..core.backend import Backend, BackendHandle, Observation, PlatformState
+from ..core.handshake import STDOUT_PREFIX
+from ..core.launch import ConnectionMode, LaunchSpec
+
+log = logging.getLogger("gateway_provisioners.local")
+
+
+class LocalBackend(Backend):
+    """Run the agent (and so the kernel) as a child process of this server.
+
+    Parameters
+    ----------
+    python:
+        The interpreter that runs the agent, and replaces a bare ``python`` at the start of a kernel's argv.
+    log_dir:
+        Where each kernel's log file goes (``kernel-<id>.log``); kept after the kernel ends only if ``keep_logs``.
+    """
+
+    name: ClassVar[str] = "local"
+    modes: ClassVar[tuple[ConnectionMode, ...]] = (ConnectionMode.STDOUT, ConnectionMode.CALLBACK)
+
+    def __init__(self, python: str | None = None, log_dir: str | None = None, keep_logs: bool = False) -> None:
+        self.python = python or sys.executable
+        self.log_dir = Path(log_dir or tempfile.gettempdir())
+        self.keep_logs = keep_logs
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def submit(self, spec: LaunchSpec) -> BackendHandle:
+        if spec.mode not in self.modes:
+            raise ValueError(f"the local backend supports {', '.join(map(str, self.modes))}, not {spec.mode}")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_file = str(self.log_dir / f"kernel-{spec.kernel_id}.log")
+        params = spec.agent_params(python=self.python, log_file=log_file, ready_timeout=spec.launch_timeout)
+        proc = await asyncio.create_subprocess_exec(
+            self.python, str(agent_path()), "--params", "-",
+            env=dict(spec.env), cwd=spec.cwd or None,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C in the server's terminal must not reach kernels
+        )  # fmt: skip
+        assert proc.stdin is not None
+        # The token travels on the agent's standard input: never in argv (visible to every user) or the environment.
+        proc.stdin.write(json.dumps(params).encode() + b"\n")
+        await proc.stdin.drain()
+        proc.stdin.close()
+        handle = BackendHandle(spec.kernel_id, data={"pid": proc.pid, "log_file": log_file})
+        handle.update(
+            Observation(
+                PlatformState.STARTING, ip="127.0.0.1", host=socket.gethostname(), reason=f"agent pid {proc.pid}"
+            )
+        )
+        self._procs[spec.kernel_id] = proc
+        self._spawn(self._read_output(proc, handle))
+        self._spawn(self._observe(proc, handle))
+        return handle
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_output(self, proc: asyncio.subprocess.Process, handle: BackendHandle) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            text = line.decode("utf-8", "replace").strip()
+            if text.startswith(STDOUT_PREFIX):
+                handle.deliver_payload(text[len(STDOUT_PREFIX) :].encode())
+
+    async def _observe(self, proc: asyncio.subprocess.Process, handle: BackendHandle) -> None:
+        code = await proc.wait()
+        self._procs.pop(handle.kernel_id, None)
+        handle.update(
+            Observation(PlatformState.EXITED, ip="127.0.0.1", exit_code=code, reason=f"agent exit code {code}")
+        )
+
+    async def terminate(self, handle: BackendHandle, grace: float = 0.0) -> None:
+        """SIGTERM the agent (it ends its kernel's process group), SIGKILL both after ``grace`` + 2 s."""
+        pid = handle.data.get("pid")
+        if handle.observation.state.is_over or not pid:
+            self._remove_log(handle)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not await self._wait_over(handle, grace + 2.0):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _kill_group(handle.data.get("kernel_pgid"), signal.SIGKILL)
+            await self._wait_over(handle, 5.0)
+        self._remove_log(handle)
+
+    @staticmethod
+    async def _wait_over(handle: BackendHandle, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not handle.observation.state.is_over:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(handle.wait_changed(), remaining)
+        return True
+
+    def _remove_log(self, handle: BackendHandle) -> None:
+        if not self.keep_logs and handle.data.get("log_file"):
+            with contextlib.suppress(OSError):
+                os.remove(handle.data["log_file"])
+
+    async def signal(self, handle: BackendHandle, signum: int) -> None:
+        _kill_group(handle.data.get("kernel_pgid"), signum)
+
+    async def log_tail(self, handle: BackendHandle, lines: int = 20) -> list[str]:
+        path = handle.data.get("log_file")
+        if not path:
+            return []
+        return await asyncio.get_running_loop().run_in_executor(None, _tail, path, lines)
+
+    def serialize(self, handle: BackendHandle) -> dict[str, Any]:
+        return {k: handle.data[k] for k in ("pid", "kernel_pgid", "log_file") if k in handle.data}
+
+    async def restore(self, data: dict[str, Any]) -> BackendHandle:
+        handle = BackendHandle(str(data.get("kernel_id", "")), data=dict(data))
+        pid = int(data["pid"])
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (ProcessLookupError, OSError):
+            handle.update(Observation(PlatformState.GONE, reason=f"agent pid {pid} is gone"))
+            return handle
+        handle.update(Observation(PlatformState.RUNNING, ip="127.0.0.1", host=socket.gethostname()))
+        loop = asyncio.get_running_loop()
+
+        def on_exit() -> None:  # a pidfd becomes readable when its process ends
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            handle.update(Observation(PlatformState.EXITED, reason=f"agent pid {pid} ended"))
+
+        loop.add_reader(pidfd, on_exit)
+        return handle
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def _kill_group(pgid: int | None, signum: int) -> None:
+    if pgid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signum)
+
+
+def _tail(path: str, lines: int) -> list[str]:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 16384))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-lines:]

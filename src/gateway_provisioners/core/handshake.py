@@ -1,0 +1,248 @@
+"""Handshake protocol v2: how connection info and control messages travel between server and agent.
+
+The wire format is specified in ``docs/protocol.md``; the kernel-side agent (``launchers/gp_agent.py``) implements the
+same rules independently, and both are checked against ``tests/vectors/handshake-v2.json``.
+
+Summary:
+
+* Per launch the server makes a random 32-byte *launch token* and hands it to the agent through the launch channel.
+* The agent's connection payload is sealed with AES-256-GCM under ``HKDF-SHA256(token, info="gp/2 payload")`` with
+  associated data ``"gp/2 payload\\0" + kernel_id``. A payload sealed for one kernel does not open as another's.
+* Control messages (server → agent and back) are sealed under per-connection, per-direction keys derived from the
+  token and two random nonces exchanged in the clear at connect time, with a counter in every frame that must
+  increase by exactly one: a frame cannot be replayed, reordered or moved to another connection.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .errors import ProtocolError, ProtocolVersionMismatch
+
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS = (2,)
+TOKEN_BYTES = 32
+NONCE_BYTES = 12
+MAX_PAYLOAD_BYTES = 64 * 1024  # one envelope line, callback and stdout modes
+MAX_CONTROL_FRAME_BYTES = 1024 * 1024
+STDOUT_PREFIX = "GP-CONNECTION-INFO "  # stdout mode: the agent prints this prefix, then the envelope
+
+PAYLOAD_INFO = b"gp/2 payload"
+CONTROL_INFO = {"s2a": b"gp/2 control s2a", "a2s": b"gp/2 control a2s"}
+
+
+class Reply:
+    """Reason codes the response listener sends back to an agent (``{"gp": 2, "status": ..., "reason": ...}``)."""
+
+    ACCEPTED = "accepted"
+    MALFORMED = "malformed"  # not a v2 envelope: bad JSON, missing fields, bad base64
+    UNSUPPORTED_VERSION = "unsupported-version"
+    UNKNOWN_KERNEL = "unknown-kernel"  # no launch is waiting for this kernel id
+    BAD_SEAL = "bad-seal"  # authentication failed: wrong token, tampered, or sealed for another kernel
+    REPLAYED = "replayed"  # this kernel's payload was already accepted
+    TOO_LARGE = "too-large"
+    TIMEOUT = "timeout"  # the connection sent no complete payload before the read deadline
+    BUSY = "busy"  # the listener serves its maximum number of connections; try again
+
+
+def new_token() -> bytes:
+    """A fresh random launch token."""
+    return os.urandom(TOKEN_BYTES)
+
+
+def encode_token(token: bytes) -> str:
+    return base64.urlsafe_b64encode(token).decode("ascii")
+
+
+def decode_token(text: str) -> bytes:
+    try:
+        token = base64.urlsafe_b64decode(text.strip().encode("ascii"))
+    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+        raise ProtocolError("launch token is not valid base64url") from exc
+    if len(token) != TOKEN_BYTES:
+        raise ProtocolError(f"launch token must be {TOKEN_BYTES} bytes, got {len(token)}")
+    return token
+
+
+def _hkdf(token: bytes, info: bytes, salt: bytes | None = None) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(token)
+
+
+def payload_key(token: bytes) -> bytes:
+    """The AES-256 key that seals this launch's connection payload."""
+    return _hkdf(token, PAYLOAD_INFO)
+
+
+def payload_aad(kernel_id: str) -> bytes:
+    return PAYLOAD_INFO + b"\0" + kernel_id.encode("utf-8")
+
+
+def check_version(version: Any) -> None:
+    """Raise :class:`ProtocolVersionMismatch` with a clear message unless ``version`` is spoken here."""
+    if version not in SUPPORTED_VERSIONS:
+        raise ProtocolVersionMismatch(
+            f"peer speaks gateway-provisioners protocol {version!r}, this side speaks {list(SUPPORTED_VERSIONS)}: "
+            "install matching versions of the agent and the server"
+        )
+
+
+def seal_payload(token: bytes, kernel_id: str, info: dict[str, Any], nonce: bytes | None = None) -> str:
+    """The one-line envelope an agent sends: JSON ``{"gp", "kernel_id", "nonce", "ciphertext"}``."""
+    nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
+    plaintext = json.dumps(info, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    ciphertext = AESGCM(payload_key(token)).encrypt(nonce, plaintext, payload_aad(kernel_id))
+    envelope = {
+        "gp": PROTOCOL_VERSION,
+        "kernel_id": kernel_id,
+        "nonce": base64.b64encode(nonce).decode("ascii"),
+        "ciphertext": base64.b64encode(ciphertext).decode("ascii"),
+    }
+    return json.dumps(envelope, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A parsed, still sealed payload."""
+
+    kernel_id: str
+    nonce: bytes
+    ciphertext: bytes
+
+
+class EnvelopeError(ProtocolError):
+    """An envelope that cannot be accepted; ``code`` is the :class:`Reply` reason sent back."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def parse_envelope(data: bytes | str) -> Envelope:
+    """Parse the envelope framing (not the seal). Raises :class:`EnvelopeError` with a reply code."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise EnvelopeError(Reply.TOO_LARGE, f"payload of {len(data)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EnvelopeError(Reply.MALFORMED, "payload is not JSON") from exc
+    if not isinstance(obj, dict):
+        raise EnvelopeError(Reply.MALFORMED, "payload is not a JSON object")
+    if "gp" not in obj:
+        # The older packages' v1 frame is base64 JSON with "version"; answer it with a version error, not "malformed".
+        raise EnvelopeError(Reply.UNSUPPORTED_VERSION, "payload has no protocol version (an older launcher?)")
+    if obj["gp"] not in SUPPORTED_VERSIONS:
+        raise EnvelopeError(Reply.UNSUPPORTED_VERSION, f"payload speaks protocol {obj['gp']!r}")
+    kernel_id, nonce, ciphertext = obj.get("kernel_id"), obj.get("nonce"), obj.get("ciphertext")
+    if not (isinstance(kernel_id, str) and isinstance(nonce, str) and isinstance(ciphertext, str)) or not kernel_id:
+        raise EnvelopeError(Reply.MALFORMED, "payload lacks kernel_id, nonce or ciphertext")
+    try:
+        raw_nonce = base64.b64decode(nonce, validate=True)
+        raw_ciphertext = base64.b64decode(ciphertext, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise EnvelopeError(Reply.MALFORMED, "payload nonce or ciphertext is not base64") from exc
+    if len(raw_nonce) != NONCE_BYTES:
+        raise EnvelopeError(Reply.MALFORMED, f"payload nonce must be {NONCE_BYTES} bytes")
+    return Envelope(kernel_id, raw_nonce, raw_ciphertext)
+
+
+def open_payload(token: bytes, envelope: Envelope) -> dict[str, Any]:
+    """Authenticate and decrypt an envelope with the launch's token. Raises :class:`EnvelopeError` (bad-seal)."""
+    try:
+        plaintext = AESGCM(payload_key(token)).decrypt(
+            envelope.nonce, envelope.ciphertext, payload_aad(envelope.kernel_id)
+        )
+    except InvalidTag as exc:
+        raise EnvelopeError(Reply.BAD_SEAL, "payload failed authentication") from exc
+    info = json.loads(plaintext)
+    if not isinstance(info, dict):
+        raise EnvelopeError(Reply.MALFORMED, "sealed payload is not a JSON object")
+    return info
+
+
+def make_reply(status: str, reason: str | None = None) -> bytes:
+    """A listener's answer line to the agent."""
+    reply: dict[str, Any] = {"gp": PROTOCOL_VERSION, "status": "accepted" if status == Reply.ACCEPTED else "rejected"}
+    if status != Reply.ACCEPTED:
+        reply["reason"] = status
+        if reason:
+            reply["detail"] = reason
+        if status == Reply.UNSUPPORTED_VERSION:
+            reply["supported"] = list(SUPPORTED_VERSIONS)
+    return json.dumps(reply, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+# --- control channel ------------------------------------------------------------------------------------------------
+
+
+def control_keys(token: bytes, kernel_id: str, agent_nonce: bytes, server_nonce: bytes) -> dict[str, bytes]:
+    """The two per-connection keys: ``s2a`` seals server → agent frames, ``a2s`` agent → server frames."""
+    salt = agent_nonce + server_nonce
+    suffix = b"\0" + kernel_id.encode("utf-8")
+    return {direction: _hkdf(token, info + suffix, salt) for direction, info in CONTROL_INFO.items()}
+
+
+class ControlCipher:
+    """Seals frames in one direction and opens frames of the other, enforcing strictly consecutive counters.
+
+    A sealed frame body is ``counter (8 bytes, big-endian) || AES-256-GCM(ciphertext || tag)`` with the nonce
+    ``4 zero bytes || counter`` and the associated data ``direction || counter``. The first frame in each direction
+    has counter 0.
+    """
+
+    def __init__(self, keys: dict[str, bytes], *, sending: str) -> None:
+        if sending not in CONTROL_INFO:
+            raise ValueError(f"direction must be one of {sorted(CONTROL_INFO)}")
+        self._sending = sending
+        self._receiving = "a2s" if sending == "s2a" else "s2a"
+        self._seal = AESGCM(keys[self._sending])
+        self._open = AESGCM(keys[self._receiving])
+        self._send_counter = 0
+        self._recv_counter = 0
+
+    def seal(self, message: dict[str, Any]) -> bytes:
+        counter = struct.pack(">Q", self._send_counter)
+        body = json.dumps(message, separators=(",", ":")).encode("utf-8")
+        sealed = self._seal.encrypt(b"\0\0\0\0" + counter, body, self._sending.encode() + counter)
+        self._send_counter += 1
+        return counter + sealed
+
+    def open(self, frame: bytes) -> dict[str, Any]:
+        if len(frame) < 8 + 16:
+            raise ProtocolError("control frame too short")
+        counter = frame[:8]
+        if struct.unpack(">Q", counter)[0] != self._recv_counter:
+            raise ProtocolError("control frame out of sequence (replayed or reordered)")
+        try:
+            body = self._open.decrypt(b"\0\0\0\0" + counter, frame[8:], self._receiving.encode() + counter)
+        except InvalidTag as exc:
+            raise ProtocolError("control frame failed authentication") from exc
+        self._recv_counter += 1
+        message = json.loads(body)
+        if not isinstance(message, dict):
+            raise ProtocolError("control message is not a JSON object")
+        return message
+
+
+def frame(data: bytes) -> bytes:
+    """Length-prefix one control frame (4 bytes, big-endian)."""
+    if len(data) > MAX_CONTROL_FRAME_BYTES:
+        raise ProtocolError(f"control frame of {len(data)} bytes exceeds {MAX_CONTROL_FRAME_BYTES}")
+    return struct.pack(">I", len(data)) + data
+
+
+def frame_length(header: bytes) -> int:
+    (length,) = struct.unpack(">I", header)
+    if length > MAX_CONTROL_FRAME_BYTES:
+        raise ProtocolError(f"control frame of {length} bytes exceeds {MAX_CONTROL_FRAME_BYTES}")
+    return length

@@ -1,0 +1,401 @@
+"""One remote kernel: launch it on a backend, learn its connection info, control it, end it.
+
+:class:`RemoteKernel` is the core's public face. The jupyter_client facades are thin wrappers around it, and a custom
+gateway can use it directly (``docs/embedding.md``)::
+
+    kernel = RemoteKernel(LocalBackend(), kernel_id)
+    info = await kernel.start(LaunchSpec(kernel_id, argv))   # connection info: ip, ports, key
+    await kernel.interrupt(); await kernel.restart(); await kernel.shutdown()
+
+Everything here waits on events (handle updates, control-channel events, the broker's future); nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+from .backend import Backend, BackendHandle, Observation, PlatformState
+from .broker import ConnectionBroker
+from .control import ControlChannelClosed, ControlConnection
+from .errors import ConfigurationError, HandshakeRejected, KernelExited, LaunchError, LaunchTimeout
+from .events import EventLog
+from .handshake import Reply, decode_token, encode_token, new_token
+from .launch import ConnectionMode, LaunchSpec
+from .lifecycle import KernelLifecycle, KernelPhase
+
+log = logging.getLogger("gateway_provisioners.kernel")
+
+CONNECTION_KEYS = (
+    "ip", "transport", "signature_scheme", "kernel_name", "key",
+    "shell_port", "iopub_port", "stdin_port", "hb_port", "control_port",
+)  # fmt: skip
+_PLATFORM_PHASES = {
+    PlatformState.PENDING: KernelPhase.PENDING,
+    PlatformState.STARTING: KernelPhase.STARTING,
+    PlatformState.RUNNING: KernelPhase.STARTING,
+}
+
+
+class RemoteKernel:
+    """The lifecycle of one kernel on one backend.
+
+    Parameters
+    ----------
+    backend:
+        Where the kernel runs.
+    kernel_id:
+        The kernel's id (jupyter_client's, or any unique string).
+    broker:
+        Where callback- and stdout-mode payloads are matched to launches; one per server process is typical.
+    events:
+        The progress-event log; subscribe to it for per-phase progress and timings.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        kernel_id: str,
+        *,
+        broker: ConnectionBroker | None = None,
+        events: EventLog | None = None,
+    ) -> None:
+        self.backend = backend
+        self.kernel_id = kernel_id
+        self.broker = broker or ConnectionBroker()
+        self.lifecycle = KernelLifecycle(kernel_id, events)
+        self.handle: BackendHandle | None = None
+        self.spec: LaunchSpec | None = None
+        self.connection_info: dict[str, Any] = {}
+        self.exit_code: int | None = None
+        self.agent_address: tuple[str, int] | None = None
+        self.kernel_pid: int | None = None
+        self._token: bytes | None = None
+        self._control: ControlConnection | None = None
+        self._exit_diagnostics: list[str] = []
+
+    # --- state ------------------------------------------------------------------------------------------------------
+
+    @property
+    def phase(self) -> KernelPhase:
+        return self.lifecycle.phase
+
+    @property
+    def agent_alive(self) -> bool:
+        """The agent still answers, so the kernel can be restarted in place."""
+        return self._control is not None and self._control.is_open
+
+    def poll(self) -> int | None:
+        """``None`` while the kernel process runs (or is starting), else its exit code. A cache read."""
+        if self.phase in (KernelPhase.EXITED, KernelPhase.TERMINATED, KernelPhase.FAILED):
+            return self.exit_code if self.exit_code is not None else 1
+        return None
+
+    async def wait(self) -> int:
+        """Wait until the kernel process is not running; returns :meth:`poll`'s exit code."""
+        while (code := self.poll()) is None:
+            await self.lifecycle.wait_changed()
+        return code
+
+    # --- start ------------------------------------------------------------------------------------------------------
+
+    async def start(self, spec: LaunchSpec) -> dict[str, Any]:
+        """Launch the kernel and return its connection info (``key`` as text), within ``spec.launch_timeout``.
+
+        Raises a :class:`LaunchError` subclass with reason, diagnostics and hint; on failure nothing is left running.
+        """
+        if spec.mode is ConnectionMode.CALLBACK and not spec.response_address:
+            raise ConfigurationError("callback mode needs a response address (GP_RESPONSE_IP / GP_RESPONSE_PORT)")
+        if self.lifecycle.phase.is_final:
+            self.lifecycle.restart_from_new()
+        self.spec, self._token, self.exit_code = spec, spec.token, None
+        deadline = time.monotonic() + spec.launch_timeout
+        needs_payload = spec.mode in (ConnectionMode.CALLBACK, ConnectionMode.STDOUT)
+        payload = self.broker.expect(self.kernel_id, spec.token) if needs_payload else None
+        try:
+            self.handle = await asyncio.wait_for(self.backend.submit(spec), spec.launch_timeout)
+            self.lifecycle.move_to(KernelPhase.SUBMITTED, f"submitted to {self.backend.name}")
+            info = await self._await_connection(payload, deadline)
+            await self._open_control(info, deadline)
+        except BaseException as exc:
+            await self._abort_launch(exc, deadline)
+            raise
+        finally:
+            self.broker.forget(self.kernel_id)
+        self.lifecycle.move_to(KernelPhase.READY, f"kernel ready at {self.connection_info['ip']}")
+        return dict(self.connection_info)
+
+    async def _await_connection(
+        self, payload: asyncio.Future[dict[str, Any]] | None, deadline: float
+    ) -> dict[str, Any]:
+        """Follow the platform's observations until the agent's connection info is known."""
+        assert self.handle is not None and self.spec is not None
+        handle = self.handle
+        while True:
+            if payload is not None and payload.done():
+                return self._check_payload(payload.result())
+            while (data := handle.take_payload()) is not None:
+                code, detail = self.broker.accept(data, peer=f"{self.backend.name} output")
+                if code != Reply.ACCEPTED:
+                    # The agent's own output channel is trusted and the agent does not retry: fail now.
+                    raise HandshakeRejected(f"the agent's connection payload was rejected: {code} ({detail})")
+            if payload is not None and payload.done():
+                continue
+            await self._follow(handle.observation)
+            if self.spec.mode is ConnectionMode.ASSIGNED and handle.observation.state is PlatformState.RUNNING:
+                return self._assigned_info(handle.observation)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LaunchTimeout(f"kernel not ready after {self.spec.launch_timeout:g} s")
+            waiters = [asyncio.ensure_future(handle.wait_changed())]
+            if payload is not None:
+                waiters.append(payload)  # type: ignore[arg-type]
+            done, _ = await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            waiters[0].cancel()
+
+    async def _follow(self, observation: Observation) -> None:
+        """Mirror the platform's state into the lifecycle during start-up; fail at once on a terminal state."""
+        phase = _PLATFORM_PHASES.get(observation.state)
+        if phase is not None and phase is not self.phase and self.lifecycle.can_move_to(phase):
+            if not (phase is KernelPhase.PENDING and self.phase is not KernelPhase.SUBMITTED):
+                self.lifecycle.move_to(phase, observation.reason)
+        if observation.state is PlatformState.FAILED:
+            raise observation.error or LaunchError(
+                observation.reason or "the platform failed the launch", diagnostics=observation.diagnostics
+            )
+        if observation.state.is_over:
+            tail = list(observation.diagnostics) or await self._log_tail()
+            raise KernelExited(
+                f"the kernel's agent ended during start-up ({observation.reason or 'exit code ' + str(observation.exit_code)})",
+                exit_code=observation.exit_code,
+                diagnostics=tail,
+            )
+
+    def _check_payload(self, info: dict[str, Any]) -> dict[str, Any]:
+        if info.get("status") == "failed":
+            code = info.get("exit_code")
+            raise KernelExited(
+                info.get("reason") or f"the kernel exited during start-up with code {code}",
+                exit_code=code,
+                diagnostics=info.get("log_tail") or [],
+            )
+        if self.phase is not KernelPhase.CONNECTING:
+            self.lifecycle.move_to(KernelPhase.CONNECTING, "connection info received")
+        return info
+
+    def _assigned_info(self, observation: Observation) -> dict[str, Any]:
+        assert self.spec is not None
+        info = dict(self.spec.values.get("assigned_connection", {}))
+        info["ip"] = observation.ip
+        self.lifecycle.move_to(KernelPhase.CONNECTING, f"agent at {observation.ip}")
+        return info
+
+    async def _open_control(self, info: dict[str, Any], deadline: float) -> None:
+        assert self.handle is not None and self._token is not None
+        ip = self.handle.observation.ip or info.get("ip") or "127.0.0.1"
+        if ip in ("0.0.0.0", "::"):
+            ip = "127.0.0.1"
+        self.agent_address = (ip, int(info["agent_port"]))
+        self.kernel_pid = info.get("pid")
+        if info.get("pgid"):
+            self.handle.data["kernel_pgid"] = info["pgid"]  # for the backend's signal fallback
+        self.connection_info = {k: info[k] for k in CONNECTION_KEYS if k in info}
+        self.connection_info["ip"] = ip
+        await self._connect_control(deadline)
+
+    async def _connect_control(self, deadline: float) -> None:
+        assert self.agent_address is not None and self._token is not None
+        control = ControlConnection(self.kernel_id, self._token, on_event=self._on_agent_event)
+        while True:
+            try:
+                state = await control.open(*self.agent_address, timeout=max(0.1, deadline - time.monotonic()))
+                break
+            except ConnectionRefusedError:
+                # Server-assigned mode: the agent may not listen yet. Anything else is a real error.
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.05)
+        self._control = control
+        if state.get("kernel") == "exited":
+            self.exit_code = state.get("exit_code")
+
+    async def _abort_launch(self, exc: BaseException, deadline: float) -> None:
+        """Leave nothing running after a failed or cancelled launch, and record why."""
+        if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, LaunchError):
+            exc = LaunchTimeout(f"kernel not ready after {self.spec.launch_timeout if self.spec else 0:g} s")
+        if isinstance(exc, LaunchTimeout) and not exc.diagnostics:
+            if self.handle is not None:
+                obs = self.handle.observation
+                exc.diagnostics.append(f"platform state: {obs.state.value} {obs.reason}".rstrip())
+            exc.diagnostics.extend(await self._log_tail())
+        await self._close_control()
+        if self.handle is not None:
+            with contextlib.suppress(Exception):
+                await self.backend.terminate(self.handle, grace=0)
+        self.lifecycle.fail(exc if isinstance(exc, Exception) else LaunchError("launch cancelled"))
+        if isinstance(exc, LaunchError):
+            log.warning("kernel %s on %s failed: %s", self.kernel_id, self.backend.name, exc.details())
+
+    async def _log_tail(self) -> list[str]:
+        if self.handle is None:
+            return []
+        try:
+            return await asyncio.wait_for(self.backend.log_tail(self.handle), 5)
+        except Exception:
+            return []
+
+    # --- the running kernel -----------------------------------------------------------------------------------------
+
+    def _on_agent_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "kernel-exited":
+            self.exit_code = event.get("exit_code")
+            self._exit_diagnostics = list(event.get("log_tail") or [])
+            if self.lifecycle.can_move_to(KernelPhase.EXITED) and self.phase is not KernelPhase.RESTARTING:
+                self.lifecycle.move_to(KernelPhase.EXITED, f"kernel exited with code {self.exit_code}")
+        elif kind == "disconnected" and self.phase not in (KernelPhase.TERMINATING,) and not self.phase.is_final:
+            if self.phase in (KernelPhase.READY, KernelPhase.EXITED, KernelPhase.RESTARTING):
+                if self.exit_code is None:
+                    self.exit_code = -int(signal.SIGKILL)
+                self.lifecycle.fail(
+                    KernelExited(
+                        f"the kernel's agent is gone ({event.get('reason', '')})",
+                        exit_code=self.exit_code,
+                        diagnostics=self._exit_diagnostics,
+                    )
+                )
+
+    async def _request(self, op: str, timeout: float = 10.0, **args: Any) -> dict[str, Any]:
+        if self._control is None:
+            raise ControlChannelClosed(f"kernel {self.kernel_id} has no agent connection")
+        reply = await self._control.request(op, timeout=timeout, **args)
+        if not reply.get("ok", False):
+            raise LaunchError(
+                f"agent refused {op}: {reply.get('error', 'no reason given')}", diagnostics=reply.get("log_tail") or []
+            )
+        return reply
+
+    async def signal(self, signum: int) -> None:
+        """Send ``signum`` to the kernel's process group, through the agent or, failing that, the backend."""
+        if signum == 0:
+            return
+        try:
+            await self._request("signal", signum=int(signum))
+        except (ControlChannelClosed, asyncio.TimeoutError):
+            if self.handle is not None:
+                await self.backend.signal(self.handle, signum)
+
+    async def interrupt(self) -> None:
+        await self.signal(signal.SIGINT)
+
+    async def restart(self, grace: float = 5.0) -> dict[str, Any]:
+        """Restart the kernel in place: same agent, same ports, same key. Falls back to a new launch without an agent."""
+        assert self.spec is not None
+        if not self.agent_alive:
+            await self.shutdown(grace=0)
+            self.spec.token = new_token()
+            return await self.start(self.spec)
+        if self.phase is not KernelPhase.RESTARTING:
+            self.lifecycle.move_to(KernelPhase.RESTARTING, "restarting in place")
+        try:
+            reply = await self._request(
+                "restart", timeout=self.spec.launch_timeout + grace, grace=grace, ready_timeout=self.spec.launch_timeout
+            )
+        except LaunchError as exc:
+            self.exit_code = 1
+            self.lifecycle.move_to(KernelPhase.EXITED, str(exc))
+            raise KernelExited(exc.reason, diagnostics=exc.diagnostics) from None
+        self.exit_code, self.kernel_pid = None, reply.get("pid")
+        self.lifecycle.move_to(KernelPhase.READY, "kernel restarted in place")
+        return dict(self.connection_info)
+
+    async def kill_kernel(self) -> None:
+        """SIGKILL the kernel's process group but keep the agent, so a restart reuses it."""
+        await self.signal(signal.SIGKILL)
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """End the kernel and its agent and remove what the launch created. Idempotent.
+
+        The kernel gets ``grace`` seconds to exit on its own (after a shutdown request), then SIGTERM, then SIGKILL.
+        """
+        if self.phase.is_final and self.handle is None:
+            return
+        if not self.phase.is_final:
+            self.lifecycle.move_to(KernelPhase.TERMINATING, "shutting down")
+        if self._control is not None and self._control.is_open:
+            with contextlib.suppress(ControlChannelClosed, LaunchError, asyncio.TimeoutError):
+                reply = await self._request("shutdown", timeout=grace + 5, grace=grace)
+                if reply.get("exit_code") is not None:
+                    self.exit_code = reply["exit_code"]
+        await self._close_control()
+        if self.handle is not None:
+            await self.backend.terminate(self.handle, grace=grace)
+            self.handle = None
+        if self.phase is KernelPhase.TERMINATING:
+            self.lifecycle.move_to(KernelPhase.TERMINATED, "kernel and agent ended")
+
+    async def _close_control(self) -> None:
+        if self._control is not None:
+            await self._control.close()
+            self._control = None
+
+    # --- persistence ------------------------------------------------------------------------------------------------
+
+    def serialize(self) -> dict[str, Any]:
+        """What another process needs to take over this kernel. Holds the launch token: store it like the HMAC key."""
+        if self.handle is None or self._token is None or self.agent_address is None:
+            raise LaunchError(f"kernel {self.kernel_id} is not running; there is nothing to serialize")
+        return {
+            "kernel_id": self.kernel_id,
+            "backend": self.backend.name,
+            "handle": self.backend.serialize(self.handle),
+            "token": encode_token(self._token),
+            "agent_address": list(self.agent_address),
+            "connection_info": dict(self.connection_info),
+            "spec": {
+                "argv": self.spec.argv if self.spec else [],
+                "launch_timeout": self.spec.launch_timeout if self.spec else 30,
+            },
+        }
+
+    @classmethod
+    async def restore(
+        cls,
+        backend: Backend,
+        data: dict[str, Any],
+        *,
+        broker: ConnectionBroker | None = None,
+        events: EventLog | None = None,
+        timeout: float = 10.0,
+    ) -> RemoteKernel:
+        """Reattach to a kernel serialized by another process. A kernel that is gone polls as dead."""
+        if data.get("backend") != backend.name:
+            raise LaunchError(
+                f"kernel {data.get('kernel_id')} was launched by backend {data.get('backend')!r}, not {backend.name!r}"
+            )
+        kernel = cls(backend, data["kernel_id"], broker=broker, events=events)
+        kernel._token = decode_token(data["token"])
+        kernel.connection_info = dict(data["connection_info"])
+        kernel.agent_address = (data["agent_address"][0], int(data["agent_address"][1]))
+        spec_data = data.get("spec") or {}
+        kernel.spec = LaunchSpec(
+            kernel.kernel_id,
+            spec_data.get("argv") or ["restored"],
+            token=kernel._token,
+            launch_timeout=float(spec_data.get("launch_timeout", 30)),
+        )
+        kernel.handle = await backend.restore(data["handle"])
+        try:
+            await kernel._connect_control(time.monotonic() + timeout)
+        except (OSError, asyncio.TimeoutError, LaunchError) as exc:
+            kernel.exit_code = 1
+            kernel.lifecycle.move_to(KernelPhase.FAILED, f"cannot reattach: {exc}", error=exc)
+            return kernel
+        kernel.lifecycle.move_to(KernelPhase.READY, "reattached")
+        if kernel.exit_code is not None:
+            kernel.lifecycle.move_to(KernelPhase.EXITED, f"kernel exited with code {kernel.exit_code}")
+        return kernel

@@ -1,0 +1,177 @@
+"""What a launch asks for: the :class:`LaunchSpec`, built once and validated before any backend sees it.
+
+Per-request ``KERNEL_*`` values come from the client and are untrusted: they are checked against a schema of
+:class:`Param` (type, bounds, allowed values, pattern) here, in one place, and adapters only ever see the checked
+values. The kernel's environment is built from an explicit list: ``KERNEL_*`` values, the kernel spec's own ``env``
+and an operator's allowlist — never the server's whole environment.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigurationError, NotAuthorized
+from .handshake import PROTOCOL_VERSION, encode_token, new_token
+from .port_range import PortRange
+
+
+class ConnectionMode(str, enum.Enum):
+    """How the server learns the kernel's connection info (see ARCHITECTURE.md, "three modes")."""
+
+    CALLBACK = "callback"  # the agent connects to the server's response listener
+    STDOUT = "stdout"  # the agent prints the sealed payload on the channel that started it
+    ASSIGNED = "assigned"  # the server chooses ports and key; the platform reports the ip
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Param:
+    """One per-launch value a client may send, with its rules."""
+
+    name: str
+    kind: type = str  # str, int, float or bool
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None
+    help: str = ""
+
+    def parse(self, raw: str) -> Any:
+        """Convert and check ``raw``; raises :class:`ConfigurationError` naming the variable and the rule."""
+        where = f"{self.name}={raw!r}"
+        if self.kind is bool:
+            return parse_bool(raw, self.name)
+        if self.kind in (int, float):
+            try:
+                value: Any = self.kind(raw)
+            except ValueError:
+                raise ConfigurationError(f"{where} is not a {'whole ' if self.kind is int else ''}number") from None
+            if self.minimum is not None and value < self.minimum:
+                raise ConfigurationError(f"{where} is below the minimum {self.minimum:g}")
+            if self.maximum is not None and value > self.maximum:
+                raise ConfigurationError(f"{where} is above the maximum {self.maximum:g}")
+            return value
+        if self.choices and raw not in self.choices:
+            raise ConfigurationError(f"{where} is not one of {', '.join(self.choices)}")
+        if self.pattern and not re.fullmatch(self.pattern, raw):
+            raise ConfigurationError(f"{where} is not allowed here ({self.help or 'must match ' + self.pattern})")
+        return raw
+
+
+USERNAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}"
+
+# The values every provisioner understands. Adapters extend this with their own (KERNEL_CPUS, KERNEL_IMAGE, ...).
+COMMON_PARAMS: tuple[Param, ...] = (
+    Param("KERNEL_USERNAME", pattern=USERNAME_PATTERN, help="letters, digits and _ . @ -, up to 64"),
+    Param("KERNEL_LAUNCH_TIMEOUT", kind=float, minimum=1, maximum=3600),
+    Param("KERNEL_WORKING_DIR", pattern=r"/[^\0\n]*", help="an absolute path"),
+)
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+
+
+def parse_bool(raw: str | bool, name: str = "value") -> bool:
+    """Parse an environment-style boolean; ``"false"`` is False (older tools treated any non-empty string as True)."""
+    if isinstance(raw, bool):
+        return raw
+    lowered = str(raw).strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigurationError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def parse_user_list(value: str | Iterable[str] | None) -> set[str]:
+    """``"bob, alice"`` or ``["bob", "alice"]`` → ``{"bob", "alice"}`` (older tools made one user of the string)."""
+    if value is None:
+        return set()
+    items = value.split(",") if isinstance(value, str) else [part for v in value for part in str(v).split(",")]
+    return {item.strip() for item in items if item.strip()}
+
+
+def check_user(username: str, authorized: Iterable[str], unauthorized: Iterable[str], kernel_name: str = "") -> None:
+    """Raise :class:`NotAuthorized` unless ``username`` may start a kernel. Denials win over allowances."""
+    denied, allowed = parse_user_list(unauthorized), parse_user_list(authorized)
+    target = f" kernel '{kernel_name}'" if kernel_name else " kernels"
+    if username in denied:
+        raise NotAuthorized(
+            f"user '{username}' is not allowed to start{target}: set KERNEL_USERNAME to another user, "
+            "or change unauthorized_users (GP_UNAUTHORIZED_USERS)"
+        )
+    if allowed and username not in allowed:
+        raise NotAuthorized(f"user '{username}' is not in authorized_users for{target} (GP_AUTHORIZED_USERS)")
+
+
+def validate_kernel_values(env: Mapping[str, str], schema: Iterable[Param]) -> dict[str, Any]:
+    """Check every ``KERNEL_*`` value that the schema knows; returns the parsed values by name."""
+    checked: dict[str, Any] = {}
+    for param in schema:
+        if param.name in env and env[param.name] is not None:
+            checked[param.name] = param.parse(str(env[param.name]))
+    return checked
+
+
+def build_kernel_env(
+    request_env: Mapping[str, str], spec_env: Mapping[str, str], allowlist: Iterable[str] = ()
+) -> dict[str, str]:
+    """The kernel's environment: ``KERNEL_*`` values, allowlisted names, then the kernel spec's ``env``."""
+    allowed = set(allowlist)
+    env = {k: str(v) for k, v in request_env.items() if k.startswith("KERNEL_") or k in allowed}
+    env.update({k: str(v) for k, v in spec_env.items()})
+    return env
+
+
+@dataclass
+class LaunchSpec:
+    """Everything a backend needs to start one kernel.
+
+    ``argv`` is the kernel spec's own command with ``{connection_file}`` left for the agent to fill in on the
+    target. ``token`` is the per-launch secret; it reaches the agent only through :meth:`agent_params`.
+    """
+
+    kernel_id: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    username: str = ""
+    kernel_name: str = ""
+    language: str = ""
+    mode: ConnectionMode = ConnectionMode.STDOUT
+    port_range: PortRange = field(default_factory=PortRange)
+    launch_timeout: float = 30.0
+    response_address: str | None = None  # "host:port", callback mode
+    kernel_ip: str = "0.0.0.0"  # where the kernel binds on its host
+    cwd: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)  # validated KERNEL_* values
+    token: bytes = field(default_factory=new_token, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.argv:
+            raise ConfigurationError("the kernel spec's argv is empty: it must be the kernel's own command")
+
+    def agent_params(self, **extra: Any) -> dict[str, Any]:
+        """The agent's launch parameters (contain the token: send them only through the launch channel)."""
+        params: dict[str, Any] = {
+            "gp": PROTOCOL_VERSION,
+            "kernel_id": self.kernel_id,
+            "token": encode_token(self.token),
+            "mode": self.mode.value,
+            "argv": list(self.argv),
+            "env": dict(self.env),
+            "kernel_ip": self.kernel_ip,
+            "port_range": str(self.port_range),
+            "kernel_name": self.kernel_name,
+        }
+        if self.response_address:
+            params["response_address"] = self.response_address
+        if self.cwd:
+            params["cwd"] = self.cwd
+        params.update(extra)
+        return params

@@ -1,0 +1,345 @@
+"""The jupyter_client facade: :class:`RemoteProvisionerBase` maps each provisioner hook onto :class:`RemoteKernel`.
+
+A concrete provisioner adds its traits and says which :class:`Backend` it uses (:meth:`make_backend`); everything
+else — the handshake, the lifecycle, restart in place, reattaching — is the core's.
+
+jupyter_client drives a kernel like this (hooks in order)::
+
+    start:     pre_launch → launch_kernel → post_launch
+    running:   poll (by the restarter, every few seconds), send_signal (interrupt)
+    shutdown:  shutdown_requested → poll/wait → [terminate → kill] → cleanup
+    restart:   shutdown(restart=True) as above, then pre_launch → launch_kernel again on this same instance
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+from typing import Any
+
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
+from traitlets import Float, Int, List, TraitError, Unicode, Union, default, validate
+from traitlets import Set as SetTrait
+
+from ..core.backend import Backend
+from ..core.errors import ConfigurationError
+from ..core.events import ProgressEvent
+from ..core.kernel import RemoteKernel
+from ..core.launch import (
+    COMMON_PARAMS,
+    ConnectionMode,
+    LaunchSpec,
+    Param,
+    build_kernel_env,
+    check_user,
+    parse_bool,
+    parse_user_list,
+    validate_kernel_values,
+)
+from ..core.port_range import PortRange
+from ..listener import DEFAULT_PORT, shared_broker, shared_listener
+
+
+def env_default(*names: str, default: str = "") -> str:
+    """The first of ``names`` set in the server's environment, else ``default``. Read when a provisioner is created."""
+    for name in names:
+        value = os.environ.get(name)
+        if value is not None and value.strip() != "":
+            return value
+    return default
+
+
+class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
+    """Base of every gateway-provisioners provisioner. Subclasses implement :meth:`make_backend`."""
+
+    launch_timeout = Float(
+        help="""Seconds from launch until the kernel must be ready, end to end (GP_LAUNCH_TIMEOUT, else
+        KERNEL_LAUNCH_TIMEOUT; default 30). A client's KERNEL_LAUNCH_TIMEOUT (1..3600) overrides it per launch. A launch
+        that fails earlier — the kernel exits, the platform reports a terminal state — fails at once, with its reason.""",
+    ).tag(config=True)
+
+    authorized_users = Union(
+        [SetTrait(Unicode()), Unicode()],
+        help="""Users allowed to start kernels (KERNEL_USERNAME, else the server's user). Empty allows everyone not in
+        unauthorized_users. A comma-separated string is accepted (GP_AUTHORIZED_USERS).""",
+    ).tag(config=True)
+
+    unauthorized_users = Union(
+        [SetTrait(Unicode()), Unicode()],
+        help="""Users never allowed to start kernels; checked before authorized_users. Default 'root'
+        (GP_UNAUTHORIZED_USERS, comma-separated).""",
+    ).tag(config=True)
+
+    port_range = Unicode(
+        help="""Ports the kernel may use on its host, 'lower..upper' (at least 6 ports), or '0..0' for any
+        (GP_PORT_RANGE).""",
+    ).tag(config=True)
+
+    env_allowlist = Union(
+        [List(Unicode()), Unicode()],
+        help="""Names of server environment variables passed to kernels besides KERNEL_* values and the kernel spec's
+        env. The server's environment is otherwise never copied into a kernel (GP_ENV_ALLOWLIST, comma-separated).""",
+    ).tag(config=True)
+
+    connection_mode = Unicode(
+        help="""How the kernel's connection info comes back: 'callback' (the agent connects to the response
+        listener), 'stdout' (on the channel that started it) or 'assigned' (the server chooses the ports). Default:
+        the backend's preferred mode (GP_CONNECTION_MODE).""",
+    ).tag(config=True)
+
+    response_ip = Unicode(
+        help="""Address agents call back to in callback mode, and that the response listener binds (GP_RESPONSE_IP;
+        default: this machine's first non-loopback address).""",
+    ).tag(config=True)
+
+    response_port = Int(help="First port tried for the response listener (GP_RESPONSE_PORT, 8877).").tag(config=True)
+
+    response_port_retries = Int(
+        help="Further ports tried when the response port is taken (GP_RESPONSE_PORT_RETRIES, 10)."
+    ).tag(config=True)
+
+    response_addr_any = Unicode(
+        help="Bind the response listener on all interfaces, still advertising response_ip (GP_RESPONSE_ADDR_ANY)."
+    ).tag(config=True)
+
+    #: Per-launch values this provisioner accepts from clients, checked before anything starts.
+    param_schema: tuple[Param, ...] = COMMON_PARAMS
+
+    @default("launch_timeout")
+    def _default_launch_timeout(self) -> float:
+        return float(env_default("GP_LAUNCH_TIMEOUT", "KERNEL_LAUNCH_TIMEOUT", default="30"))
+
+    @default("authorized_users")
+    def _default_authorized_users(self) -> set[str]:
+        return parse_user_list(env_default("GP_AUTHORIZED_USERS"))
+
+    @default("unauthorized_users")
+    def _default_unauthorized_users(self) -> set[str]:
+        return parse_user_list(env_default("GP_UNAUTHORIZED_USERS", default="root"))
+
+    @default("port_range")
+    def _default_port_range(self) -> str:
+        return env_default("GP_PORT_RANGE", default="0..0")
+
+    @validate("port_range")
+    def _validate_port_range(self, proposal: dict[str, Any]) -> str:
+        try:
+            PortRange.parse(proposal["value"])
+        except ConfigurationError as exc:
+            raise TraitError(str(exc)) from None
+        return str(proposal["value"])
+
+    @default("env_allowlist")
+    def _default_env_allowlist(self) -> list[str]:
+        return sorted(parse_user_list(env_default("GP_ENV_ALLOWLIST")))
+
+    @default("connection_mode")
+    def _default_connection_mode(self) -> str:
+        return env_default("GP_CONNECTION_MODE", default=self.backend_modes()[0].value)
+
+    @validate("connection_mode")
+    def _validate_connection_mode(self, proposal: dict[str, Any]) -> str:
+        allowed = [mode.value for mode in self.backend_modes()]
+        if proposal["value"] not in allowed:
+            raise TraitError(f"connection_mode {proposal['value']!r} is not one of {', '.join(allowed)} here")
+        return str(proposal["value"])
+
+    @default("response_ip")
+    def _default_response_ip(self) -> str:
+        return env_default("GP_RESPONSE_IP") or _first_public_ip()
+
+    @default("response_port")
+    def _default_response_port(self) -> int:
+        return int(env_default("GP_RESPONSE_PORT", default=str(DEFAULT_PORT)))
+
+    @default("response_port_retries")
+    def _default_response_port_retries(self) -> int:
+        return int(env_default("GP_RESPONSE_PORT_RETRIES", default="10"))
+
+    @default("response_addr_any")
+    def _default_response_addr_any(self) -> str:
+        return env_default("GP_RESPONSE_ADDR_ANY", default="false")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernel: RemoteKernel | None = None
+        self._spec: LaunchSpec | None = None
+
+    # --- what subclasses provide ------------------------------------------------------------------------------------
+
+    def make_backend(self) -> Backend:
+        """The backend this provisioner launches on (subclasses may share one per process)."""
+        raise NotImplementedError
+
+    def backend_modes(self) -> tuple[ConnectionMode, ...]:
+        """The connection modes the backend supports; the first is the default."""
+        return (ConnectionMode.CALLBACK,)
+
+    def kernel_argv(self, cmd: list[str]) -> list[str]:
+        """The kernel's argv as the agent will run it; ``{connection_file}`` stays for the agent to fill in."""
+        return list(cmd)
+
+    def kernel_ip(self) -> str:
+        """Where the kernel binds on its host."""
+        return "0.0.0.0"
+
+    # --- jupyter_client hooks ---------------------------------------------------------------------------------------
+
+    @property
+    def has_process(self) -> bool:
+        return self.kernel is not None and self.kernel.handle is not None
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Start phase: check the user and the per-launch values, build the launch spec. Nothing starts yet."""
+        extra_arguments = kwargs.pop("extra_arguments", []) or []
+        kwargs = await super().pre_launch(**kwargs)  # applies the kernel spec's env substitutions
+        env: dict[str, str] = kwargs["env"]
+        values = validate_kernel_values(env, self.param_schema)
+        username = values.get("KERNEL_USERNAME") or getpass.getuser()
+        check_user(username, self.authorized_users, self.unauthorized_users, self.kernel_spec.display_name)
+        kernel_env = build_kernel_env(env, self.kernel_spec.env, parse_user_list(self.env_allowlist))
+        kernel_env.update(
+            KERNEL_ID=str(self.kernel_id), KERNEL_USERNAME=username, KERNEL_LANGUAGE=self.kernel_spec.language
+        )
+        cmd = self.kernel_argv(list(self.kernel_spec.argv) + list(extra_arguments))
+        self._spec = LaunchSpec(
+            kernel_id=str(self.kernel_id),
+            argv=cmd,
+            env=kernel_env,
+            username=username,
+            kernel_name=self.kernel_spec.display_name,
+            language=self.kernel_spec.language,
+            mode=ConnectionMode(self.connection_mode),
+            port_range=PortRange.parse(self.port_range),
+            launch_timeout=float(values.get("KERNEL_LAUNCH_TIMEOUT") or self.launch_timeout),
+            kernel_ip=self.kernel_ip(),
+            cwd=values.get("KERNEL_WORKING_DIR"),
+            values=values,
+        )
+        kwargs["cmd"] = cmd
+        return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
+        """Start phase: launch (or restart in place) and return the connection info once the kernel is ready."""
+        assert self._spec is not None, "pre_launch must run first"
+        if self.kernel is not None and self.kernel.agent_alive:
+            info = await self.kernel.restart(grace=0)
+        else:
+            if self.kernel is not None:
+                await self.kernel.shutdown(grace=0)  # whatever is left of an agent that went away
+            else:
+                self.kernel = RemoteKernel(self.make_backend(), str(self.kernel_id), broker=shared_broker())
+                self.kernel.lifecycle.events.subscribe(self._log_progress)
+            if self._spec.mode is ConnectionMode.CALLBACK:
+                self._spec.response_address = (await self._listener()).address
+            info = await self.kernel.start(self._spec)
+        self.connection_info = {**info, "key": str(info["key"]).encode()}
+        return self.connection_info
+
+    async def poll(self) -> int | None:
+        """Running phase: ``None`` while the kernel runs, else its exit code. A cache read, no remote call."""
+        return self.kernel.poll() if self.kernel is not None else 0
+
+    async def wait(self) -> int | None:
+        """Shutdown phase: wait for the kernel process to end (event-driven)."""
+        return await self.kernel.wait() if self.kernel is not None else 0
+
+    async def send_signal(self, signum: int) -> None:
+        """Running phase: deliver ``signum`` to the kernel's process group through the agent (interrupt = SIGINT)."""
+        if self.kernel is not None:
+            await self.kernel.signal(signum)
+
+    async def kill(self, restart: bool = False) -> None:
+        """Shutdown phase, last resort: SIGKILL the kernel; without ``restart`` also end its agent and resources."""
+        if self.kernel is None:
+            return
+        if restart:
+            await self.kernel.kill_kernel()
+        else:
+            await self.kernel.shutdown(grace=0)
+
+    async def terminate(self, restart: bool = False) -> None:
+        """Shutdown phase: SIGTERM the kernel when it did not exit after the shutdown request."""
+        if self.kernel is not None:
+            await self.kernel.signal(signal.SIGTERM)
+
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        """Shutdown phase: the kernel got a shutdown request over ZMQ. Nothing to do: the agent reports its exit."""
+
+    async def cleanup(self, restart: bool = False) -> None:
+        """Shutdown phase, last: end the agent and remove the kernel's resources, unless restarting in place."""
+        if restart or self.kernel is None:
+            return
+        await self.kernel.shutdown(grace=0)
+        self.kernel = None
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        """Persistence: what a new server process needs to reattach (includes the launch token: store it securely)."""
+        info = await super().get_provisioner_info()
+        info["connection_info"] = {**self.connection_info, "key": _text(self.connection_info.get("key", b""))}
+        if self.kernel is not None and self.kernel.handle is not None:
+            info["gateway_provisioners"] = self.kernel.serialize()
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        """Persistence: reattach to a kernel launched by another server process."""
+        await super().load_provisioner_info(provisioner_info)
+        self.connection_info = {**self.connection_info, "key": _text(self.connection_info.get("key", "")).encode()}
+        saved = provisioner_info.get("gateway_provisioners")
+        if saved:
+            self.kernel = await RemoteKernel.restore(self.make_backend(), saved, broker=shared_broker())
+            self.kernel.lifecycle.events.subscribe(self._log_progress)
+
+    def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
+        return recommended
+
+    # --- helpers ----------------------------------------------------------------------------------------------------
+
+    async def _listener(self):  # type: ignore[no-untyped-def]
+        return await shared_listener(
+            ip=self.response_ip,
+            port=self.response_port,
+            port_retries=self.response_port_retries,
+            bind_any=parse_bool(self.response_addr_any, "GP_RESPONSE_ADDR_ANY"),
+        )
+
+    def _log_progress(self, event: ProgressEvent) -> None:
+        backend = self.kernel.backend.name if self.kernel else "?"
+        if event.error is not None:
+            self.log.warning(
+                "kernel %s [%s] %s after %.3f s in %s: %s",
+                event.kernel_id,
+                backend,
+                event.phase,
+                event.elapsed,
+                event.previous,
+                event.message,
+            )
+        else:
+            self.log.info(
+                "kernel %s [%s] %s (%.3f s in %s) %s",
+                event.kernel_id,
+                backend,
+                event.phase,
+                event.elapsed,
+                event.previous,
+                event.message,
+            )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _first_public_ip() -> str:
+    """Like the older package: the first non-loopback address not matching GP_PROHIBITED_LOCAL_IPS; else 127.0.0.1."""
+    import re
+
+    from jupyter_client.localinterfaces import public_ips
+
+    prohibited = [re.compile(p.strip()) for p in env_default("GP_PROHIBITED_LOCAL_IPS").split(",") if p.strip()]
+    for ip in public_ips():
+        if not any(p.match(ip) for p in prohibited):
+            return ip
+    return "127.0.0.1"
