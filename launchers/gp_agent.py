@@ -554,8 +554,18 @@ class Agent:
         for signum in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, self.done.set)
         self.prepare()
-        await self.start_kernel()  # first, so the kernel's start-up overlaps ours
+        try:
+            await self.start_kernel()  # first, so the kernel's start-up overlaps ours
+        except OSError as exc:
+            spawn_error: Optional[str] = f"cannot start the kernel {self.kernel_argv()[0]!r}: {exc.strerror or exc}"
+        else:
+            spawn_error = None
         self.protocol = Protocol()
+        if spawn_error is not None:
+            log.error("%s", spawn_error)
+            if self.mode != "assigned":
+                await self.report(self.payload(False, spawn_error))
+            return EXIT_STARTUP_FAILED
         control_sock = self.held[0]
         control_sock.listen(8)
         server = await asyncio.start_server(self.serve_client, sock=control_sock)

@@ -251,13 +251,13 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             await self.kernel.signal(signum)
 
     async def kill(self, restart: bool = False) -> None:
-        """Shutdown phase, last resort: SIGKILL the kernel; without ``restart`` also end its agent and resources."""
-        if self.kernel is None:
-            return
-        if restart:
+        """Shutdown phase, last resort: SIGKILL the kernel's process group. The agent stays until :meth:`cleanup`.
+
+        jupyter_client passes ``restart=False`` here even when it restarts (``restart_kernel(now=True)``), so the
+        agent — and with it the kernel's ports — is only ended by ``cleanup(restart=False)``.
+        """
+        if self.kernel is not None:
             await self.kernel.kill_kernel()
-        else:
-            await self.kernel.shutdown(grace=0)
 
     async def terminate(self, restart: bool = False) -> None:
         """Shutdown phase: SIGTERM the kernel when it did not exit after the shutdown request."""
@@ -306,26 +306,11 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     def _log_progress(self, event: ProgressEvent) -> None:
         backend = self.kernel.backend.name if self.kernel else "?"
-        if event.error is not None:
-            self.log.warning(
-                "kernel %s [%s] %s after %.3f s in %s: %s",
-                event.kernel_id,
-                backend,
-                event.phase,
-                event.elapsed,
-                event.previous,
-                event.message,
-            )
-        else:
-            self.log.info(
-                "kernel %s [%s] %s (%.3f s in %s) %s",
-                event.kernel_id,
-                backend,
-                event.phase,
-                event.elapsed,
-                event.previous,
-                event.message,
-            )
+        # One INFO line per phase; a failure's details (diagnostics, hint) are logged once, by the core.
+        self.log.info(
+            "kernel %s [%s] %s (%.3f s in %s) %s",
+            event.kernel_id, backend, event.phase, event.elapsed, event.previous, event.message,
+        )  # fmt: skip
 
 
 def _text(value: Any) -> str:

@@ -1,0 +1,280 @@
+"""A real AsyncKernelManager drives a real ipykernel through local-agent-provisioner: the whole lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from jupyter_client.manager import AsyncKernelManager
+
+from gateway_provisioners.core.errors import KernelExited, NotAuthorized
+from gateway_provisioners.core.lifecycle import KernelPhase
+from gateway_provisioners.provisioners.local import LocalAgentProvisioner
+
+from ..conftest import pid_gone, write_kernel_spec
+
+pytestmark = pytest.mark.integration
+
+
+async def run_code(km: AsyncKernelManager, code: str, timeout: float = 30) -> tuple[dict, list[str]]:
+    """Execute ``code`` with a fresh client; returns the reply content and the stream output."""
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=timeout)
+        output: list[str] = []
+
+        def hook(msg: dict) -> None:
+            if msg["msg_type"] == "stream":
+                output.append(msg["content"]["text"])
+
+        reply = await kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+        return reply["content"], output
+    finally:
+        kc.stop_channels()
+
+
+async def kernel_pid(km: AsyncKernelManager) -> int:
+    _, out = await run_code(km, "import os; print(os.getpid())")
+    return int("".join(out).strip())
+
+
+@pytest.fixture
+async def km(jupyter_path: Path):
+    write_kernel_spec(jupyter_path, "gp-local")
+    manager = AsyncKernelManager(kernel_name="gp-local")
+    await manager.start_kernel()
+    yield manager
+    if manager.has_kernel:
+        await manager.shutdown_kernel(now=True)
+
+
+async def test_start_and_execute(km: AsyncKernelManager) -> None:
+    assert isinstance(km.provisioner, LocalAgentProvisioner)
+    content, out = await run_code(km, "print(6 * 7)")
+    assert content["status"] == "ok"
+    assert "".join(out).strip() == "42"
+    assert await km.is_alive()
+
+
+async def test_interrupt_running_sleep_within_one_second(km: AsyncKernelManager) -> None:
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=30)
+        msg_id = kc.execute("import time; time.sleep(30)")
+        # Wait until the kernel is executing this cell (its execute_input on iopub), then interrupt.
+        while True:
+            msg = await kc.get_iopub_msg(timeout=10)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
+                break
+        started = time.monotonic()
+        await km.interrupt_kernel()
+        reply = await kc.get_shell_msg(timeout=5)
+        elapsed = time.monotonic() - started
+    finally:
+        kc.stop_channels()
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    assert elapsed < 1.0, f"interrupt took {elapsed:.2f} s"
+    assert await km.is_alive()
+
+
+async def test_restart_in_place_keeps_ports(km: AsyncKernelManager) -> None:
+    ports = km.get_connection_info()
+    old_pid = await kernel_pid(km)
+    agent_pid = km.provisioner.kernel.handle.data["pid"]
+    await km.restart_kernel()
+    new_pid = await kernel_pid(km)  # a fresh client executes on the restarted kernel
+    assert new_pid != old_pid
+    assert km.get_connection_info() == ports
+    assert km.provisioner.kernel.handle.data["pid"] == agent_pid, "restart in place must keep the agent"
+    assert pid_gone(old_pid, 1.0)
+
+
+async def test_shutdown_leaves_no_process(km: AsyncKernelManager) -> None:
+    pid = await kernel_pid(km)
+    agent_pid = km.provisioner.kernel.handle.data["pid"]
+    await km.shutdown_kernel()
+    assert pid_gone(pid, 1.0), "kernel process still alive 1 s after shutdown"
+    assert pid_gone(agent_pid, 1.0), "agent still alive 1 s after shutdown"
+    assert not km.has_kernel
+
+
+async def test_kernel_killed_from_outside_is_reported_dead(km: AsyncKernelManager) -> None:
+    pid = await kernel_pid(km)
+    os.kill(pid, signal.SIGKILL)
+    started = time.monotonic()
+    while await km.is_alive():
+        await asyncio.wait_for(km.provisioner.kernel.lifecycle.wait_changed(), 3)
+    assert time.monotonic() - started < 3
+    assert await km.provisioner.poll() == -signal.SIGKILL
+    # The agent is still there, so jupyter_client's restart brings the kernel back on the same ports.
+    ports = km.get_connection_info()
+    await km.restart_kernel(now=True)
+    assert (await run_code(km, "1 + 1"))[0]["status"] == "ok"
+    assert km.get_connection_info() == ports
+
+
+async def test_server_environment_is_not_copied(jupyter_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GP_TEST_SERVER_SECRET", "do-not-leak")
+    write_kernel_spec(jupyter_path, "gp-env", env={"FROM_SPEC": "yes"})
+    km = AsyncKernelManager(kernel_name="gp-env")
+    await km.start_kernel(env={**os.environ, "KERNEL_EXTRA": "passes"})
+    try:
+        code = "import os, json; print(json.dumps({k: os.environ.get(k) for k in "
+        code += "['GP_TEST_SERVER_SECRET', 'KERNEL_EXTRA', 'FROM_SPEC', 'KERNEL_ID', 'GP_LAUNCH_PARAMS']}))"
+        _, out = await run_code(km, code)
+    finally:
+        await km.shutdown_kernel(now=True)
+    seen = json.loads("".join(out))
+    assert seen == {
+        "GP_TEST_SERVER_SECRET": None,
+        "KERNEL_EXTRA": "passes",
+        "FROM_SPEC": "yes",
+        "KERNEL_ID": km.kernel_id,
+        "GP_LAUNCH_PARAMS": None,
+    }
+
+
+async def test_callback_mode_through_the_response_listener(jupyter_path: Path) -> None:
+    write_kernel_spec(jupyter_path, "gp-callback", config={"connection_mode": "callback", "response_port": 0})
+    km = AsyncKernelManager(kernel_name="gp-callback")
+    await km.start_kernel()
+    try:
+        assert km.provisioner.kernel.spec.response_address.startswith("127.0.0.1:")
+        assert (await run_code(km, "2 ** 10"))[0]["status"] == "ok"
+    finally:
+        await km.shutdown_kernel()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected_code", "expected_text"),
+    [
+        (["/nonexistent/kernel-binary", "-f", "{connection_file}"], None, "No such file"),
+        ([sys.executable, "-c", "import sys; print('boom at start', file=sys.stderr); sys.exit(3)"], 3, "boom at start"),
+    ],
+    ids=["bad-argv", "exits-at-once"],
+)
+async def test_failed_launch_reports_reason_quickly(
+    jupyter_path: Path, argv: list[str], expected_code: int | None, expected_text: str
+) -> None:
+    write_kernel_spec(jupyter_path, "gp-broken", argv=argv, config={"launch_timeout": 30})
+    km = AsyncKernelManager(kernel_name="gp-broken")
+    started = time.monotonic()
+    with pytest.raises(KernelExited) as caught:
+        await km.start_kernel()
+    elapsed = time.monotonic() - started
+    assert elapsed < 5, f"failure took {elapsed:.1f} s to report (timeout is 30 s)"
+    error = caught.value
+    assert expected_text in error.details()
+    if expected_code is not None:
+        assert error.exit_code == expected_code
+    assert error.phase in ("starting", "connecting", "submitted")
+
+
+async def test_root_is_refused_by_default(jupyter_path: Path) -> None:
+    write_kernel_spec(jupyter_path, "gp-local")
+    km = AsyncKernelManager(kernel_name="gp-local")
+    with pytest.raises(NotAuthorized, match="'root' is not allowed"):
+        await km.start_kernel(env={**os.environ, "KERNEL_USERNAME": "root"})
+    assert not km.has_kernel
+
+
+async def test_per_kernel_user_lists_are_parsed(jupyter_path: Path) -> None:
+    write_kernel_spec(jupyter_path, "gp-users", config={"unauthorized_users": "mallory, eve", "authorized_users": ""})
+    km = AsyncKernelManager(kernel_name="gp-users")
+    with pytest.raises(NotAuthorized, match="'eve'"):
+        await km.start_kernel(env={**os.environ, "KERNEL_USERNAME": "eve"})
+
+
+async def test_reattach_from_another_process(km: AsyncKernelManager, tmp_path: Path) -> None:
+    pid = await kernel_pid(km)
+    info = await km.provisioner.get_provisioner_info()
+    saved = tmp_path / "provisioner-info.json"
+    saved.write_text(json.dumps(info))
+    script = f"""
+import asyncio, json, sys
+from jupyter_client.manager import AsyncKernelManager
+
+async def main():
+    km = AsyncKernelManager(kernel_name="gp-local")
+    km.kernel_id = {km.kernel_id!r}
+    from jupyter_client.provisioning.factory import KernelProvisionerFactory
+    km.provisioner = KernelProvisionerFactory.instance(parent=km.parent).create_provisioner_instance(
+        km.kernel_id, km.kernel_spec, parent=km)
+    info = json.load(open({str(saved)!r}))
+    await km.provisioner.load_provisioner_info(info)
+    km.load_connection_info(info["connection_info"])
+    assert await km.is_alive(), "reattached kernel polls as dead"
+    kc = km.client(); kc.start_channels(); await kc.wait_for_ready(timeout=30)
+    out = []
+    await kc.execute_interactive("import os; print(os.getpid())", timeout=30,
+        output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+    kc.stop_channels()
+    await km.provisioner.send_signal(0)
+    print("PID", "".join(out).strip())
+
+asyncio.run(main())
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=os.environ)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"PID {pid}" in result.stdout
+    assert await km.is_alive(), "the other process's reattach must not disturb the kernel"
+
+
+async def test_jupyter_execute_runs_a_notebook(jupyter_path: Path, tmp_path: Path) -> None:
+    write_kernel_spec(jupyter_path, "gp-nb")
+    notebook = tmp_path / "nb.ipynb"
+    notebook.write_text(
+        json.dumps(
+            {
+                "cells": [
+                    {"cell_type": "code", "metadata": {}, "source": "x = 6 * 7\nprint('answer', x)",
+                     "outputs": [], "execution_count": None},
+                ],
+                "metadata": {"kernelspec": {"name": "gp-nb", "display_name": "gp-nb", "language": "python"}},
+                "nbformat": 4,
+                "nbformat_minor": 5,
+            }
+        )
+    )
+    jupyter = Path(sys.executable).with_name("jupyter")
+    proc = await asyncio.create_subprocess_exec(
+        str(jupyter), "execute", "--kernel_name=gp-nb", "--inplace", str(notebook),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    outputs = json.loads(notebook.read_text())["cells"][0]["outputs"]
+    assert outputs and outputs[0]["text"] in ("answer 42\n", ["answer 42\n"])
+
+
+async def test_kernel_phases_are_logged_without_secrets(jupyter_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_kernel_spec(jupyter_path, "gp-local")
+    km = AsyncKernelManager(kernel_name="gp-local")
+    caplog.set_level("DEBUG")
+    await km.start_kernel()
+    try:
+        key = km.session.key.decode()
+        token = km.provisioner.kernel.serialize()["token"]
+        assert km.provisioner.kernel.phase is KernelPhase.READY
+    finally:
+        await km.shutdown_kernel()
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    for phase in ("submitted", "starting", "connecting", "ready", "terminated"):
+        assert f"] {phase} (" in text, f"phase {phase} not logged"
+    assert key not in text and token not in text
+
+
+def test_no_agent_processes_linger_after_failures() -> None:
+    mine = [p for p in psutil.Process().children(recursive=True) if "gp_agent.py" in " ".join(p.cmdline())]
+    assert all(pid_gone(p.pid, 2) for p in mine)
