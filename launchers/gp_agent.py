@@ -354,20 +354,19 @@ class Agent:
         return True
 
     async def stop_kernel(self, grace: float) -> Optional[int]:
-        """Let the kernel exit by itself for ``grace`` s, then SIGTERM, then SIGKILL, its whole process group."""
+        """SIGTERM the kernel's process group, SIGKILL it after ``grace`` s (at once when ``grace`` is 0).
+
+        In jupyter_client's flows the kernel has usually exited already, after its shutdown request.
+        """
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return self.exit_code
-        for signum, wait in ((None, grace), (signal.SIGTERM, 1.0), (signal.SIGKILL, 5.0)):
-            if signum is not None:
-                kill_group(proc.pid, signum)
-            if grace <= 0 and signum is not signal.SIGKILL:
-                continue
-            try:
-                await asyncio.wait_for(asyncio.shield(proc.wait()), wait)
-                break
-            except asyncio.TimeoutError:
-                continue
+        kill_group(proc.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), grace if grace > 0 else 5.0)
+        except asyncio.TimeoutError:
+            kill_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
         if self._exit_watch is not None:
             await asyncio.shield(self._exit_watch)
         return self.exit_code
@@ -587,6 +586,10 @@ class Agent:
             await self.done.wait()
             return self.result
         finally:
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                # Already ending: a late SIGTERM (the server's fallback) must not interrupt the clean-up below.
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_IGN)
             server.close()
             self.busy = True
             await self.stop_kernel(0)

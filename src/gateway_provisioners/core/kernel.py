@@ -264,6 +264,7 @@ class RemoteKernel:
                 self.lifecycle.fail(
                     KernelExited(
                         f"the kernel's agent is gone ({event.get('reason', '')})",
+                        hint="",
                         exit_code=self.exit_code,
                         diagnostics=self._exit_diagnostics,
                     )
