@@ -1,0 +1,182 @@
+"""Kernel start-up, restart and shutdown: jupyter_client's local kernel against local-agent-provisioner, side by side.
+
+Run:  python benchmarks/kernel_startup.py [--runs 10] [--markdown]
+
+Each round starts one kernel of each kind, alternating which goes first, in the same process and event loop, so that
+both see the same machine load. Measured per kernel:
+
+* start-up: ``await km.start_kernel()`` until the first ``kernel_info`` reply (``wait_for_ready``);
+* restart: ``await km.restart_kernel()`` until a fresh client gets ``kernel_info``;
+* shutdown: ``await km.shutdown_kernel()`` returning, and until the kernel's process is gone;
+* the longest event-loop stall while all that happened (a 5 ms probe's lateness).
+
+Medians are compared as ratios (agent / local): these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from jupyter_client.manager import AsyncKernelManager
+
+SPECS = {
+    "local (jupyter_client LocalProvisioner)": "bench-local",
+    "local-agent-provisioner": "bench-agent",
+}
+
+
+def write_specs(root: Path) -> None:
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    for name, provisioner in (("bench-local", "local-provisioner"), ("bench-agent", "local-agent-provisioner")):
+        folder = root / "kernels" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = {"argv": argv, "display_name": name, "language": "python", "interrupt_mode": "signal",
+                "metadata": {"kernel_provisioner": {"provisioner_name": provisioner}}}  # fmt: skip
+        (folder / "kernel.json").write_text(json.dumps(spec))
+
+
+class StallProbe:
+    """Records the longest lateness of a 5 ms sleep: how long the event loop was blocked."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.005)
+            self.longest = max(self.longest, loop.time() - before - 0.005)
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> float:
+        assert self._task is not None
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        return self.longest
+
+
+async def ready(km: AsyncKernelManager) -> None:
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=60)
+    finally:
+        kc.stop_channels()
+
+
+async def kernel_pid(km: AsyncKernelManager) -> int:
+    kc = km.client()
+    kc.start_channels()
+    out: list[str] = []
+    try:
+        await kc.wait_for_ready(timeout=60)
+        await kc.execute_interactive(
+            "import os; print(os.getpid())",
+            timeout=30,
+            output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None,
+        )
+    finally:
+        kc.stop_channels()
+    return int("".join(out).strip())
+
+
+def gone_after(pid: int, since: float, timeout: float = 40.0) -> float:
+    try:
+        psutil.Process(pid).wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        return float("inf")
+    return time.monotonic() - since
+
+
+async def one_kernel(spec: str) -> dict[str, float]:
+    probe = StallProbe()
+    probe.start()
+    km = AsyncKernelManager(kernel_name=spec)
+    t = time.monotonic()
+    await km.start_kernel(env={**os.environ, "KERNEL_USERNAME": "bench"})
+    await ready(km)
+    startup = time.monotonic() - t
+    t = time.monotonic()
+    await km.restart_kernel()
+    await ready(km)
+    restart = time.monotonic() - t
+    pid = await kernel_pid(km)
+    t = time.monotonic()
+    await km.shutdown_kernel()
+    shutdown = time.monotonic() - t
+    gone = await asyncio.get_running_loop().run_in_executor(None, gone_after, pid, t)
+    return {"startup": startup, "restart": restart, "shutdown": shutdown, "gone": gone, "stall": await probe.stop()}
+
+
+def summary(values: list[float]) -> str:
+    return f"{min(values):.3f} / **{statistics.median(values):.3f}** / {max(values):.3f}"
+
+
+async def main(runs: int) -> dict[str, dict[str, list[float]]]:
+    results: dict[str, dict[str, list[float]]] = {label: {} for label in SPECS}
+    await one_kernel("bench-local")  # warm-up: imports and disk caches, not measured
+    await one_kernel("bench-agent")
+    for round_no in range(runs):
+        order = list(SPECS.items()) if round_no % 2 == 0 else list(reversed(SPECS.items()))
+        for label, spec in order:
+            for key, value in (await one_kernel(spec)).items():
+                results[label].setdefault(key, []).append(value)
+        print(f"round {round_no + 1}/{runs} done", file=sys.stderr)
+    return results
+
+
+def report(results: dict[str, dict[str, list[float]]], runs: int) -> str:
+    rows = [
+        f"Machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"{runs} rounds, alternating order; seconds, min / **median** / max.",
+        "",
+        "| kernel | start-up (to kernel_info) | restart (to kernel_info) | shutdown returns | kernel process gone "
+        "after shutdown | longest event-loop stall |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, data in results.items():
+        cells = [summary(data[k]) for k in ("startup", "restart", "shutdown", "gone", "stall")]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    local, agent = (results[label] for label in SPECS)
+    ratios = {k: statistics.median(agent[k]) / statistics.median(local[k]) for k in ("startup", "restart", "shutdown")}
+    rows.append("")
+    rows.append(
+        "Ratio of medians, agent / local: "
+        + ", ".join(f"{k} **{v:.2f}x**" for k, v in ratios.items())
+        + f"; start-up difference {1000 * (statistics.median(agent['startup']) - statistics.median(local['startup'])):+.0f} ms."
+    )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10, help="rounds (one kernel of each kind per round)")
+    parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="gp-bench-") as tmp:
+        write_specs(Path(tmp))
+        os.environ["JUPYTER_PATH"] = tmp
+        data = asyncio.run(main(args.runs))
+    if args.json:
+        args.json.write_text(json.dumps(data, indent=2))
+    print(report(data, args.runs))
