@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 from jupyter_client.manager import AsyncKernelManager
@@ -159,11 +158,12 @@ def report(results: dict[str, dict[str, list[float]]], runs: int) -> str:
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     local, agent = (results[label] for label in SPECS)
     ratios = {k: statistics.median(agent[k]) / statistics.median(local[k]) for k in ("startup", "restart", "shutdown")}
+    difference_ms = 1000 * (statistics.median(agent["startup"]) - statistics.median(local["startup"]))
     rows.append("")
     rows.append(
         "Ratio of medians, agent / local: "
         + ", ".join(f"{k} **{v:.2f}x**" for k, v in ratios.items())
-        + f"; start-up difference {1000 * (statistics.median(agent['startup']) - statistics.median(local['startup'])):+.0f} ms."
+        + f"; start-up difference {difference_ms:+.0f} ms."
     )
     return "\n".join(rows)
 

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 AGENT_VERSION = "0.1.0"
 PROTOCOL_VERSION = 2
@@ -56,7 +56,7 @@ class Protocol:
     """Key derivation, payload sealing and control-frame ciphers. Imports ``cryptography`` on first use."""
 
     PAYLOAD_INFO = b"gp/2 payload"
-    CONTROL_INFO = {"s2a": b"gp/2 control s2a", "a2s": b"gp/2 control a2s"}
+    CONTROL_INFO: ClassVar[Dict[str, bytes]] = {"s2a": b"gp/2 control s2a", "a2s": b"gp/2 control a2s"}
 
     def __init__(self) -> None:
         from cryptography.exceptions import InvalidTag
@@ -239,6 +239,7 @@ class Agent:
         self.done = asyncio.Event()
         self.result = 0
         self._exit_watch: Optional["asyncio.Task[None]"] = None
+        self._watchdog: Optional["asyncio.Task[None]"] = None
 
     # -- set-up ------------------------------------------------------------------------------------------------------
 
@@ -246,7 +247,7 @@ class Agent:
         """Choose and hold the ports, write the connection file."""
         if self.mode == "assigned":
             given = self.params.get("connection") or {}
-            missing = [name for name in PORT_NAMES + ("key",) if not given.get(name)]
+            missing = [name for name in (*PORT_NAMES, "key") if not given.get(name)]
             if missing or not self.params.get("agent_port"):
                 raise ValueError(f"assigned mode needs connection.{', connection.'.join(missing) or 'agent_port'}")
             ports = [int(given[name]) for name in PORT_NAMES]
@@ -582,7 +583,7 @@ class Agent:
             else:
                 self.reported = True
             if self.opts.watchdog > 0:
-                asyncio.ensure_future(self.watchdog(self.opts.watchdog))
+                self._watchdog = asyncio.ensure_future(self.watchdog(self.opts.watchdog))
             await self.done.wait()
             return self.result
         finally:

@@ -55,7 +55,7 @@ def nothing_left_running() -> Iterator[None]:
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     yield
     leftovers = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
-    gone, alive = psutil.wait_procs(leftovers, timeout=5)
+    _, alive = psutil.wait_procs(leftovers, timeout=5)
     names = [f"{p.pid} {' '.join(p.cmdline()[:4])}" for p in alive if p.is_running()]
     for proc in alive:
         proc.kill()

@@ -1,4 +1,4 @@
-"""gateway-provisioners: start Jupyter kernels somewhere else (pods, containers, YARN, SSH hosts) through jupyter_client."""
+"""gateway-provisioners: start Jupyter kernels elsewhere (pods, containers, YARN, SSH hosts) through jupyter_client."""
 
 from importlib.metadata import PackageNotFoundError, version
 

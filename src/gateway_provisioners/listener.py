@@ -99,12 +99,14 @@ class ResponseListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer(writer)
         if self._active >= self.max_connections:
-            await self._reply(writer, Reply.BUSY, "too many connections")
+            await self._reply(writer, Reply.BUSY, "too many connections", reader)
             return
         self._active += 1
         try:
             code, detail = await self._receive(reader, peer)
-            await self._reply(writer, code, detail)
+            await self._reply(writer, code, detail, reader)
+        except asyncio.CancelledError:
+            writer.close()  # the listener is closing; ending here quietly is the point
         except Exception:  # the listener must outlive any peer
             log.exception("response listener: unexpected error with %s", peer)
             writer.close()
@@ -127,10 +129,17 @@ class ResponseListener:
         return self.broker.accept(data.strip(), peer=peer)
 
     @staticmethod
-    async def _reply(writer: asyncio.StreamWriter, code: str, detail: str) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
+    async def _reply(
+        writer: asyncio.StreamWriter, code: str, detail: str, reader: asyncio.StreamReader | None = None
+    ) -> None:
+        with contextlib.suppress(ConnectionError, OSError, asyncio.TimeoutError):
             writer.write(make_reply(code, detail))
             await asyncio.wait_for(writer.drain(), 5)
+            if reader is not None and code != Reply.ACCEPTED:
+                # Closing with unread input makes the kernel reset the connection, and the peer would lose the
+                # reply: say we are done, then discard what is still arriving, briefly and boundedly.
+                writer.write_eof()
+                await asyncio.wait_for(_discard(reader, 8 * 1024 * 1024), 1.0)
         writer.close()
 
     def close(self) -> None:
@@ -150,6 +159,11 @@ class ResponseListener:
     ) -> None:
         self.close()
         await self.wait_closed()
+
+
+async def _discard(reader: asyncio.StreamReader, limit: int) -> None:
+    while limit > 0 and (chunk := await reader.read(65536)):
+        limit -= len(chunk)
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:

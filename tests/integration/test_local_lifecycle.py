@@ -160,7 +160,11 @@ async def test_callback_mode_through_the_response_listener(jupyter_path: Path) -
     ("argv", "expected_code", "expected_text"),
     [
         (["/nonexistent/kernel-binary", "-f", "{connection_file}"], None, "No such file"),
-        ([sys.executable, "-c", "import sys; print('boom at start', file=sys.stderr); sys.exit(3)"], 3, "boom at start"),
+        (
+            [sys.executable, "-c", "import sys; print('boom at start', file=sys.stderr); sys.exit(3)"],
+            3,
+            "boom at start",
+        ),
     ],
     ids=["bad-argv", "exits-at-once"],
 )
@@ -238,8 +242,13 @@ async def test_jupyter_execute_runs_a_notebook(jupyter_path: Path, tmp_path: Pat
         json.dumps(
             {
                 "cells": [
-                    {"cell_type": "code", "metadata": {}, "source": "x = 6 * 7\nprint('answer', x)",
-                     "outputs": [], "execution_count": None},
+                    {
+                        "cell_type": "code",
+                        "metadata": {},
+                        "source": "x = 6 * 7\nprint('answer', x)",
+                        "outputs": [],
+                        "execution_count": None,
+                    },
                 ],
                 "metadata": {"kernelspec": {"name": "gp-nb", "display_name": "gp-nb", "language": "python"}},
                 "nbformat": 4,

@@ -122,5 +122,5 @@ class Backend(abc.ABC):
         """Serialized handles of every launch this backend can see that carries this library's owner label."""
         return []
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Stop the shared observer and release clients. Idempotent."""

@@ -135,11 +135,12 @@ def parse_envelope(data: bytes | str) -> Envelope:
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
+        if _is_v1_frame(data):
+            raise EnvelopeError(Reply.UNSUPPORTED_VERSION, "payload is an older launcher's v1 frame") from exc
         raise EnvelopeError(Reply.MALFORMED, "payload is not JSON") from exc
     if not isinstance(obj, dict):
         raise EnvelopeError(Reply.MALFORMED, "payload is not a JSON object")
     if "gp" not in obj:
-        # The older packages' v1 frame is base64 JSON with "version"; answer it with a version error, not "malformed".
         raise EnvelopeError(Reply.UNSUPPORTED_VERSION, "payload has no protocol version (an older launcher?)")
     if obj["gp"] not in SUPPORTED_VERSIONS:
         raise EnvelopeError(Reply.UNSUPPORTED_VERSION, f"payload speaks protocol {obj['gp']!r}")
@@ -156,6 +157,15 @@ def parse_envelope(data: bytes | str) -> Envelope:
     return Envelope(kernel_id, raw_nonce, raw_ciphertext)
 
 
+def _is_v1_frame(data: bytes | str) -> bool:
+    """The older packages' frame: base64 of a JSON object with "version" (answered with a version error)."""
+    try:
+        obj = json.loads(base64.b64decode(data, validate=True))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(obj, dict) and "version" in obj
+
+
 def open_payload(token: bytes, envelope: Envelope) -> dict[str, Any]:
     """Authenticate and decrypt an envelope with the launch's token. Raises :class:`EnvelopeError` (bad-seal)."""
     try:
@@ -164,7 +174,10 @@ def open_payload(token: bytes, envelope: Envelope) -> dict[str, Any]:
         )
     except InvalidTag as exc:
         raise EnvelopeError(Reply.BAD_SEAL, "payload failed authentication") from exc
-    info = json.loads(plaintext)
+    try:
+        info = json.loads(plaintext)
+    except (ValueError, UnicodeDecodeError):
+        info = None
     if not isinstance(info, dict):
         raise EnvelopeError(Reply.MALFORMED, "sealed payload is not a JSON object")
     return info

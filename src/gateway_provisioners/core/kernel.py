@@ -154,7 +154,7 @@ class RemoteKernel:
             waiters = [asyncio.ensure_future(handle.wait_changed())]
             if payload is not None:
                 waiters.append(payload)  # type: ignore[arg-type]
-            done, _ = await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             waiters[0].cancel()
 
     async def _follow(self, observation: Observation) -> None:
@@ -170,7 +170,7 @@ class RemoteKernel:
         if observation.state.is_over:
             tail = list(observation.diagnostics) or await self._log_tail()
             raise KernelExited(
-                f"the kernel's agent ended during start-up ({observation.reason or 'exit code ' + str(observation.exit_code)})",
+                f"the kernel's agent ended during start-up ({observation.reason or f'exit {observation.exit_code}'})",
                 exit_code=observation.exit_code,
                 diagnostics=tail,
             )
@@ -294,7 +294,7 @@ class RemoteKernel:
         await self.signal(signal.SIGINT)
 
     async def restart(self, grace: float = 5.0) -> dict[str, Any]:
-        """Restart the kernel in place: same agent, same ports, same key. Falls back to a new launch without an agent."""
+        """Restart the kernel in place: same agent, ports and key. Without a live agent, launch anew."""
         assert self.spec is not None
         if not self.agent_alive:
             await self.shutdown(grace=0)

@@ -55,8 +55,8 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     launch_timeout = Float(
         help="""Seconds from launch until the kernel must be ready, end to end (GP_LAUNCH_TIMEOUT, else
-        KERNEL_LAUNCH_TIMEOUT; default 30). A client's KERNEL_LAUNCH_TIMEOUT (1..3600) overrides it per launch. A launch
-        that fails earlier — the kernel exits, the platform reports a terminal state — fails at once, with its reason.""",
+        KERNEL_LAUNCH_TIMEOUT; default 30). A client's KERNEL_LAUNCH_TIMEOUT (1..3600) overrides it per launch.
+        A launch that fails earlier (the kernel exits, the platform reports a terminal state) fails at once.""",
     ).tag(config=True)
 
     authorized_users = Union(

@@ -27,7 +27,7 @@ class LocalAgentProvisioner(RemoteProvisionerBase):
     """Run the kernel as a local process under the gateway-provisioners agent."""
 
     python = Unicode(
-        help="Interpreter that runs the agent and replaces a bare 'python' in the kernel's argv (default: the server's)."
+        help="Interpreter running the agent; it replaces a bare 'python' in the kernel's argv (default: the server's)."
     ).tag(config=True)
 
     kernel_log_dir = Unicode(
