@@ -236,7 +236,7 @@ class Agent:
         self.last_client_seen = time.monotonic()
         self.reported = False  # the connection info went out; from now on the server drives us
         self.busy = False  # a restart or shutdown is in progress: a kernel exit is expected
-        self.done = asyncio.Event()
+        self.done: asyncio.Event  # made in run(): on Python 3.9 an Event binds to the loop current at creation
         self.result = 0
         self._exit_watch: Optional["asyncio.Task[None]"] = None
         self._watchdog: Optional["asyncio.Task[None]"] = None
@@ -551,6 +551,7 @@ class Agent:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        self.done = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, self.done.set)
         self.prepare()

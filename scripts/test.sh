@@ -5,8 +5,8 @@ echo "== installing gateway-provisioners[test] into $VENV"
 "$PY" -m pip install -q --upgrade pip >/dev/null
 "$PY" -m pip install -q ".[test]"
 echo "== ruff"
-"$VENV/bin/ruff" check src launchers tests benchmarks docs/examples
-"$VENV/bin/ruff" format --check src launchers tests benchmarks docs/examples
+"$VENV/bin/ruff" check src launchers tests benchmarks docs/examples noxfile.py
+"$VENV/bin/ruff" format --check src launchers tests benchmarks docs/examples noxfile.py
 echo "== pytest"
 # Run from a folder outside the checkout's src/, so the tests exercise the installed wheel (agent files included).
 exec "$PY" -m pytest -p no:cacheprovider -ra "$@"
