@@ -567,12 +567,16 @@ class Agent:
             if self.mode != "assigned":
                 await self.report(self.payload(False, spawn_error))
             return EXIT_STARTUP_FAILED
-        control_sock = self.held[0]
-        control_sock.listen(8)
-        server = await asyncio.start_server(self.serve_client, sock=control_sock)
+        server: Optional[asyncio.AbstractServer] = None
         try:
             ready = await self.wait_ready(float(self.params.get("ready_timeout", 120)))
-            if not ready:
+            if ready:
+                # Listen only once the kernel is ready: in server-assigned mode, a server that can connect knows
+                # the kernel is up; until then its connection attempts are refused.
+                control_sock = self.held[0]
+                control_sock.listen(8)
+                server = await asyncio.start_server(self.serve_client, sock=control_sock)
+            else:
                 await asyncio.shield(self._exit_watch) if self._exit_watch else None
                 reason = f"the kernel exited during start-up with code {self.exit_code}"
                 log.error("%s; log tail:\n%s", reason, "\n".join(tail_lines(self.log_file)))
@@ -592,7 +596,8 @@ class Agent:
                 # Already ending: a late SIGTERM (the server's fallback) must not interrupt the clean-up below.
                 loop.remove_signal_handler(signum)
                 signal.signal(signum, signal.SIG_IGN)
-            server.close()
+            if server is not None:
+                server.close()
             self.busy = True
             await self.stop_kernel(0)
             for writer, _ in list(self.clients.values()):

@@ -63,10 +63,10 @@ async def main() -> dict[str, Any]:
     client.load_connection_info(info)
     client.start_channels()
     await client.wait_for_ready(timeout=30)
-    msg_id = client.execute("import time; time.sleep(30)")
-    while True:  # wait until the kernel is executing the cell
+    msg_id = client.execute("import time; print('sleeping', flush=True); time.sleep(30)")
+    while True:  # wait until the cell runs (its output arrives): only then does SIGINT interrupt it
         msg = await client.get_iopub_msg(timeout=10)
-        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
             break
     await kernel.interrupt()
     results["interrupted"] = (await client.get_shell_msg(timeout=10))["content"].get("ename")

@@ -82,10 +82,15 @@ async def run_demo(username: str) -> None:
         )
         step(f"executed code: {reply['content']['status']}", t)
         t = time.monotonic()
+        sleeping = asyncio.Event()
         running = asyncio.ensure_future(
-            kc.execute_interactive("import time; time.sleep(30)", timeout=60, output_hook=lambda msg: None)
+            kc.execute_interactive(
+                "import time; print('sleeping', flush=True); time.sleep(30)",
+                timeout=60,
+                output_hook=lambda msg: sleeping.set() if msg["msg_type"] == "stream" else None,
+            )
         )
-        await asyncio.sleep(0.5)  # let the cell start sleeping before it is interrupted
+        await asyncio.wait_for(sleeping.wait(), 30)  # the cell runs: only now does SIGINT interrupt it
         await km.interrupt_kernel()
         reply = await running
         step(f"interrupted a sleeping cell: {reply['content'].get('ename', reply['content']['status'])}", t)

@@ -70,11 +70,11 @@ async def test_interrupt_running_sleep_within_one_second(km: AsyncKernelManager)
     kc.start_channels()
     try:
         await kc.wait_for_ready(timeout=30)
-        msg_id = kc.execute("import time; time.sleep(30)")
-        # Wait until the kernel is executing this cell (its execute_input on iopub), then interrupt.
+        msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(30)")
+        # Wait until the cell runs (its output arrives): ipykernel only turns SIGINT into KeyboardInterrupt then.
         while True:
             msg = await kc.get_iopub_msg(timeout=10)
-            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
                 break
         started = time.monotonic()
         await km.interrupt_kernel()

@@ -40,7 +40,11 @@ class LocalBackend(Backend):
     """
 
     name: ClassVar[str] = "local"
-    modes: ClassVar[tuple[ConnectionMode, ...]] = (ConnectionMode.STDOUT, ConnectionMode.CALLBACK)
+    modes: ClassVar[tuple[ConnectionMode, ...]] = (
+        ConnectionMode.STDOUT,
+        ConnectionMode.CALLBACK,
+        ConnectionMode.ASSIGNED,
+    )
 
     def __init__(self, python: str | None = None, log_dir: str | None = None, keep_logs: bool = False) -> None:
         self.python = python or sys.executable
@@ -67,11 +71,9 @@ class LocalBackend(Backend):
         await proc.stdin.drain()
         proc.stdin.close()
         handle = BackendHandle(spec.kernel_id, data={"pid": proc.pid, "log_file": log_file})
-        handle.update(
-            Observation(
-                PlatformState.STARTING, ip="127.0.0.1", host=socket.gethostname(), reason=f"agent pid {proc.pid}"
-            )
-        )
+        # The agent runs here, so its address is known at once (as a pod IP is to the Kubernetes adapter).
+        state = PlatformState.RUNNING if spec.mode is ConnectionMode.ASSIGNED else PlatformState.STARTING
+        handle.update(Observation(state, ip="127.0.0.1", host=socket.gethostname(), reason=f"agent pid {proc.pid}"))
         self._procs[spec.kernel_id] = proc
         self._spawn(self._read_output(proc, handle))
         self._spawn(self._observe(proc, handle))

@@ -189,8 +189,9 @@ class RemoteKernel:
 
     def _assigned_info(self, observation: Observation) -> dict[str, Any]:
         assert self.spec is not None
-        info = dict(self.spec.values.get("assigned_connection", {}))
-        info["ip"] = observation.ip
+        info = {**self.spec.assign_connection(), "ip": observation.ip, "transport": "tcp"}
+        info.setdefault("signature_scheme", "hmac-sha256")
+        info.setdefault("kernel_name", self.spec.kernel_name)
         self.lifecycle.move_to(KernelPhase.CONNECTING, f"agent at {observation.ip}")
         return info
 
@@ -215,10 +216,18 @@ class RemoteKernel:
                 state = await control.open(*self.agent_address, timeout=max(0.1, deadline - time.monotonic()))
                 break
             except ConnectionRefusedError:
-                # Server-assigned mode: the agent may not listen yet. Anything else is a real error.
+                # Server-assigned mode: the agent listens once its kernel is ready; until then, follow the platform
+                # (a kernel that dies fails the launch at once) and try again shortly.
                 if time.monotonic() >= deadline:
-                    raise
-                await asyncio.sleep(0.05)
+                    raise LaunchTimeout(
+                        f"the agent at {self.agent_address[0]}:{self.agent_address[1]} never listened"
+                    ) from None
+                if self.handle is not None and self.lifecycle.phase is KernelPhase.CONNECTING:
+                    await self._follow(self.handle.observation)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self.handle.wait_changed(), 0.05)
+                else:
+                    await asyncio.sleep(0.05)
         self._control = control
         if state.get("kernel") == "exited":
             self.exit_code = state.get("exit_code")

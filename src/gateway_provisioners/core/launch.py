@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import enum
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError, NotAuthorized
 from .handshake import PROTOCOL_VERSION, encode_token, new_token
-from .port_range import PortRange
+from .port_range import KERNEL_PORT_NAMES, PortRange, hold_ports
 
 
 class ConnectionMode(str, enum.Enum):
@@ -150,11 +151,25 @@ class LaunchSpec:
     kernel_ip: str = "0.0.0.0"  # where the kernel binds on its host
     cwd: str | None = None
     values: dict[str, Any] = field(default_factory=dict)  # validated KERNEL_* values
+    assigned: dict[str, Any] | None = field(default=None, repr=False)  # server-assigned ports and key
     token: bytes = field(default_factory=new_token, repr=False)
 
     def __post_init__(self) -> None:
         if not self.argv:
             raise ConfigurationError("the kernel spec's argv is empty: it must be the kernel's own command")
+
+    def assign_connection(self) -> dict[str, Any]:
+        """Server-assigned mode: choose the kernel's five ports, the agent's port and the HMAC key (once).
+
+        The kernel runs in a network namespace of its own (pod, bridge-network container), so any ports inside
+        ``port_range`` do; they are taken from ports free on this machine, which also suits tests that run the agent
+        here.
+        """
+        if self.assigned is None:
+            ports = hold_ports(6, self.port_range).release()
+            self.assigned = dict(zip(KERNEL_PORT_NAMES, ports[1:], strict=True))
+            self.assigned.update(agent_port=ports[0], key=str(uuid.uuid4()))
+        return self.assigned
 
     def agent_params(self, **extra: Any) -> dict[str, Any]:
         """The agent's launch parameters (contain the token: send them only through the launch channel)."""
@@ -171,6 +186,10 @@ class LaunchSpec:
         }
         if self.response_address:
             params["response_address"] = self.response_address
+        if self.mode is ConnectionMode.ASSIGNED:
+            assigned = self.assign_connection()
+            params["connection"] = {k: v for k, v in assigned.items() if k != "agent_port"}
+            params["agent_port"] = assigned["agent_port"]
         if self.cwd:
             params["cwd"] = self.cwd
         params.update(extra)
