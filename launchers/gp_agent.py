@@ -40,10 +40,12 @@ AGENT_VERSION = "0.1.0"
 PROTOCOL_VERSION = 2
 SUPPORTED_VERSIONS = (2,)
 STDOUT_PREFIX = "GP-CONNECTION-INFO "
+AGENT_PID_PREFIX = "GP-AGENT-PID "  # --detach: the pid of the agent that stays, printed first
 MAX_CONTROL_FRAME_BYTES = 1024 * 1024
 PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
 LOG_TAIL_LINES = 20
 EXIT_STARTUP_FAILED = 3
+MAX_CONTROL_CONNECTIONS = 8
 EXIT_BAD_PARAMS = 2
 
 log = logging.getLogger("gp-agent")
@@ -147,11 +149,12 @@ def parse_port_range(text: str) -> Tuple[int, int]:
     return lower, upper
 
 
-def bind_port(ip: str, port: int) -> socket.socket:
+def bind_port(ip: str, port: int, reuse: bool = False) -> socket.socket:
+    """Bind (not listen) a TCP socket. ``reuse`` only for re-holding our own kernel's ports after it exited: two
+    non-listening sockets with SO_REUSEADDR may share a port, so fresh allocations never set it."""
     sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        if port:
-            # Rebinding our own kernel's ports right after it exited must not wait for TIME_WAIT.
+        if reuse:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((ip, port))
     except OSError:
@@ -161,19 +164,29 @@ def bind_port(ip: str, port: int) -> socket.socket:
 
 
 def hold_ports(count: int, ip: str, port_range: Tuple[int, int], retries: int = 5) -> List[socket.socket]:
-    """Bind ``count`` distinct ports and keep them bound so no one else can take them before the kernel does."""
+    """Bind ``count`` distinct ports and keep them bound so no one else can take them before the kernel does.
+
+    Inside a range, distinct candidates are tried in random order; up to ``retries`` taken ports per wanted port.
+    """
     held: List[socket.socket] = []
     try:
-        for _ in range(count):
-            for _attempt in range(retries):
-                port = 0 if port_range == (0, 0) else random.randint(*port_range)
-                try:
-                    held.append(bind_port(ip, port))
-                    break
-                except OSError:
-                    continue
-            else:
-                raise OSError(f"no free port on {ip} in {port_range[0]}..{port_range[1]} after {retries} attempts")
+        if port_range == (0, 0):
+            held = [bind_port(ip, 0) for _ in range(count)]
+            return held
+        lower, upper = port_range
+        candidates = random.sample(range(lower, upper + 1), min(upper - lower + 1, count * (retries + 1)))
+        failures = 0
+        for port in candidates:
+            if len(held) == count or failures >= count * retries:
+                break
+            try:
+                held.append(bind_port(ip, port))
+            except OSError:
+                failures += 1
+        if len(held) < count:
+            raise OSError(
+                f"no free port on {ip} in {lower}..{upper}: {count} needed, {len(held)} found, {failures} taken"
+            )
     except BaseException:
         for sock in held:
             sock.close()
@@ -232,7 +245,8 @@ class Agent:
         self.pgid: Optional[int] = None
         self.exit_code: Optional[int] = None
         self.protocol: Optional[Protocol] = None
-        self.clients: Dict[int, Tuple[asyncio.StreamWriter, FrameCipher]] = {}
+        self.clients: Dict[int, Tuple[asyncio.StreamWriter, FrameCipher]] = {}  # authenticated connections
+        self.connections: set = set()  # all open control connections, authenticated or not
         self.last_client_seen = time.monotonic()
         self.reported = False  # the connection info went out; from now on the server drives us
         self.busy = False  # a restart or shutdown is in progress: a kernel exit is expected
@@ -240,6 +254,7 @@ class Agent:
         self.result = 0
         self._exit_watch: Optional["asyncio.Task[None]"] = None
         self._watchdog: Optional["asyncio.Task[None]"] = None
+        self.detach_fd: Optional[int] = None  # --detach: the pipe to the parent waiting for our report
 
     # -- set-up ------------------------------------------------------------------------------------------------------
 
@@ -247,9 +262,10 @@ class Agent:
         """Choose and hold the ports, write the connection file."""
         if self.mode == "assigned":
             given = self.params.get("connection") or {}
-            missing = [name for name in (*PORT_NAMES, "key") if not given.get(name)]
-            if missing or not self.params.get("agent_port"):
-                raise ValueError(f"assigned mode needs connection.{', connection.'.join(missing) or 'agent_port'}")
+            missing = [f"connection.{name}" for name in (*PORT_NAMES, "key") if not given.get(name)]
+            missing += [] if self.params.get("agent_port") else ["agent_port"]
+            if missing:
+                raise ValueError(f"assigned mode needs {', '.join(missing)} in the launch parameters")
             ports = [int(given[name]) for name in PORT_NAMES]
             self.agent_port = int(self.params["agent_port"])
             self.held = [bind_port(self.kernel_ip, self.agent_port)] + [bind_port(self.kernel_ip, p) for p in ports]
@@ -322,7 +338,7 @@ class Agent:
         with contextlib.suppress(OSError):
             # Hold the ports again, so a restart in place gets them back.
             for name in PORT_NAMES:
-                self.held.append(bind_port(self.kernel_ip, self.connection[name]))
+                self.held.append(bind_port(self.kernel_ip, self.connection[name], reuse=True))
         await self.broadcast({"event": "kernel-exited", "exit_code": code, "log_tail": tail_lines(self.log_file)})
         if self.reported and not self.clients and not self.busy:
             log.info("kernel %s ended and no server is connected: agent exits", self.kernel_id)
@@ -389,6 +405,7 @@ class Agent:
             agent_port=self.agent_port,
             pid=self.proc.pid if self.proc else None,
             pgid=self.pgid,
+            agent_pid=os.getpid(),
             hostname=socket.gethostname(),
             agent_version=AGENT_VERSION,
         )
@@ -405,36 +422,42 @@ class Agent:
         self.reported = True
 
     async def call_back(self, envelope: str) -> None:
+        """Deliver the envelope to the server's response listener; retry what may pass (busy, timeout, no reply)."""
         address = self.params.get("response_address") or ""
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"response_address {address!r} is not host:port")
         host = host.strip("[]")
-        last_error: Exception = OSError("no attempt")
+        last_error = "no attempt"
         for attempt in range(5):
+            if attempt:
+                await asyncio.sleep(0.2 * attempt)
             try:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 10)
                 writer.write(envelope.encode("utf-8") + b"\n")
                 await writer.drain()
-                line = await asyncio.wait_for(reader.readline(), 10)
+                line = await asyncio.wait_for(reader.readline(), 15)
                 writer.close()
-                reply = json.loads(line or b"{}")
-                if reply.get("status") == "accepted":
-                    log.info("connection info accepted by %s", address)
-                    return
-                reason = reply.get("reason", "no reply")
-                if reason == "unsupported-version":
-                    raise RuntimeError(
-                        f"server at {address} speaks protocol {reply.get('supported')}, this agent speaks "
-                        f"{PROTOCOL_VERSION}: install matching versions of gateway-provisioners and the agent"
-                    )
+                reply = json.loads(line) if line.strip() else {}
+            except (OSError, asyncio.TimeoutError, ValueError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+                continue
+            reason = reply.get("reason", "no reply") if isinstance(reply, dict) else "unreadable reply"
+            if reply.get("status") == "accepted" or (reason == "replayed" and attempt > 0):
+                # "replayed" after a retry: an earlier attempt got through and only its reply was lost.
+                log.info("connection info accepted by %s", address)
+                return
+            if reason == "unsupported-version":
+                raise RuntimeError(
+                    f"server at {address} speaks protocol {reply.get('supported')}, this agent speaks "
+                    f"{PROTOCOL_VERSION}: install matching versions of gateway-provisioners and the agent"
+                )
+            if reason not in ("busy", "timeout", "no reply"):
                 raise RuntimeError(
                     f"server at {address} rejected the connection info: {reason} {reply.get('detail', '')}"
                 )
-            except (OSError, asyncio.TimeoutError, ValueError) as exc:
-                last_error = exc
-                await asyncio.sleep(0.2 * (attempt + 1))
-        raise RuntimeError(f"cannot reach the server's response address {address}: {last_error}")
+            last_error = reason
+        raise RuntimeError(f"cannot deliver the connection info to {address}: {last_error}")
 
     # -- control channel ---------------------------------------------------------------------------------------------
 
@@ -449,9 +472,15 @@ class Agent:
             "agent_version": AGENT_VERSION,
         }
         client_id = id(writer)
+        if len(self.connections) >= MAX_CONTROL_CONNECTIONS:
+            writer.close()  # a server needs one; more are someone probing
+            return
+        self.connections.add(client_id)
         try:
             writer.write(pack_frame(json.dumps(hello).encode()))
             server_hello = json.loads(await asyncio.wait_for(read_frame(reader), 10))
+            if not isinstance(server_hello, dict):
+                raise ValueError("server hello is not a JSON object")
             if server_hello.get("gp") not in SUPPORTED_VERSIONS:
                 log.error(
                     "server at %s speaks protocol %r, this agent speaks %s",
@@ -460,13 +489,16 @@ class Agent:
                     PROTOCOL_VERSION,
                 )
                 return
-            keys = self.protocol.control_keys(
-                self.token, self.kernel_id, agent_nonce, base64.b64decode(server_hello["nonce"])
-            )
+            server_nonce = base64.b64decode(server_hello["nonce"])
+            if len(server_nonce) != 16:
+                raise ValueError("server nonce must be 16 bytes")
+            keys = self.protocol.control_keys(self.token, self.kernel_id, agent_nonce, server_nonce)
             cipher = self.protocol.cipher(keys)
             first = True
             while True:
-                message = cipher.open(await read_frame(reader))
+                # Until it authenticates, a peer gets 10 s; then the server may stay idle as long as it likes.
+                frame = await (asyncio.wait_for(read_frame(reader), 10) if first else read_frame(reader))
+                message = cipher.open(frame)
                 if first:  # authenticated: the peer holds the token
                     self.clients[client_id] = (writer, cipher)
                     first = False
@@ -479,11 +511,12 @@ class Agent:
                     self.done.set()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, asyncio.CancelledError):
             pass  # the server went away, or the agent is ending
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("control connection from %s dropped: %s", peer, exc)
         finally:
-            self.clients.pop(client_id, None)
-            self.last_client_seen = time.monotonic()
+            self.connections.discard(client_id)
+            if self.clients.pop(client_id, None) is not None:
+                self.last_client_seen = time.monotonic()  # only a server that authenticated counts for the watchdog
             writer.close()
             if self.reported and not self.clients and not self.kernel_running and not self.busy:
                 self.done.set()
@@ -507,10 +540,13 @@ class Agent:
         if op == "ping":
             return self.state()
         if op == "signal":
-            signum = int(message.get("signum", 0))
+            try:
+                signum = signal.Signals(int(message.get("signum", 0)))
+            except ValueError:
+                return {"ok": False, "error": f"signal {message.get('signum')!r} is unknown on this host"}
             if self.kernel_running and signum:
                 kill_group(self.pgid, signum)
-                log.info("sent signal %d to kernel %s", signum, self.kernel_id)
+                log.info("sent %s to kernel %s", signum.name, self.kernel_id)
             return self.state()
         if op == "restart":
             return await self.restart(float(message.get("grace", 5)), float(message.get("ready_timeout", 60)))
@@ -554,39 +590,33 @@ class Agent:
         self.done = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, self.done.set)
-        self.prepare()
-        try:
-            await self.start_kernel()  # first, so the kernel's start-up overlaps ours
-        except OSError as exc:
-            spawn_error: Optional[str] = f"cannot start the kernel {self.kernel_argv()[0]!r}: {exc.strerror or exc}"
-        else:
-            spawn_error = None
-        self.protocol = Protocol()
-        if spawn_error is not None:
-            log.error("%s", spawn_error)
-            if self.mode != "assigned":
-                await self.report(self.payload(False, spawn_error))
-            return EXIT_STARTUP_FAILED
         server: Optional[asyncio.AbstractServer] = None
         try:
-            ready = await self.wait_ready(float(self.params.get("ready_timeout", 120)))
-            if ready:
+            self.prepare()
+            try:
+                await self.start_kernel()  # first, so the kernel's start-up overlaps ours
+                failure = None
+            except OSError as exc:
+                failure = f"cannot start the kernel {self.kernel_argv()[0]!r}: {exc.strerror or exc}"
+            self.protocol = Protocol()
+            if failure is None and await self.wait_ready(float(self.params.get("ready_timeout", 120))):
                 # Listen only once the kernel is ready: in server-assigned mode, a server that can connect knows
                 # the kernel is up; until then its connection attempts are refused.
                 control_sock = self.held[0]
                 control_sock.listen(8)
                 server = await asyncio.start_server(self.serve_client, sock=control_sock)
-            else:
-                await asyncio.shield(self._exit_watch) if self._exit_watch else None
-                reason = f"the kernel exited during start-up with code {self.exit_code}"
-                log.error("%s; log tail:\n%s", reason, "\n".join(tail_lines(self.log_file)))
-                if self.mode != "assigned":
-                    await self.report(self.payload(False, reason))
-                return EXIT_STARTUP_FAILED
+            elif failure is None:
+                if self._exit_watch is not None:
+                    await asyncio.shield(self._exit_watch)
+                failure = f"the kernel exited during start-up with code {self.exit_code}"
+            if failure is not None:
+                log.error("%s; log tail:\n%s", failure, "\n".join(tail_lines(self.log_file)))
             if self.mode != "assigned":
-                await self.report(self.payload(True))
-            else:
-                self.reported = True
+                await self.report(self.payload(failure is None, failure or ""))
+            self.reported = True
+            self.detach_done(failure is None)
+            if failure is not None:
+                return EXIT_STARTUP_FAILED
             if self.opts.watchdog > 0:
                 self._watchdog = asyncio.ensure_future(self.watchdog(self.opts.watchdog))
             await self.done.wait()
@@ -604,11 +634,51 @@ class Agent:
                 writer.close()
             for sock in self.held:
                 sock.close()
-            if not self.opts.keep_log and self.log_file.startswith(self.workdir):
+            self.detach_done(False)
+            keep = self.opts.keep_log and self.log_file.startswith(self.workdir)
+            with contextlib.suppress(OSError):
+                os.remove(self.connection_file)  # it holds the HMAC key
+            if not keep:
                 shutil.rmtree(self.workdir, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    os.remove(self.connection_file)
+
+    def detach_done(self, ok: bool) -> None:
+        """``--detach``: once reported, let go of the launching channel (SSH session) and tell the parent to exit."""
+        if self.detach_fd is None:
+            return
+        log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        null_fd = os.open(os.devnull, os.O_RDONLY)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(null_fd, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(null_fd)
+        os.close(log_fd)
+        for handler in list(log.handlers):
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                log.removeHandler(handler)  # the log file has every line already
+        os.write(self.detach_fd, b"0" if ok else b"1")
+        os.close(self.detach_fd)
+        self.detach_fd = None
+
+
+def detach() -> int:
+    """Fork; the parent prints the child's pid and exits once the child reports (see Agent.detach_done).
+
+    The child starts a new session, so it and its kernel outlive the channel that launched them (an SSH session
+    holds one of a connection's few session slots only while the agent starts up).
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_fd)
+        sys.stdout.write(f"{AGENT_PID_PREFIX}{pid}\n")
+        sys.stdout.flush()
+        status = os.read(read_fd, 1)
+        os._exit(0 if status == b"0" else EXIT_STARTUP_FAILED)
+    os.close(read_fd)
+    os.setsid()
+    return write_fd
 
 
 def decode_token(text: str) -> bytes:
@@ -629,6 +699,8 @@ def read_params(opts: argparse.Namespace) -> Dict[str, Any]:
     if not text.strip():
         raise ValueError("no launch parameters: pass --params FILE, --params - (stdin) or set GP_LAUNCH_PARAMS")
     params = json.loads(text)
+    if not isinstance(params, dict):
+        raise ValueError("launch parameters must be a JSON object")
     if params.get("gp") not in SUPPORTED_VERSIONS:
         raise ValueError(
             f"the server speaks protocol {params.get('gp')!r}, this agent ({AGENT_VERSION}) speaks {PROTOCOL_VERSION}: "
@@ -676,9 +748,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--keep-log", action="store_true", help="do not remove the log file when the agent exits")
     parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="after reporting, leave the launching session: the first process prints the agent's "
+        f"pid ('{AGENT_PID_PREFIX}N') and exits; the agent and kernel go on in a new session",
+    )
+    parser.add_argument(
         "--watchdog",
         type=float,
-        default=float(os.environ.get("GP_AGENT_WATCHDOG", 0) or 0),
+        default=os.environ.get("GP_AGENT_WATCHDOG") or "0",
         metavar="SECONDS",
         help="end the kernel when no server has been connected for SECONDS (default 0: never; env GP_AGENT_WATCHDOG)",
     )
@@ -698,23 +776,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     formatter = logging.Formatter("%(asctime)s gp-agent %(levelname)s %(message)s")
     to_stderr = logging.StreamHandler(sys.stderr)
     to_stderr.setFormatter(formatter)
-    to_stderr.setLevel(opts.log_level.upper())
     log.addHandler(to_stderr)
     log.setLevel(logging.INFO)
     log.propagate = False
     try:
+        to_stderr.setLevel(opts.log_level.upper())
         params = read_params(opts)
         agent = Agent(params, opts)
-    except (ValueError, OSError, KeyError) as exc:
+    except (ValueError, OSError, KeyError, TypeError) as exc:
         print(f"gp-agent: {exc}", file=sys.stderr)
         return EXIT_BAD_PARAMS
     file_log = logging.FileHandler(agent.log_file)
     file_log.setFormatter(formatter)
     log.addHandler(file_log)
+    if opts.detach:
+        agent.detach_fd = detach()
     try:
         return asyncio.run(agent.run())
-    except Exception as exc:  # one line for the operator; the details are in the log file
-        log.debug("agent failed", exc_info=True)
+    except Exception as exc:  # one line for the operator, the traceback in the log file
+        log.error("agent failed: %s", exc, exc_info=True)
         print(f"gp-agent: {exc}", file=sys.stderr)
         return EXIT_STARTUP_FAILED
 

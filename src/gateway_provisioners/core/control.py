@@ -1,9 +1,9 @@
 """The server's end of the control channel to one agent.
 
 One long-lived TCP connection per kernel, opened after the handshake. The server sends requests (``ping``,
-``signal``, ``restart``, ``shutdown``); the agent answers each and pushes events (``kernel-started``,
-``kernel-exited``) as they happen, so the server learns of a dead kernel without polling anything. Framing and sealing
-are in :mod:`.handshake`; the message catalogue is in ``docs/protocol.md``.
+``signal``, ``restart``, ``shutdown``); the agent answers each and pushes events (``kernel-exited``) as they
+happen, so the server learns of a dead kernel without polling anything. Framing and sealing are in
+:mod:`.handshake`; the message catalogue is in ``docs/protocol.md``.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ class ControlConnection:
             if hello.get("kernel_id") != self.kernel_id:
                 raise ProtocolError(f"agent at {host}:{port} serves kernel {hello.get('kernel_id')!r}, not this one")
             agent_nonce = base64.b64decode(hello["nonce"])
+            if len(agent_nonce) != 16:
+                raise ProtocolError("agent nonce must be 16 bytes")
             server_nonce = os.urandom(16)
             writer.write(
                 frame(json.dumps({"gp": PROTOCOL_VERSION, "nonce": base64.b64encode(server_nonce).decode()}).encode())

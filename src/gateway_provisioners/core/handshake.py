@@ -241,7 +241,10 @@ class ControlCipher:
         except InvalidTag as exc:
             raise ProtocolError("control frame failed authentication") from exc
         self._recv_counter += 1
-        message = json.loads(body)
+        try:
+            message = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            message = None
         if not isinstance(message, dict):
             raise ProtocolError("control message is not a JSON object")
         return message

@@ -122,7 +122,9 @@ class RemoteKernel:
             info = await self._await_connection(payload, deadline)
             await self._open_control(info, deadline)
         except BaseException as exc:
-            await self._abort_launch(exc, deadline)
+            error = await self._abort_launch(exc)
+            if error is not exc:
+                raise error from exc
             raise
         finally:
             self.broker.forget(self.kernel_id)
@@ -202,8 +204,10 @@ class RemoteKernel:
             ip = "127.0.0.1"
         self.agent_address = (ip, int(info["agent_port"]))
         self.kernel_pid = info.get("pid")
+        # For the backend's fallbacks (signals, clean-up) when the agent does not answer.
+        self.handle.data.update({k: info[k] for k in ("agent_pid", "hostname") if info.get(k)})
         if info.get("pgid"):
-            self.handle.data["kernel_pgid"] = info["pgid"]  # for the backend's signal fallback
+            self.handle.data["kernel_pgid"] = info["pgid"]
         self.connection_info = {k: info[k] for k in CONNECTION_KEYS if k in info}
         self.connection_info["ip"] = ip
         await self._connect_control(deadline)
@@ -232,8 +236,8 @@ class RemoteKernel:
         if state.get("kernel") == "exited":
             self.exit_code = state.get("exit_code")
 
-    async def _abort_launch(self, exc: BaseException, deadline: float) -> None:
-        """Leave nothing running after a failed or cancelled launch, and record why."""
+    async def _abort_launch(self, exc: BaseException) -> BaseException:
+        """Leave nothing running after a failed or cancelled launch, record why, and return the error to raise."""
         if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, LaunchError):
             exc = LaunchTimeout(f"kernel not ready after {self.spec.launch_timeout if self.spec else 0:g} s")
         if isinstance(exc, LaunchTimeout) and not exc.diagnostics:
@@ -245,9 +249,11 @@ class RemoteKernel:
         if self.handle is not None:
             with contextlib.suppress(Exception):
                 await self.backend.terminate(self.handle, grace=0)
+            self.handle = None
         self.lifecycle.fail(exc if isinstance(exc, Exception) else LaunchError("launch cancelled"))
         if isinstance(exc, LaunchError):
             log.warning("kernel %s on %s failed: %s", self.kernel_id, self.backend.name, exc.details())
+        return exc
 
     async def _log_tail(self) -> list[str]:
         if self.handle is None:

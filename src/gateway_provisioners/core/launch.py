@@ -9,6 +9,7 @@ and an operator's allowlist — never the server's whole environment.
 from __future__ import annotations
 
 import enum
+import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -53,6 +54,8 @@ class Param:
                 value: Any = self.kind(raw)
             except ValueError:
                 raise ConfigurationError(f"{where} is not a {'whole ' if self.kind is int else ''}number") from None
+            if not math.isfinite(value):
+                raise ConfigurationError(f"{where} is not a finite number")
             if self.minimum is not None and value < self.minimum:
                 raise ConfigurationError(f"{where} is below the minimum {self.minimum:g}")
             if self.maximum is not None and value > self.maximum:

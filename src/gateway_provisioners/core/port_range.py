@@ -99,20 +99,29 @@ def _bind(ip: str, port: int) -> socket.socket:
 def hold_ports(count: int, port_range: PortRange, ip: str = "127.0.0.1", retries: int = DEFAULT_RETRIES) -> HeldPorts:
     """Bind ``count`` distinct ports on ``ip`` inside ``port_range`` and hold them.
 
-    Each port gets up to ``retries`` failed attempts (port taken) before :class:`PortRangeError` is raised.
+    Inside a range, distinct candidate ports are tried in random order, so a range exactly as large as ``count``
+    works when its ports are free; up to ``retries`` taken ports per wanted port are tolerated before
+    :class:`PortRangeError` is raised. A port is never tried twice.
     """
     held: list[socket.socket] = []
     try:
-        for _ in range(count):
-            for _attempt in range(retries):
-                port = 0 if port_range.is_any else random.randint(port_range.lower, port_range.upper)
-                try:
-                    held.append(_bind(ip, port))
-                    break
-                except OSError:
-                    continue
-            else:
-                raise PortRangeError(f"no free port on {ip} in {port_range} after {retries} attempts")
+        if port_range.is_any:
+            held = [_bind(ip, 0) for _ in range(count)]
+            return HeldPorts(held)
+        size = port_range.upper - port_range.lower + 1
+        candidates = random.sample(range(port_range.lower, port_range.upper + 1), min(size, count * (retries + 1)))
+        failures = 0
+        for port in candidates:
+            if len(held) == count or failures >= count * retries:
+                break
+            try:
+                held.append(_bind(ip, port))
+            except OSError:
+                failures += 1
+        if len(held) < count:
+            raise PortRangeError(
+                f"no free port on {ip} in {port_range}: {count} needed, {len(held)} found, {failures} taken"
+            )
     except BaseException:
         for sock in held:
             sock.close()

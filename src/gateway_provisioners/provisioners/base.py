@@ -19,7 +19,7 @@ import signal
 from typing import Any
 
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
-from traitlets import Float, Int, List, TraitError, Unicode, Union, default, validate
+from traitlets import Bool, Float, Int, List, TraitError, Unicode, Union, default, validate
 from traitlets import Set as SetTrait
 
 from ..core.backend import Backend
@@ -93,13 +93,15 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         default: this machine's first non-loopback address).""",
     ).tag(config=True)
 
-    response_port = Int(help="First port tried for the response listener (GP_RESPONSE_PORT, 8877).").tag(config=True)
-
-    response_port_retries = Int(
-        help="Further ports tried when the response port is taken (GP_RESPONSE_PORT_RETRIES, 10)."
+    response_port = Int(
+        min=0, max=65535, help="First port tried for the response listener (GP_RESPONSE_PORT, 8877; 0 = any)."
     ).tag(config=True)
 
-    response_addr_any = Unicode(
+    response_port_retries = Int(
+        min=0, help="Further ports tried when the response port is taken (GP_RESPONSE_PORT_RETRIES, 10)."
+    ).tag(config=True)
+
+    response_addr_any = Bool(
         help="Bind the response listener on all interfaces, still advertising response_ip (GP_RESPONSE_ADDR_ANY)."
     ).tag(config=True)
 
@@ -108,7 +110,12 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     @default("launch_timeout")
     def _default_launch_timeout(self) -> float:
-        return float(env_default("GP_LAUNCH_TIMEOUT", "KERNEL_LAUNCH_TIMEOUT", default="30"))
+        raw = env_default("GP_LAUNCH_TIMEOUT", "KERNEL_LAUNCH_TIMEOUT", default="30")
+        return _checked(lambda: LAUNCH_TIMEOUT.parse(raw), "GP_LAUNCH_TIMEOUT")
+
+    @validate("launch_timeout")
+    def _validate_launch_timeout(self, proposal: dict[str, Any]) -> float:
+        return _checked(lambda: LAUNCH_TIMEOUT.parse(str(proposal["value"])), "launch_timeout")
 
     @default("authorized_users")
     def _default_authorized_users(self) -> set[str]:
@@ -116,18 +123,18 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     @default("unauthorized_users")
     def _default_unauthorized_users(self) -> set[str]:
-        return parse_user_list(env_default("GP_UNAUTHORIZED_USERS", default="root"))
+        # Set but empty means "deny nobody", so this one does not go through env_default.
+        return parse_user_list(os.environ.get("GP_UNAUTHORIZED_USERS", "root"))
 
     @default("port_range")
     def _default_port_range(self) -> str:
-        return env_default("GP_PORT_RANGE", default="0..0")
+        value = env_default("GP_PORT_RANGE", default="0..0")
+        _checked(lambda: PortRange.parse(value), "GP_PORT_RANGE")
+        return value
 
     @validate("port_range")
     def _validate_port_range(self, proposal: dict[str, Any]) -> str:
-        try:
-            PortRange.parse(proposal["value"])
-        except ConfigurationError as exc:
-            raise TraitError(str(exc)) from None
+        _checked(lambda: PortRange.parse(proposal["value"]), "port_range")
         return str(proposal["value"])
 
     @default("env_allowlist")
@@ -136,14 +143,17 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     @default("connection_mode")
     def _default_connection_mode(self) -> str:
-        return env_default("GP_CONNECTION_MODE", default=self.backend_modes()[0].value)
+        return self._check_mode(env_default("GP_CONNECTION_MODE", default=self.backend_modes()[0].value))
 
     @validate("connection_mode")
     def _validate_connection_mode(self, proposal: dict[str, Any]) -> str:
+        return self._check_mode(proposal["value"])
+
+    def _check_mode(self, value: str) -> str:
         allowed = [mode.value for mode in self.backend_modes()]
-        if proposal["value"] not in allowed:
-            raise TraitError(f"connection_mode {proposal['value']!r} is not one of {', '.join(allowed)} here")
-        return str(proposal["value"])
+        if value not in allowed:
+            raise TraitError(f"connection_mode {value!r} is not one of {', '.join(allowed)} for this provisioner")
+        return str(value)
 
     @default("response_ip")
     def _default_response_ip(self) -> str:
@@ -151,15 +161,19 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     @default("response_port")
     def _default_response_port(self) -> int:
-        return int(env_default("GP_RESPONSE_PORT", default=str(DEFAULT_PORT)))
+        raw = env_default("GP_RESPONSE_PORT", default=str(DEFAULT_PORT))
+        return _checked(lambda: Param("GP_RESPONSE_PORT", int, 0, 65535).parse(raw), "GP_RESPONSE_PORT")
 
     @default("response_port_retries")
     def _default_response_port_retries(self) -> int:
-        return int(env_default("GP_RESPONSE_PORT_RETRIES", default="10"))
+        raw = env_default("GP_RESPONSE_PORT_RETRIES", default="10")
+        return _checked(lambda: Param("GP_RESPONSE_PORT_RETRIES", int, 0, 1000).parse(raw), "GP_RESPONSE_PORT_RETRIES")
 
     @default("response_addr_any")
-    def _default_response_addr_any(self) -> str:
-        return env_default("GP_RESPONSE_ADDR_ANY", default="false")
+    def _default_response_addr_any(self) -> bool:
+        return _checked(
+            lambda: parse_bool(env_default("GP_RESPONSE_ADDR_ANY", default="false"), "GP_RESPONSE_ADDR_ANY")
+        )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -208,7 +222,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             argv=cmd,
             env=kernel_env,
             username=username,
-            kernel_name=self.kernel_spec.display_name,
+            kernel_name=getattr(self.parent, "kernel_name", "") or self.kernel_spec.display_name,
             language=self.kernel_spec.language,
             mode=ConnectionMode(self.connection_mode),
             port_range=PortRange.parse(self.port_range),
@@ -301,7 +315,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             ip=self.response_ip,
             port=self.response_port,
             port_retries=self.response_port_retries,
-            bind_any=parse_bool(self.response_addr_any, "GP_RESPONSE_ADDR_ANY"),
+            bind_any=self.response_addr_any,
         )
 
     def _log_progress(self, event: ProgressEvent) -> None:
@@ -311,6 +325,17 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             "kernel %s [%s] %s (%.3f s in %s) %s",
             event.kernel_id, backend, event.phase, event.elapsed, event.previous, event.message,
         )  # fmt: skip
+
+
+LAUNCH_TIMEOUT = next(p for p in COMMON_PARAMS if p.name == "KERNEL_LAUNCH_TIMEOUT")
+
+
+def _checked(parse: Any, setting: str = "") -> Any:
+    """Run ``parse``; turn a :class:`ConfigurationError` into the TraitError traitlets reports."""
+    try:
+        return parse()
+    except ConfigurationError as exc:
+        raise TraitError(f"{setting}: {exc}" if setting and setting not in str(exc) else str(exc)) from None
 
 
 def _text(value: Any) -> str:
