@@ -118,6 +118,12 @@ class Backend(abc.ABC):
     async def restore(self, data: dict[str, Any]) -> BackendHandle:
         """Rebuild a handle from :meth:`serialize` output and start observing it."""
 
+    async def route(self, handle: BackendHandle, info: dict[str, Any]) -> dict[str, Any]:
+        """Where the server reaches the kernel: rewrite ``ip`` and the ports in ``info`` (the agent's connection info,
+        ``ip`` already set to the observed address) when traffic must take another path, e.g. an SSH tunnel.
+        The default reaches the kernel directly."""
+        return info
+
     async def list_owned(self) -> list[dict[str, Any]]:
         """Serialized handles of every launch this backend can see that carries this library's owner label."""
         return []

@@ -202,14 +202,14 @@ class RemoteKernel:
         ip = self.handle.observation.ip or info.get("ip") or "127.0.0.1"
         if ip in ("0.0.0.0", "::"):
             ip = "127.0.0.1"
-        self.agent_address = (ip, int(info["agent_port"]))
         self.kernel_pid = info.get("pid")
         # For the backend's fallbacks (signals, clean-up) when the agent does not answer.
         self.handle.data.update({k: info[k] for k in ("agent_pid", "hostname") if info.get(k)})
         if info.get("pgid"):
             self.handle.data["kernel_pgid"] = info["pgid"]
+        info = await self.backend.route(self.handle, {**info, "ip": ip})
+        self.agent_address = (info["ip"], int(info["agent_port"]))
         self.connection_info = {k: info[k] for k in CONNECTION_KEYS if k in info}
-        self.connection_info["ip"] = ip
         await self._connect_control(deadline)
 
     async def _connect_control(self, deadline: float) -> None:

@@ -93,12 +93,21 @@ def parse_bool(raw: str | bool, name: str = "value") -> bool:
     raise ConfigurationError(f"{name}={raw!r} is not a boolean (use true or false)")
 
 
-def parse_user_list(value: str | Iterable[str] | None) -> set[str]:
-    """``"bob, alice"`` or ``["bob", "alice"]`` → ``{"bob", "alice"}`` (older tools made one user of the string)."""
+def split_list(value: str | Iterable[str] | None) -> list[str]:
+    """``"a, b"`` or ``["a", "b,c"]`` → ``["a", "b", "c"]``, in order, without blanks or repeats.
+
+    Settings that take lists also take comma-separated strings (from the environment or a kernel spec); older tools
+    made one item of the whole string.
+    """
     if value is None:
-        return set()
+        return []
     items = value.split(",") if isinstance(value, str) else [part for v in value for part in str(v).split(",")]
-    return {item.strip() for item in items if item.strip()}
+    return list(dict.fromkeys(item.strip() for item in items if item.strip()))
+
+
+def parse_user_list(value: str | Iterable[str] | None) -> set[str]:
+    """``"bob, alice"`` or ``["bob", "alice"]`` → ``{"bob", "alice"}``."""
+    return set(split_list(value))
 
 
 def check_user(username: str, authorized: Iterable[str], unauthorized: Iterable[str], kernel_name: str = "") -> None:
