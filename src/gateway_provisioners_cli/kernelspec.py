@@ -117,14 +117,16 @@ def install(spec: dict[str, Any], kernel_name: str, location: str | None, prefix
     if prefix and location:
         raise click.UsageError("--prefix cannot be combined with --user or --sys-prefix")
     manager = KernelSpecManager()
-    existing = manager.find_kernel_specs().get(kernel_name)
-    if existing and not replace:
-        raise click.ClickException(f"kernel spec {kernel_name!r} exists at {existing}: pass --replace to overwrite it")
+    target_prefix = sys.prefix if location == "sys-prefix" else prefix
+    destination = Path(manager._get_destination_dir(kernel_name, user=location == "user", prefix=target_prefix))
+    if destination.exists() and not replace:
+        raise click.ClickException(
+            f"kernel spec {kernel_name!r} exists at {destination}: pass --replace to overwrite it"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / kernel_name
         folder.mkdir()
         (folder / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
-        target_prefix = sys.prefix if location == "sys-prefix" else prefix
         installed = manager.install_kernel_spec(str(folder), kernel_name, user=location == "user", prefix=target_prefix)
     return Path(installed)
 

@@ -1,0 +1,96 @@
+"""``jupyter-ssh-spec``: write kernel specs that run kernels on SSH hosts through ``distributed-provisioner``."""
+
+from __future__ import annotations
+
+import click
+
+from gateway_provisioners.core.errors import ConfigurationError
+from gateway_provisioners.core.launch import split_list
+
+from .kernelspec import build_kernel_json, common_options, emit, kernel_argv
+
+PROVISIONER = "distributed-provisioner"
+
+
+@click.group()
+@click.version_option(package_name="gateway_provisioners")
+def main() -> None:
+    """Kernel specs for kernels on a pool of SSH hosts (distributed-provisioner)."""
+
+
+@main.command()
+@common_options
+@click.option(
+    "--remote-hosts",
+    multiple=True,
+    required=True,
+    help="Host to run kernels on, '[user@]host[:port]'; repeat the option or give a comma list.",
+)
+@click.option(
+    "--ssh-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="SSH port for hosts that name none (default: GP_SSH_PORT or 22).",
+)
+@click.option("--remote-user", default=None, help="SSH user for hosts that name none (default: GP_REMOTE_USER or you).")
+@click.option(
+    "--python",
+    "python",
+    default="python3",
+    show_default=True,
+    help="Python on the hosts that has ipykernel and cryptography.",
+)
+@click.option(
+    "--load-balancing-algorithm", default=None, help="round-robin (default), least-connection, or module:function."
+)
+@click.option("--known-hosts", default=None, help="known_hosts file for the hosts' keys (default ~/.ssh/known_hosts).")
+@click.option(
+    "--client-key",
+    "client_keys",
+    multiple=True,
+    help="Private key file to log in with; repeatable (default: ~/.ssh keys and the SSH agent).",
+)
+@click.option("--tunnel", is_flag=True, help="Reach kernels through the SSH connection instead of directly.")
+def install(
+    kernel_name: str, display_name: str | None, language: str, location: str | None, prefix: str | None,
+    replace: bool, port_range: str, launch_timeout: float, authorized_users: str, unauthorized_users: str,
+    dry_run: bool, remote_hosts: tuple[str, ...], ssh_port: int | None, remote_user: str | None, python: str,
+    load_balancing_algorithm: str | None, known_hosts: str | None, client_keys: tuple[str, ...], tunnel: bool,
+) -> None:  # fmt: skip
+    """Write (or print, with --dry-run) a kernel spec for distributed-provisioner."""
+    from gateway_provisioners.adapters.ssh import SSHHost, load_selector
+
+    hosts = split_list(remote_hosts)
+    try:
+        for host in hosts:
+            SSHHost.parse(host)
+        if load_balancing_algorithm:
+            load_selector(load_balancing_algorithm)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc)) from None
+    config = {
+        "remote_hosts": hosts,
+        "ssh_port": ssh_port,
+        "remote_user": remote_user,
+        "remote_python": python,
+        "load_balancing_algorithm": load_balancing_algorithm,
+        "known_hosts": known_hosts,
+        "client_keys": list(client_keys) or None,
+        "tunnel_kernel_ports": tunnel or None,
+    }
+    spec = build_kernel_json(
+        provisioner=PROVISIONER,
+        argv=kernel_argv(language, python),
+        display_name=display_name or f"{'Python' if language == 'python' else 'R'} on {', '.join(hosts)} (SSH)",
+        language=language,
+        config=config,
+        port_range=port_range,
+        launch_timeout=launch_timeout,
+        authorized_users=authorized_users,
+        unauthorized_users=unauthorized_users,
+    )
+    emit(spec, kernel_name, location, prefix, replace, dry_run)
+
+
+if __name__ == "__main__":
+    main()
