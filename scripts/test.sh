@@ -1,6 +1,17 @@
 #!/bin/sh
-# Install what the tests need (apt packages too, when root) into ./.venv and run lint, unit and integration tests.
+# Install what the tests need (Debian packages too, when root) into ./.venv and run lint, unit and integration tests.
 . "$(dirname "$0")/venv.sh"
+# Real backends the integration tests use; a test whose backend is missing skips and says why.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    missing=""
+    [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+    command -v ssh-keygen >/dev/null || missing="$missing openssh-client"
+    command -v ip >/dev/null || missing="$missing iproute2"
+    if [ -n "$missing" ]; then
+        echo "== installing Debian packages:$missing"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    fi
+fi
 echo "== installing gateway-provisioners[test] into $VENV"
 "$PY" -m pip install -q --upgrade pip >/dev/null
 "$PY" -m pip install -q ".[test]"
@@ -8,5 +19,5 @@ echo "== ruff"
 "$VENV/bin/ruff" check src launchers tests benchmarks docs/examples noxfile.py
 "$VENV/bin/ruff" format --check src launchers tests benchmarks docs/examples noxfile.py
 echo "== pytest"
-# Run from a folder outside the checkout's src/, so the tests exercise the installed wheel (agent files included).
+# The tests import the installed wheel (src/ is not on the path), so the agent files shipped in it are what runs.
 exec "$PY" -m pytest -p no:cacheprovider -ra "$@"

@@ -294,7 +294,10 @@ class SSHBackend(Backend):
         process.stdin.write_eof()
         peer = conn.get_extra_info("peername")
         handle = BackendHandle(spec.kernel_id, data={"host": name, "log_file": log_file})
-        handle.update(Observation(PlatformState.STARTING, ip=peer[0] if peer else host.host, host=host.host))
+        handle.update(
+            Observation(PlatformState.STARTING, ip=peer[0] if peer else host.host, host=host.host,
+                        reason=f"agent starting on {name}")
+        )  # fmt: skip
         self._spawn(self._follow(process, handle, peer[0] if peer else host.host))
         return handle
 
