@@ -26,8 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 from jupyter_client.manager import AsyncKernelManager
+
+from _measure import StallProbe, gone_after, kernel_pid, ready, summary
 
 SPECS = {
     "local (jupyter_client LocalProvisioner)": "bench-local",
@@ -45,71 +46,8 @@ def write_specs(root: Path) -> None:
         (folder / "kernel.json").write_text(json.dumps(spec))
 
 
-class StallProbe:
-    """Records the longest lateness of a 5 ms sleep: how long the event loop was blocked."""
-
-    def __init__(self) -> None:
-        self.longest = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            before = loop.time()
-            await asyncio.sleep(0.005)
-            self.longest = max(self.longest, loop.time() - before - 0.005)
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> float:
-        assert self._task is not None
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-        return self.longest
-
-
-async def ready(km: AsyncKernelManager) -> None:
-    kc = km.client()
-    kc.start_channels()
-    try:
-        await kc.wait_for_ready(timeout=60)
-    finally:
-        kc.stop_channels()
-
-
-async def kernel_pid(km: AsyncKernelManager) -> int:
-    kc = km.client()
-    kc.start_channels()
-    out: list[str] = []
-    try:
-        await kc.wait_for_ready(timeout=60)
-        await kc.execute_interactive(
-            "import os; print(os.getpid())",
-            timeout=30,
-            output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None,
-        )
-    finally:
-        kc.stop_channels()
-    return int("".join(out).strip())
-
-
-def gone_after(pid: int, since: float, timeout: float = 40.0) -> float:
-    try:
-        psutil.Process(pid).wait(timeout)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
-        return float("inf")
-    return time.monotonic() - since
-
-
 async def one_kernel(spec: str) -> dict[str, float]:
-    probe = StallProbe()
-    probe.start()
+    probe = StallProbe().start()
     km = AsyncKernelManager(kernel_name=spec)
     t = time.monotonic()
     await km.start_kernel(env={**os.environ, "KERNEL_USERNAME": "bench"})
@@ -125,10 +63,6 @@ async def one_kernel(spec: str) -> dict[str, float]:
     shutdown = time.monotonic() - t
     gone = await asyncio.get_running_loop().run_in_executor(None, gone_after, pid, t)
     return {"startup": startup, "restart": restart, "shutdown": shutdown, "gone": gone, "stall": await probe.stop()}
-
-
-def summary(values: list[float]) -> str:
-    return f"{min(values):.3f} / **{statistics.median(values):.3f}** / {max(values):.3f}"
 
 
 async def main(runs: int) -> dict[str, dict[str, list[float]]]:

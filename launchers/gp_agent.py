@@ -255,6 +255,7 @@ class Agent:
         self._exit_watch: Optional["asyncio.Task[None]"] = None
         self._watchdog: Optional["asyncio.Task[None]"] = None
         self.detach_fd: Optional[int] = None  # --detach: the pipe to the parent waiting for our report
+        self.clean_shutdown = False  # the server asked us to end: nothing left to diagnose
 
     # -- set-up ------------------------------------------------------------------------------------------------------
 
@@ -552,6 +553,7 @@ class Agent:
             return await self.restart(float(message.get("grace", 5)), float(message.get("ready_timeout", 60)))
         if op == "shutdown":
             self.busy = True
+            self.clean_shutdown = True
             code = await self.stop_kernel(float(message.get("grace", 0)))
             return {"ok": True, "exit_code": code}
         return {"ok": False, "error": f"unknown op {op!r}"}
@@ -635,10 +637,11 @@ class Agent:
             for sock in self.held:
                 sock.close()
             self.detach_done(False)
-            keep = self.opts.keep_log and self.log_file.startswith(self.workdir)
             with contextlib.suppress(OSError):
                 os.remove(self.connection_file)  # it holds the HMAC key
-            if not keep:
+                if self.clean_shutdown and not self.opts.keep_log:
+                    os.remove(self.log_file)  # after a failure it stays, for the server's diagnostics
+            if not (self.opts.keep_log and self.log_file.startswith(self.workdir)):
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
     def detach_done(self, ok: bool) -> None:

@@ -82,27 +82,51 @@ class SSHSettings:
     keepalive_interval: float = 15.0
 
 
-class SSHConnectionPool:
-    """One SSH connection per host, opened on first use and reused by every kernel on it. An async context manager."""
+@dataclass(eq=False)
+class SessionSlot:
+    """One SSH session on one pooled connection, held from :meth:`SSHConnectionPool.acquire` to ``release``."""
 
-    def __init__(self, settings: SSHSettings) -> None:
+    connection: asyncssh.SSHClientConnection
+    pool_entry: list[int]  # [sessions open on this connection]
+
+
+class SSHConnectionPool:
+    """SSH connections per host, shared by every kernel on it. An async context manager.
+
+    OpenSSH allows only a few sessions per connection at once (``MaxSessions``, 10 by default), and each launch holds
+    one until its agent detaches. So a host gets one connection while that is enough, and more when many kernels
+    start at once; a broken connection is replaced on next use.
+    """
+
+    def __init__(self, settings: SSHSettings, sessions_per_connection: int = 8) -> None:
         self.settings = settings
-        self._connections: dict[SSHHost, asyncio.Task[asyncssh.SSHClientConnection]] = {}
+        self.sessions_per_connection = sessions_per_connection
+        self._connections: dict[SSHHost, list[tuple[asyncssh.SSHClientConnection, list[int]]]] = {}
+        self._locks: dict[SSHHost, asyncio.Lock] = {}
+
+    async def acquire(self, host: SSHHost) -> SessionSlot:
+        """A session slot on a live connection to ``host``, connecting when every connection is full or broken."""
+        async with self._locks.setdefault(host, asyncio.Lock()):
+            entries = [e for e in self._connections.get(host, []) if not e[0].is_closed()]
+            self._connections[host] = entries
+            for connection, count in entries:
+                if count[0] < self.sessions_per_connection:
+                    count[0] += 1
+                    return SessionSlot(connection, count)
+            connection = await self._connect(host)
+            entry = (connection, [1])
+            entries.append(entry)
+            return SessionSlot(connection, entry[1])
+
+    @staticmethod
+    def release(slot: SessionSlot) -> None:
+        slot.pool_entry[0] -= 1
 
     async def get(self, host: SSHHost) -> asyncssh.SSHClientConnection:
-        """The live connection to ``host``, connecting (once, however many callers wait) when there is none."""
-        task = self._connections.get(host)
-        if task is not None and task.done() and (task.exception() or task.result().is_closed()):
-            task = None
-        if task is None:
-            task = asyncio.ensure_future(self._connect(host))
-            self._connections[host] = task
-        try:
-            return await asyncio.shield(task)
-        except Exception:
-            if self._connections.get(host) is task:
-                del self._connections[host]
-            raise
+        """A live connection to ``host`` for channels that are not sessions (port forwards)."""
+        slot = await self.acquire(host)
+        self.release(slot)
+        return slot.connection
 
     async def _connect(self, host: SSHHost) -> asyncssh.SSHClientConnection:
         s = self.settings
@@ -138,18 +162,10 @@ class SSHConnectionPool:
             reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             raise BackendUnavailable(f"cannot reach {host}: {reason}") from None
 
-    def drop(self, host: SSHHost) -> None:
-        """Forget ``host``'s connection (after an error), so the next :meth:`get` reconnects."""
-        task = self._connections.pop(host, None)
-        if task is not None and task.done() and not task.exception():
-            task.result().close()
-
     async def close(self) -> None:
-        for task in self._connections.values():
-            if not task.done():
-                task.cancel()
-            elif not task.exception():
-                task.result().close()
+        for entries in self._connections.values():
+            for connection, _ in entries:
+                connection.close()
         self._connections.clear()
 
     async def __aenter__(self) -> SSHConnectionPool:
@@ -279,7 +295,8 @@ class SSHBackend(Backend):
         raise BackendUnavailable(f"no remote host could start kernel {spec.kernel_id}", diagnostics=failures, hint="")
 
     async def _start_agent(self, host: SSHHost, name: str, spec: LaunchSpec) -> BackendHandle:
-        conn = await self.pool.get(host)
+        slot = await self.pool.acquire(host)
+        conn = slot.connection
         log_file = f"{self.log_dir.rstrip('/')}/kernel-{spec.kernel_id}.log"
         params = spec.agent_params(python=self.python, log_file=log_file, ready_timeout=spec.launch_timeout)
         if self.tunnel:
@@ -288,7 +305,7 @@ class SSHBackend(Backend):
         try:
             process = await conn.create_process(command, encoding=None)
         except (asyncssh.Error, OSError) as exc:
-            self.pool.drop(host)
+            self.pool.release(slot)
             raise BackendUnavailable(f"cannot start a session on {name}: {exc}") from None
         process.stdin.write(self._agent_source + json.dumps(params).encode() + b"\n")
         process.stdin.write_eof()
@@ -298,7 +315,7 @@ class SSHBackend(Backend):
             Observation(PlatformState.STARTING, ip=peer[0] if peer else host.host, host=host.host,
                         reason=f"agent starting on {name}")
         )  # fmt: skip
-        self._spawn(self._follow(process, handle, peer[0] if peer else host.host))
+        self._spawn(self._follow(process, handle, peer[0] if peer else host.host, slot))
         return handle
 
     def _command(self, spec: LaunchSpec, log_file: str) -> str:
@@ -316,8 +333,16 @@ class SSHBackend(Backend):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _follow(self, process: asyncssh.SSHClientProcess[bytes], handle: BackendHandle, ip: str) -> None:
+    async def _follow(
+        self, process: asyncssh.SSHClientProcess[bytes], handle: BackendHandle, ip: str, slot: SessionSlot
+    ) -> None:
         """Read the launching session: the agent's pid, its payload, its errors, and how the session ended."""
+        try:
+            await self._read_session(process, handle, ip)
+        finally:
+            self.pool.release(slot)
+
+    async def _read_session(self, process: asyncssh.SSHClientProcess[bytes], handle: BackendHandle, ip: str) -> None:
         errors: deque[str] = deque(maxlen=20)
 
         async def read_errors() -> None:
@@ -373,15 +398,15 @@ class SSHBackend(Backend):
         name = handle.data.get("host")
         if name in self.load:
             self.load[name] = max(0, self.load[name] - 1)
-        if name not in self.hosts:
-            return
+        if name not in self.hosts or handle.data.get("agent_exited"):
+            return  # the agent ended itself and its kernel, and removed its log
         agent = int(handle.data.get("agent_pid") or 0)
         group = int(handle.data.get("kernel_pgid") or 0)
-        steps = max(1, int(grace * 10))
+        steps = max(1, int(grace * 50))
         script = (
             f"a={agent}; g={group}; "
             'if [ "$a" -gt 0 ]; then kill -TERM "$a" 2>/dev/null; i=0; '
-            f'while kill -0 "$a" 2>/dev/null && [ $i -lt {steps} ]; do sleep 0.1; i=$((i+1)); done; '
+            f'while kill -0 "$a" 2>/dev/null && [ $i -lt {steps} ]; do sleep 0.02; i=$((i+1)); done; '
             'kill -KILL "$a" 2>/dev/null; fi; '
             'if [ "$g" -gt 0 ]; then kill -KILL -- "-$g" 2>/dev/null; fi; '
         )
@@ -405,11 +430,17 @@ class SSHBackend(Backend):
     async def _run(self, name: str, command: str, timeout: float) -> str:
         """Run a short command on host ``name``; returns its output ('' when the host cannot be reached)."""
         try:
-            conn = await self.pool.get(self.hosts[name])
-            result = await asyncio.wait_for(conn.run(command, check=False), timeout)
-        except (BackendUnavailable, asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+            slot = await self.pool.acquire(self.hosts[name])
+        except BackendUnavailable as exc:
             log.warning("command on %s failed: %s", name, exc)
             return ""
+        try:
+            result = await asyncio.wait_for(slot.connection.run(command, check=False), timeout)
+        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+            log.warning("command on %s failed: %s", name, exc)
+            return ""
+        finally:
+            self.pool.release(slot)
         return str(result.stdout or "")
 
     # --- persistence --------------------------------------------------------------------------------------------

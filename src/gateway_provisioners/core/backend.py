@@ -52,7 +52,10 @@ class BackendHandle:
 
     kernel_id: str
     observation: Observation = field(default_factory=lambda: Observation(PlatformState.PENDING))
-    data: dict[str, Any] = field(default_factory=dict)  # adapter-specific, JSON-serializable identity
+    #: Adapter-specific, JSON-serializable identity. The core adds what the agent reported — ``agent_pid``,
+    #: ``kernel_pgid``, ``hostname`` — for fallbacks, and ``agent_exited`` once the agent ended after a shutdown
+    #: request (then its kernel and log are gone too, and :meth:`Backend.terminate` has only platform resources left).
+    data: dict[str, Any] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _payloads: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue, repr=False)
 

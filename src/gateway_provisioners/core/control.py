@@ -129,6 +129,13 @@ class ControlConnection:
             if not self._closing:
                 self._on_event({"event": "disconnected", "reason": reason})
 
+    async def wait_closed_by_agent(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the agent to close the connection (it does when it exits)."""
+        if self._read_task is None:
+            return True
+        done, _ = await asyncio.wait({self._read_task}, timeout=timeout)
+        return bool(done)
+
     async def close(self) -> None:
         """Close the connection (the agent keeps running). Idempotent."""
         self._closing = True

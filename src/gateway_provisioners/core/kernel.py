@@ -347,6 +347,9 @@ class RemoteKernel:
                 reply = await self._request("shutdown", timeout=grace + 5, grace=grace)
                 if reply.get("exit_code") is not None:
                     self.exit_code = reply["exit_code"]
+                # The agent exits right after its reply; once it has, the backend has nothing left to stop.
+                if self.handle is not None and await self._control.wait_closed_by_agent(timeout=2.0):
+                    self.handle.data["agent_exited"] = True
         await self._close_control()
         if self.handle is not None:
             await self.backend.terminate(self.handle, grace=grace)
