@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import random
+import select
 import shutil
 import signal
 import socket
@@ -40,7 +41,9 @@ AGENT_VERSION = "0.1.0"
 PROTOCOL_VERSION = 2
 SUPPORTED_VERSIONS = (2,)
 STDOUT_PREFIX = "GP-CONNECTION-INFO "
-AGENT_PID_PREFIX = "GP-AGENT-PID "  # --detach: the pid of the agent that stays, printed first
+AGENT_PID_PREFIX = "GP-AGENT-PID "  # --detach: "<pid>"; --spawner: "<kernel id> <pid>"
+AGENT_EXIT_PREFIX = "GP-AGENT-EXIT "  # --spawner: "<kernel id> <exit code>"
+SPAWNER_READY_PREFIX = "GP-SPAWNER-READY "  # --spawner: "<pid>", once the agent's source has been read
 MAX_CONTROL_FRAME_BYTES = 1024 * 1024
 PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
 LOG_TAIL_LINES = 20
@@ -194,6 +197,60 @@ def hold_ports(count: int, ip: str, port_range: Tuple[int, int], retries: int = 
     return held
 
 
+def listening_socket_inodes(ports: List[int]) -> Optional[Dict[int, set]]:
+    """Inodes of the listening TCP sockets on each of ``ports`` (Linux /proc), or None where /proc has no such table."""
+    wanted = {port: set() for port in ports}  # type: Dict[int, set]
+    found = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                lines = handle.readlines()[1:]
+        except OSError:
+            continue
+        found = True
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A":  # 0A: LISTEN
+                port = int(fields[1].rsplit(":", 1)[1], 16)
+                if port in wanted:
+                    wanted[port].add(fields[9])
+    return wanted if found else None
+
+
+def group_members(pgid: int) -> List[int]:
+    """Processes of process group ``pgid`` (Linux /proc)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getpgid(int(entry)) == pgid:
+                    members.append(int(entry))
+    return members
+
+
+def socket_inodes(pid: int) -> set:
+    """Inodes of the sockets process ``pid`` holds open."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    except OSError:
+        pass
+    return inodes
+
+
+async def port_answers(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
 def connect_ip(ip: str) -> str:
     return "127.0.0.1" if ip in ("0.0.0.0", "") else ("::1" if ip == "::" else ip)
 
@@ -254,6 +311,7 @@ class Agent:
         self.result = 0
         self._exit_watch: Optional["asyncio.Task[None]"] = None
         self._watchdog: Optional["asyncio.Task[None]"] = None
+        self.detached = False  # started by --detach or --spawner: leave their pipes once reported
         self.detach_fd: Optional[int] = None  # --detach: the pipe to the parent waiting for our report
         self.clean_shutdown = False  # the server asked us to end: nothing left to diagnose
 
@@ -284,9 +342,21 @@ class Agent:
             signature_scheme=self.params.get("signature_scheme", "hmac-sha256"),
             kernel_name=self.params.get("kernel_name", ""),
         )
+        self.write_connection_file()
+
+    def write_connection_file(self) -> None:
         fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(self.connection, handle)
+
+    def new_kernel_ports(self) -> None:
+        """Another process took a port between our release and the kernel's bind: hold five fresh ones."""
+        for sock in self.held[1:]:
+            sock.close()
+        fresh = hold_ports(5, self.kernel_ip, parse_port_range(self.params.get("port_range", "0..0")))
+        self.held[1:] = fresh
+        self.connection.update(zip(PORT_NAMES, (sock.getsockname()[1] for sock in fresh)))
+        self.write_connection_file()
 
     def kernel_argv(self) -> List[str]:
         argv = [str(arg).replace("{connection_file}", self.connection_file) for arg in self.params["argv"]]
@@ -349,27 +419,46 @@ class Agent:
     def kernel_running(self) -> bool:
         return self.proc is not None and self.exit_code is None and self.proc.returncode is None
 
-    async def wait_ready(self, timeout: float) -> bool:
-        """True once the kernel listens on all its ports; False if it exited first."""
+    async def wait_ready(self, timeout: float) -> str:
+        """Wait until the kernel listens on all its ports: "ready", "exited" (first), or "stolen".
+
+        Between our release of a port and the kernel's bind (its import time), another process may bind it. So once
+        every port answers — and every half second meanwhile — the listening sockets are checked to be the kernel's
+        own (Linux /proc; elsewhere an answering port is taken as the kernel's): a kernel is never reported with
+        another's port.
+        """
         deadline = time.monotonic() + timeout
         host = connect_ip(self.kernel_ip)
         pending = [self.connection[name] for name in PORT_NAMES]
-        while pending:
+        checks = 0
+        while True:
             if not self.kernel_running:
-                return False
-            port = pending[0]
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
-                writer.close()
+                return "exited"
+            while pending and await port_answers(host, pending[0]):
                 pending.pop(0)
-                continue
-            except (OSError, asyncio.TimeoutError):
-                pass
+            checks += 1
+            if not pending or checks % 50 == 0:
+                if self.ports_stolen():
+                    return "stolen"
+                if not pending:
+                    return "ready"
             if time.monotonic() > deadline:
-                raise TimeoutError(f"kernel did not listen on port {port} within {timeout:g} s")
+                raise TimeoutError(f"kernel did not listen on port {pending[0]} within {timeout:g} s")
             # The kernel gives no signal when it has bound its ports; a short re-check interval is the cheapest way.
             await asyncio.sleep(0.01)
-        return True
+
+    def ports_stolen(self) -> bool:
+        owners = listening_socket_inodes([self.connection[name] for name in PORT_NAMES])
+        if owners is None or self.proc is None:
+            return False
+        mine = set()  # type: set
+        for pid in group_members(self.pgid or self.proc.pid):  # a kernel may bind from a child of its own
+            mine |= socket_inodes(pid)
+        for port, inodes in owners.items():
+            if inodes and not inodes & mine:
+                log.warning("port %d was taken by another process before kernel %s bound it", port, self.kernel_id)
+                return True
+        return False
 
     async def stop_kernel(self, grace: float) -> Optional[int]:
         """SIGTERM the kernel's process group, SIGKILL it after ``grace`` s (at once when ``grace`` is 0).
@@ -563,9 +652,8 @@ class Agent:
         try:
             await self.stop_kernel(grace)
             await self.start_kernel()
-            if not await self.wait_ready(ready_timeout):
-                if self._exit_watch is not None:
-                    await asyncio.shield(self._exit_watch)
+            if await self.wait_ready(ready_timeout) != "ready":
+                await self.stop_kernel(0)  # exited, or lost a port it must keep: clients know these ports
                 return {
                     "ok": False,
                     "error": f"kernel exited at once with code {self.exit_code}",
@@ -595,24 +683,17 @@ class Agent:
         server: Optional[asyncio.AbstractServer] = None
         try:
             self.prepare()
-            try:
-                await self.start_kernel()  # first, so the kernel's start-up overlaps ours
-                failure = None
-            except OSError as exc:
-                failure = f"cannot start the kernel {self.kernel_argv()[0]!r}: {exc.strerror or exc}"
-            self.protocol = Protocol()
-            if failure is None and await self.wait_ready(float(self.params.get("ready_timeout", 120))):
+            failure = await self.start_until_ready()
+            if self.protocol is None:
+                self.protocol = Protocol()
+            if failure is None:
                 # Listen only once the kernel is ready: in server-assigned mode, a server that can connect knows
                 # the kernel is up; until then its connection attempts are refused.
                 control_sock = self.held[0]
                 control_sock.listen(8)
                 server = await asyncio.start_server(self.serve_client, sock=control_sock)
-            elif failure is None:
-                if self._exit_watch is not None:
-                    await asyncio.shield(self._exit_watch)
-                failure = f"the kernel exited during start-up with code {self.exit_code}"
-            if failure is not None:
-                log.error("%s; log tail:\n%s", failure, "\n".join(tail_lines(self.log_file)))
+            else:
+                log.error("%s", failure)  # the kernel's own lines are above it in the log
             if self.mode != "assigned":
                 await self.report(self.payload(failure is None, failure or ""))
             self.reported = True
@@ -644,10 +725,39 @@ class Agent:
             if not (self.opts.keep_log and self.log_file.startswith(self.workdir)):
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
+    async def start_until_ready(self, attempts: int = 3) -> Optional[str]:
+        """Start the kernel until it listens on its ports; returns why it could not, or None.
+
+        A kernel that lost a port to another process (it exits with "Address already in use", or we saw the port
+        taken) is started again on fresh ports, up to ``attempts`` times, unless the server assigned the ports.
+        """
+        timeout = float(self.params.get("ready_timeout", 120))
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.start_kernel()  # before loading the crypto library, so the kernel's start-up overlaps it
+            except OSError as exc:
+                return f"cannot start the kernel {self.kernel_argv()[0]!r}: {exc.strerror or exc}"
+            if self.protocol is None:
+                self.protocol = Protocol()
+            status = await self.wait_ready(timeout)
+            if status == "ready":
+                return None
+            await self.stop_kernel(0)
+            conflict = status == "stolen" or any("Address already in use" in line for line in tail_lines(self.log_file))
+            if not conflict or self.mode == "assigned" or attempt == attempts:
+                if status == "stolen":
+                    return "another process took one of the kernel's ports"
+                return f"the kernel exited during start-up with code {self.exit_code}"
+            log.warning("kernel %s lost a port to another process; starting it again on new ports", self.kernel_id)
+            self.new_kernel_ports()
+        return None
+
     def detach_done(self, ok: bool) -> None:
-        """``--detach``: once reported, let go of the launching channel (SSH session) and tell the parent to exit."""
-        if self.detach_fd is None:
+        """Detached agents (``--detach``, ``--spawner``): once reported, let go of the launching channel's pipes and
+        tell a waiting parent how it went."""
+        if not self.detached:
             return
+        self.detached = False
         log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         null_fd = os.open(os.devnull, os.O_RDONLY)
         sys.stdout.flush()
@@ -660,9 +770,10 @@ class Agent:
         for handler in list(log.handlers):
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
                 log.removeHandler(handler)  # the log file has every line already
-        os.write(self.detach_fd, b"0" if ok else b"1")
-        os.close(self.detach_fd)
-        self.detach_fd = None
+        if self.detach_fd is not None:
+            os.write(self.detach_fd, b"0" if ok else b"1")
+            os.close(self.detach_fd)
+            self.detach_fd = None
 
 
 def detach() -> int:
@@ -704,17 +815,24 @@ def read_params(opts: argparse.Namespace) -> Dict[str, Any]:
     params = json.loads(text)
     if not isinstance(params, dict):
         raise ValueError("launch parameters must be a JSON object")
-    if params.get("gp") not in SUPPORTED_VERSIONS:
-        raise ValueError(
-            f"the server speaks protocol {params.get('gp')!r}, this agent ({AGENT_VERSION}) speaks {PROTOCOL_VERSION}: "
-            "install the agent that matches the server's gateway-provisioners"
-        )
     token_file = opts.token_file or os.environ.get("GP_LAUNCH_TOKEN_FILE")
     if token_file:
         with open(token_file) as handle:
             params["token"] = handle.read().strip()
     elif os.environ.get("GP_LAUNCH_TOKEN"):
         params["token"] = os.environ["GP_LAUNCH_TOKEN"]
+    return check_params(params)
+
+
+def check_params(params: Any) -> Dict[str, Any]:
+    """Raise ValueError with a one-line reason unless ``params`` are launch parameters this agent understands."""
+    if not isinstance(params, dict):
+        raise ValueError("launch parameters must be a JSON object")
+    if params.get("gp") not in SUPPORTED_VERSIONS:
+        raise ValueError(
+            f"the server speaks protocol {params.get('gp')!r}, this agent ({AGENT_VERSION}) speaks {PROTOCOL_VERSION}: "
+            "install the agent that matches the server's gateway-provisioners"
+        )
     for name in ("kernel_id", "token", "argv"):
         if not params.get(name):
             raise ValueError(f"launch parameters lack {name!r}")
@@ -751,6 +869,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--keep-log", action="store_true", help="do not remove the log file when the agent exits")
     parser.add_argument(
+        "--spawner",
+        action="store_true",
+        help="read one launch request per line on standard input and start a detached agent for each "
+        "(one long-lived SSH session per host serves every launch)",
+    )
+    parser.add_argument(
         "--detach",
         action="store_true",
         help="after reporting, leave the launching session: the first process prints the agent's "
@@ -774,17 +898,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    opts = build_parser().parse_args(argv)
+def setup_logging(level: str) -> logging.Formatter:
     formatter = logging.Formatter("%(asctime)s gp-agent %(levelname)s %(message)s")
     to_stderr = logging.StreamHandler(sys.stderr)
     to_stderr.setFormatter(formatter)
+    to_stderr.setLevel(level.upper())
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
     log.addHandler(to_stderr)
     log.setLevel(logging.INFO)
     log.propagate = False
+    return formatter
+
+
+def run_agent(params: Dict[str, Any], opts: argparse.Namespace, spawned: bool = False) -> int:
+    """Run one agent for ``params`` in this process until it ends; returns its exit code.
+
+    ``spawned``: forked by a spawner, so already detached from it; it only has to let go of the spawner's pipes.
+    """
+    formatter = setup_logging(opts.log_level)
     try:
-        to_stderr.setLevel(opts.log_level.upper())
-        params = read_params(opts)
         agent = Agent(params, opts)
     except (ValueError, OSError, KeyError, TypeError) as exc:
         print(f"gp-agent: {exc}", file=sys.stderr)
@@ -792,14 +925,102 @@ def main(argv: Optional[List[str]] = None) -> int:
     file_log = logging.FileHandler(agent.log_file)
     file_log.setFormatter(formatter)
     log.addHandler(file_log)
-    if opts.detach:
-        agent.detach_fd = detach()
+    if opts.detach or spawned:
+        agent.detached = True
+        agent.detach_fd = None if spawned else detach()
     try:
         return asyncio.run(agent.run())
     except Exception as exc:  # one line for the operator, the traceback in the log file
         log.error("agent failed: %s", exc, exc_info=True)
         print(f"gp-agent: {exc}", file=sys.stderr)
         return EXIT_STARTUP_FAILED
+
+
+def emit(line: str) -> None:
+    """One whole line on standard output in one write: lines from a spawner and its agents never interleave."""
+    os.write(1, (line + "\n").encode("utf-8"))
+
+
+def spawner(opts: argparse.Namespace) -> int:
+    """``--spawner``: start one detached agent per line of standard input, each ``{"params": ..., "args": [...]}``.
+
+    A server keeps one spawner per host connection, so a launch costs a fork instead of an SSH session, a shell and
+    a Python start-up. For each launch it prints ``GP-AGENT-PID <kernel id> <pid>``; each agent prints its own
+    ``GP-CONNECTION-INFO`` line; when an agent ends the spawner prints ``GP-AGENT-EXIT <kernel id> <exit code>``.
+    It ends at the end of its input (the server went away); its agents go on.
+    """
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select() through the wakeup fd
+    children: Dict[int, str] = {}
+    emit(f"{SPAWNER_READY_PREFIX}{os.getpid()}")
+    pending = b""
+    while True:
+        try:
+            readable, _, _ = select.select([0, wake_read], [], [])
+        except InterruptedError:
+            continue
+        if wake_read in readable:
+            os.read(wake_read, 4096)
+            reap(children)
+        if 0 in readable:
+            data = os.read(0, 65536)
+            if not data:
+                return 0
+            pending += data
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                if line.strip():
+                    spawn(line, opts, children, (wake_read, wake_write))
+
+
+def reap(children: Dict[int, str]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        emit(f"{AGENT_EXIT_PREFIX}{children.pop(pid, '?')} {os.waitstatus_to_exitcode(status)}")
+
+
+def spawn(line: bytes, opts: argparse.Namespace, children: Dict[int, str], wake: Tuple[int, int]) -> None:
+    try:
+        request = json.loads(line)
+        params = check_params(request["params"])
+        child_opts = build_parser().parse_args([*request.get("args", []), "--log-level", opts.log_level])
+    except (ValueError, KeyError, TypeError, SystemExit) as exc:
+        print(f"gp-agent spawner: bad launch request: {exc}", file=sys.stderr)
+        return
+    pid = os.fork()
+    if pid == 0:  # the agent: its own session, default signal handling, no spawner plumbing
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in wake:
+            os.close(fd)
+        os.setsid()
+        code = 1
+        try:
+            code = run_agent(params, child_opts, spawned=True)
+        finally:
+            os._exit(code)
+    children[pid] = str(params["kernel_id"])
+    emit(f"{AGENT_PID_PREFIX}{params['kernel_id']} {pid}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    opts = build_parser().parse_args(argv)
+    if opts.spawner:
+        return spawner(opts)
+    setup_logging(opts.log_level)
+    try:
+        params = read_params(opts)
+    except (ValueError, OSError, KeyError, TypeError) as exc:
+        print(f"gp-agent: {exc}", file=sys.stderr)
+        return EXIT_BAD_PARAMS
+    return run_agent(params, opts)
 
 
 if __name__ == "__main__":

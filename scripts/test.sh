@@ -7,11 +7,15 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
     command -v ssh-keygen >/dev/null || missing="$missing openssh-client"
     command -v ip >/dev/null || missing="$missing iproute2"
+    command -v dockerd >/dev/null || missing="$missing docker.io"
+    command -v mmdebstrap >/dev/null || missing="$missing mmdebstrap"
     if [ -n "$missing" ]; then
         echo "== installing Debian packages:$missing"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
     fi
 fi
+# A Docker engine for the Docker and Swarm tests (they skip, saying why, when there is none).
+sh scripts/docker-engine.sh || echo "== no Docker engine: the Docker tests will skip"
 echo "== installing gateway-provisioners[test] into $VENV"
 "$PY" -m pip install -q --upgrade pip >/dev/null
 "$PY" -m pip install -q ".[test]"

@@ -34,7 +34,9 @@ from ..core.launch import ConnectionMode, LaunchSpec
 
 log = logging.getLogger("gateway_provisioners.ssh")
 
-AGENT_PID_PREFIX = "GP-AGENT-PID "  # printed by the agent's --detach parent
+AGENT_PID_PREFIX = "GP-AGENT-PID "  # the agent's pid (--detach: "<pid>"; --spawner: "<kernel id> <pid>")
+AGENT_EXIT_PREFIX = "GP-AGENT-EXIT "  # --spawner: "<kernel id> <exit code>"
+SPAWNER_READY_PREFIX = "GP-SPAWNER-READY "
 # Runs the agent from the first N bytes of standard input; the launch parameters follow on the same stream.
 _STUB = "import sys;exec(compile(sys.stdin.buffer.read({size}),'gp_agent.py','exec'))"
 
@@ -175,6 +177,93 @@ class SSHConnectionPool:
         await self.close()
 
 
+class AgentSpawner:
+    """One long-lived ``gp_agent.py --spawner`` session per host connection.
+
+    Starting an SSH session costs about 0.1 s (sshd forks, runs a shell, which starts Python); a spawner pays that
+    once, and each launch is then a line on its input and a fork on the host. It reports, per kernel id, the agent's
+    pid, the agent's payload and the agent's exit.
+    """
+
+    def __init__(self, slot: SessionSlot, pool: SSHConnectionPool) -> None:
+        self.slot = slot
+        self.pool = pool
+        self.handles: dict[str, BackendHandle] = {}
+        self.errors: deque[str] = deque(maxlen=50)
+        self._process: asyncssh.SSHClientProcess[bytes] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._tasks) and not self._tasks[0].done()
+
+    async def start(self, python: str, agent_source: bytes, timeout: float) -> None:
+        stub = _STUB.format(size=len(agent_source))
+        command = "cd ~ 2>/dev/null; exec " + " ".join(shlex.quote(w) for w in (python, "-c", stub, "--spawner"))
+        try:
+            self._process = await self.slot.connection.create_process(command, encoding=None)
+            self._process.stdin.write(agent_source)
+            ready = await asyncio.wait_for(self._process.stdout.readline(), timeout)
+        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+            self.close()
+            raise BackendUnavailable(f"cannot start the agent spawner: {exc}") from None
+        if not ready.startswith(SPAWNER_READY_PREFIX.encode()):
+            errors = (await self._process.stderr.read(4096)).decode("utf-8", "replace").strip()
+            self.close()
+            raise BackendUnavailable(f"the agent spawner did not start with {python}: {errors or ready!r}")
+        self._tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._read_errors())]
+
+    def launch(self, handle: BackendHandle, params: dict[str, Any], args: list[str]) -> None:
+        assert self._process is not None
+        self.handles[handle.kernel_id] = handle
+        self._process.stdin.write(json.dumps({"params": params, "args": args}).encode() + b"\n")
+
+    async def _read(self) -> None:
+        assert self._process is not None
+        try:
+            async for raw in self._process.stdout:
+                self._dispatch(raw.decode("utf-8", "replace").strip())
+        except (asyncssh.Error, OSError):
+            pass
+        finally:
+            for handle in self.handles.values():
+                if not handle.observation.state.is_over:
+                    handle.update(Observation(PlatformState.GONE, reason="the SSH session to the host ended"))
+            self.handles.clear()
+            self.close()
+
+    def _dispatch(self, line: str) -> None:
+        if line.startswith(STDOUT_PREFIX):
+            envelope = line[len(STDOUT_PREFIX) :]
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                self.handles[json.loads(envelope)["kernel_id"]].deliver_payload(envelope.encode())
+        elif line.startswith((AGENT_PID_PREFIX, AGENT_EXIT_PREFIX)):
+            kernel_id, _, number = line.split(" ", 1)[1].partition(" ")
+            handle = self.handles.get(kernel_id)
+            if handle is None or not number.lstrip("-").isdigit():
+                return
+            if line.startswith(AGENT_PID_PREFIX):
+                handle.data["agent_pid"] = int(number)
+            else:
+                del self.handles[kernel_id]
+                handle.data["launch_errors"] = list(self.errors)[-20:]
+                handle.update(Observation(PlatformState.EXITED, ip=handle.observation.ip, host=handle.observation.host,
+                                          exit_code=int(number), reason=f"agent exit code {number}"))  # fmt: skip
+
+    async def _read_errors(self) -> None:
+        assert self._process is not None
+        with contextlib.suppress(asyncssh.Error, OSError):
+            async for raw in self._process.stderr:
+                self.errors.append(raw.decode("utf-8", "replace").rstrip())
+
+    def close(self) -> None:
+        """End the spawner (its agents go on) and give its session slot back. Idempotent."""
+        if self._process is not None:
+            self._process.close()
+            self._process = None
+            self.pool.release(self.slot)
+
+
 #: A host selector: given the candidate hosts in configured order, the kernels per host (running and starting) and
 #: the launch spec, return the hosts in the order to try them.
 HostSelector = Callable[[list[str], dict[str, int], LaunchSpec], Awaitable[list[str]]]
@@ -265,6 +354,8 @@ class SSHBackend(Backend):
         self.tunnel = tunnel
         self.load: dict[str, int] = {}
         self._tunnels: dict[str, list[asyncssh.SSHListener]] = {}
+        self._spawners: dict[str, AgentSpawner] = {}
+        self._spawner_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._agent_source = agent_path().read_bytes()
 
@@ -295,12 +386,20 @@ class SSHBackend(Backend):
         raise BackendUnavailable(f"no remote host could start kernel {spec.kernel_id}", diagnostics=failures, hint="")
 
     async def _start_agent(self, host: SSHHost, name: str, spec: LaunchSpec) -> BackendHandle:
-        slot = await self.pool.acquire(host)
-        conn = slot.connection
         log_file = f"{self.log_dir.rstrip('/')}/kernel-{spec.kernel_id}.log"
         params = spec.agent_params(python=self.python, log_file=log_file, ready_timeout=spec.launch_timeout)
         if self.tunnel:
             params["kernel_ip"] = "127.0.0.1"  # only reachable through the tunnel
+        if not (self.impersonate and spec.username):  # a spawner runs as the SSH user: not for impersonation
+            spawner = await self._spawner(host, name, spec.launch_timeout)
+            handle = BackendHandle(spec.kernel_id, data={"host": name, "log_file": log_file})
+            peer = spawner.slot.connection.get_extra_info("peername")
+            handle.update(Observation(PlatformState.STARTING, ip=peer[0] if peer else host.host, host=host.host,
+                                      reason=f"agent starting on {name}"))  # fmt: skip
+            spawner.launch(handle, params, ["--log-file", log_file, *(["--keep-log"] if self.keep_logs else [])])
+            return handle
+        slot = await self.pool.acquire(host)
+        conn = slot.connection
         command = self._command(spec, log_file)
         try:
             process = await conn.create_process(command, encoding=None)
@@ -317,6 +416,16 @@ class SSHBackend(Backend):
         )  # fmt: skip
         self._spawn(self._follow(process, handle, peer[0] if peer else host.host, slot))
         return handle
+
+    async def _spawner(self, host: SSHHost, name: str, timeout: float) -> AgentSpawner:
+        """This host's live spawner, started on first use (and again after its session ended)."""
+        async with self._spawner_locks.setdefault(name, asyncio.Lock()):
+            spawner = self._spawners.get(name)
+            if spawner is None or not spawner.alive:
+                spawner = AgentSpawner(await self.pool.acquire(host), self.pool)
+                await spawner.start(self.python, self._agent_source, timeout)
+                self._spawners[name] = spawner
+            return spawner
 
     def _command(self, spec: LaunchSpec, log_file: str) -> str:
         stub = _STUB.format(size=len(self._agent_source))
@@ -464,6 +573,9 @@ class SSHBackend(Backend):
         return handle
 
     async def close(self) -> None:
+        for spawner in self._spawners.values():
+            spawner.close()
+        self._spawners.clear()
         for task in list(self._tasks):
             task.cancel()
         for listeners in self._tunnels.values():
