@@ -693,7 +693,9 @@ class Agent:
                 control_sock.listen(8)
                 server = await asyncio.start_server(self.serve_client, sock=control_sock)
             else:
-                log.error("%s", failure)  # the kernel's own lines are above it in the log
+                log.error("%s", failure)  # the kernel's own lines are above it in the log file; and for platforms
+                # that only show the agent's output (container logs), on standard error too:
+                print("\n".join(tail_lines(self.log_file)), file=sys.stderr, flush=True)
             if self.mode != "assigned":
                 await self.report(self.payload(failure is None, failure or ""))
             self.reported = True

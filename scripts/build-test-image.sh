@@ -1,0 +1,49 @@
+#!/bin/sh
+# Build the base image the Docker tests use, without pulling from any registry: a Debian bookworm root file system made
+# with mmdebstrap (Python 3.11 + venv, nothing else) imported with `docker import`, plus a folder of wheels downloaded
+# on this host (ipykernel, cryptography) for `jupyter-image-bootstrap build --wheels`. Both are cached by content: the
+# image tag and the wheel folder carry a hash of this recipe, so a second run only prints what exists.
+#
+# Usage: scripts/build-test-image.sh        prints two lines: BASE_IMAGE=<tag> and WHEELS=<dir>
+# Needs: root, docker engine (scripts/docker-engine.sh), mmdebstrap (apt-get install -y mmdebstrap), network to the
+# Debian mirror and to PyPI for the first build only.
+set -eu
+SUITE=bookworm
+MIRROR=${GP_TEST_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+PYVER=3.11                       # bookworm's python3
+PACKAGES="ipykernel cryptography"
+CACHE=${GP_TEST_CACHE:-/var/tmp/gp-docker-test}
+RECIPE="v1 $SUITE $PYVER python3-venv $PACKAGES"
+HASH=$(printf '%s' "$RECIPE" | sha256sum | cut -c1-12)
+BASE_IMAGE="gp-test-base:$HASH"
+WHEELS="$CACHE/wheels-$HASH"
+log() { echo "build-test-image: $*" >&2; }
+
+mkdir -p "$CACHE"
+if [ ! -f "$WHEELS/.complete" ]; then
+    log "downloading wheels for Python $PYVER into $WHEELS"
+    rm -rf "$WHEELS"; mkdir -p "$WHEELS"
+    # Binary wheels for the image's Python, fetched by this host's pip (the image has no index and no CA for it).
+    env -u PIP_FIND_LINKS python3 -m pip download -q -d "$WHEELS" --only-binary=:all: \
+        --python-version "$PYVER" --implementation cp \
+        --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux_2_34_x86_64 --platform any $PACKAGES pip
+    touch "$WHEELS/.complete"
+fi
+
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    command -v mmdebstrap >/dev/null || { log "mmdebstrap is not installed (apt-get install -y mmdebstrap)"; exit 1; }
+    log "building $BASE_IMAGE with mmdebstrap (about a minute)"
+    start=$(date +%s)
+    # Hooks inherit this environment: keep the host's pip settings out of the chroot.
+    env -u PIP_FIND_LINKS -u PIP_CERT mmdebstrap --quiet --variant=minbase --include=python3-venv \
+        --aptopt='APT::Install-Recommends "false"' --aptopt='Acquire::Languages "none"' \
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/root/.cache' \
+        "$SUITE" - "$MIRROR" \
+      | docker import -c 'CMD ["python3"]' -c "LABEL gp.test.recipe=$HASH" - "$BASE_IMAGE" >/dev/null
+    log "built $BASE_IMAGE in $(( $(date +%s) - start )) s"
+fi
+echo "BASE_IMAGE=$BASE_IMAGE"
+echo "WHEELS=$WHEELS"

@@ -1,0 +1,422 @@
+"""The Docker Swarm backend: the agent runs as the one task of a service per kernel.
+
+Services are made with restart condition ``none`` (a kernel that ends stays ended; the provisioner decides about
+restarts) and the image given by its local id when the manager has it, so the engine never asks a registry for a
+locally built image (a tag would make every node try a pull first). Task states map onto the platform states.
+
+The shared observer is one :class:`ServiceTracker` per engine and loop: one batched ``tasks`` query for all tracked
+services per interval (fast while a kernel starts, slow once all run), woken early by the engine's one events stream
+(a task container dying on this node, a service removed), so ``poll()`` is a cache read and a killed task is seen at
+once on this node and within a second elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, ClassVar
+
+from ..core.backend import Backend, BackendHandle, Observation, PlatformState
+from ..core.errors import ImagePullError, LaunchError, Unschedulable
+from ..core.launch import ConnectionMode, LaunchSpec
+from .docker_common import (
+    KERNEL_ID_LABEL,
+    OWNER_LABEL,
+    ContainerRequest,
+    DockerEngine,
+    engine_message,
+    tail_text,
+)
+
+log = logging.getLogger("gateway_provisioners.swarm")
+
+SERVICE_ID_LABEL = "com.docker.swarm.service.id"
+FAST_INTERVAL = 0.25  # while some kernel is starting
+SLOW_INTERVAL = 1.0  # once every tracked kernel runs (bounds the delay for tasks on other nodes)
+STOP_GRACE_NS = 2_000_000_000  # the agent ends its kernel on SIGTERM well within this
+_PENDING_STATES = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready")
+
+
+class ServiceTracker:
+    """kernel id → handle for every tracked service; refreshed by one batched task query."""
+
+    def __init__(self, engine: DockerEngine) -> None:
+        self.engine = engine
+        self.handles: dict[str, BackendHandle] = {}
+        self._wake = asyncio.Event()
+        self._poller: asyncio.Task[None] | None = None
+        self._node_addr: dict[str, str] = {}
+        self._unsubscribe = engine.subscribe({"type": ["container", "service"]}, self._on_event, self._wake.set)
+
+    @classmethod
+    def for_engine(cls, engine: DockerEngine) -> ServiceTracker:
+        tracker = engine.state.get("swarm")
+        if tracker is None:
+            tracker = engine.state["swarm"] = cls(engine)
+        return tracker
+
+    def track(self, handle: BackendHandle) -> None:
+        if handle.kernel_id not in self.handles:
+            self.engine.hold()
+        self.handles[handle.kernel_id] = handle
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.ensure_future(self._poll_loop())
+        self._wake.set()
+
+    def untrack(self, handle: BackendHandle) -> None:
+        if self.handles.get(handle.kernel_id) is handle:
+            del self.handles[handle.kernel_id]
+            self.engine.release()
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        attributes = (event.get("Actor") or {}).get("Attributes") or {}
+        if event.get("Type") == "container" and attributes.get(KERNEL_ID_LABEL) not in self.handles:
+            return
+        if event.get("Action") in ("die", "start", "destroy", "oom", "remove", "update"):
+            self._wake.set()
+
+    async def _poll_loop(self) -> None:
+        while self.handles:
+            self._wake.clear()
+            try:
+                await self.refresh_all()
+            except Exception as exc:  # an engine hiccup: keep the last observations, try again
+                log.warning("listing Swarm tasks failed: %s", exc)
+            starting = any(not h.observation.state.is_over and h.observation.state is not PlatformState.RUNNING
+                           for h in self.handles.values())  # fmt: skip
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FAST_INTERVAL if starting else SLOW_INTERVAL)
+
+    async def refresh_all(self) -> None:
+        services = {h.data["service_id"]: h for h in list(self.handles.values()) if h.data.get("service_id")}
+        if not services:
+            return
+        try:
+            tasks = await self.engine.call(self.engine.api.tasks, filters={"service": list(services)})
+        except self.engine.docker.errors.NotFound:
+            # One of the services was removed (from outside, or by a terminate in flight): find which, then retry.
+            existing = {s["ID"] for s in await self.engine.call(self.engine.api.services)}
+            for sid, handle in services.items():
+                if sid not in existing and handle.observation.state is not PlatformState.GONE:
+                    handle.update(
+                        Observation(
+                            PlatformState.GONE, reason="service removed", exit_code=handle.observation.exit_code
+                        )
+                    )
+            services = {sid: h for sid, h in services.items() if sid in existing}
+            if not services:
+                return
+            tasks = await self.engine.call(self.engine.api.tasks, filters={"service": list(services)})
+        newest: dict[str, dict[str, Any]] = {}
+        for task in tasks:
+            sid = task.get("ServiceID")
+            if sid in services and (sid not in newest or task.get("CreatedAt", "") > newest[sid].get("CreatedAt", "")):
+                newest[sid] = task
+        existing: set[str] | None = None
+        for sid, handle in services.items():
+            if handle.observation.state is PlatformState.GONE:
+                continue
+            task = newest.get(sid)
+            if task is None:
+                if existing is None:
+                    existing = {
+                        s["ID"]
+                        for s in await self.engine.call(self.engine.api.services, filters={"id": list(services)})
+                    }
+                if sid not in existing:
+                    handle.update(
+                        Observation(
+                            PlatformState.GONE, reason="service removed", exit_code=handle.observation.exit_code
+                        )
+                    )
+                continue
+            observation = await self.observe_task(task, handle)
+            if observation != handle.observation:
+                handle.update(observation)
+
+    async def observe_task(self, task: dict[str, Any], handle: BackendHandle) -> Observation:
+        """A Swarm task → an observation (state mapping in docs/docker.md)."""
+        status = task.get("Status") or {}
+        state = str(status.get("State", "new"))
+        message = str(status.get("Err") or status.get("Message") or state)
+        container = status.get("ContainerStatus") or {}
+        if container.get("ContainerID"):
+            handle.data["container_id"] = container["ContainerID"]
+        node = task.get("NodeID", "")
+        if state in _PENDING_STATES:
+            reason = f"task {state}: {message}"
+            if (
+                state == "pending"
+                and "no suitable node" in message
+                and time.monotonic() - handle.data.get("t0", 0) > 10
+            ):
+                return Observation(
+                    PlatformState.FAILED, reason=reason, error=Unschedulable(f"no node can run the kernel: {message}")
+                )
+            return Observation(PlatformState.PENDING, reason=reason)
+        if state == "starting":
+            return Observation(PlatformState.STARTING, reason="task starting", host=node)
+        if state == "running":
+            ip = await self._task_ip(task, handle)
+            if ip is None:
+                return Observation(PlatformState.STARTING, reason="task running, address not known yet", host=node)
+            return Observation(PlatformState.RUNNING, ip=ip, host=node, reason="task running")
+        if state == "rejected":
+            kind = ImagePullError if "image" in message.lower() else LaunchError
+            return Observation(
+                PlatformState.FAILED,
+                reason=f"task rejected: {message}",
+                error=kind(f"Swarm rejected the kernel's task: {message}"),
+            )
+        code = container.get("ExitCode")
+        if state in ("complete", "failed"):
+            code = 0 if state == "complete" and code is None else code
+            return Observation(PlatformState.EXITED, exit_code=code, reason=f"task {state}: {message}", host=node)
+        # shutdown, remove, orphaned: the task is gone
+        return Observation(PlatformState.GONE, exit_code=code, reason=f"task {state}: {message}", host=node)
+
+    async def _task_ip(self, task: dict[str, Any], handle: BackendHandle) -> str | None:
+        network = handle.data.get("network")
+        if network == "host":
+            if handle.data.get("host_ip", "").startswith("127."):
+                return str(handle.data["host_ip"])
+            return await self._node_address(task.get("NodeID", "")) or handle.data.get("host_ip")
+        for attachment in task.get("NetworksAttachments") or []:
+            spec = (attachment.get("Network") or {}).get("Spec") or {}
+            if spec.get("Name") == network or (attachment.get("Network") or {}).get("ID") == network:
+                for address in attachment.get("Addresses") or []:
+                    return str(address).split("/")[0]
+        # Local-scope drivers (a swarm-scoped bridge) report no address on the task: ask this node's engine.
+        container_id = handle.data.get("container_id")
+        if container_id:
+            with contextlib.suppress(self.engine.docker.errors.APIError):
+                info = await self.engine.call(self.engine.api.inspect_container, container_id)
+                networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
+                settings = networks.get(network) or next(iter(networks.values()), {})
+                return settings.get("IPAddress") or None
+        return None
+
+    async def _node_address(self, node_id: str) -> str | None:
+        if node_id and node_id not in self._node_addr:
+            with contextlib.suppress(self.engine.docker.errors.APIError):
+                node = await self.engine.call(self.engine.api.inspect_node, node_id)
+                self._node_addr[node_id] = (node.get("Status") or {}).get("Addr", "")
+        return self._node_addr.get(node_id) or None
+
+
+class SwarmBackend(Backend):
+    """Kernels as single-task services on a Docker Swarm (this engine must be a manager).
+
+    Parameters
+    ----------
+    engine:
+        The shared engine (client, pool, events stream).
+    request:
+        How the task's container is made (image, network, user, resources, mounts); one per provisioner.
+    """
+
+    name: ClassVar[str] = "swarm"
+    modes: ClassVar[tuple[ConnectionMode, ...]] = (ConnectionMode.ASSIGNED, ConnectionMode.CALLBACK)
+
+    def __init__(self, engine: DockerEngine, request: ContainerRequest | None = None) -> None:
+        self.engine = engine
+        self.request = request
+        self.tracker = ServiceTracker.for_engine(engine)
+
+    async def submit(self, spec: LaunchSpec) -> BackendHandle:
+        await self.engine.connect()
+        request = self.request
+        if request is None:
+            raise LaunchError("this Swarm backend was made for reattaching only; it has no container request")
+        name = f"gp-kernel-{spec.kernel_id}"
+        handle = BackendHandle(
+            spec.kernel_id,
+            data={"service_name": name, "network": request.network, "host_ip": request.host_ip, "t0": time.monotonic()},
+        )
+        image = await self._resolve_image(request)
+        params = spec.agent_params(ready_timeout=spec.launch_timeout)
+        await self.engine.stream_ready()
+        created = await self.engine.call(self._create_service, request, spec, name, image, params)
+        handle.data["service_id"] = created["ID"]
+        handle.update(Observation(PlatformState.PENDING, reason="service created"))
+        self.tracker.track(handle)
+        return handle
+
+    async def _resolve_image(self, request: ContainerRequest) -> str:
+        """The image's local id when this node has it (no registry is asked), else its name for the nodes to pull."""
+        docker = self.engine.docker
+        try:
+            info = await self.engine.call(self.engine.api.inspect_image, request.image)
+        except docker.errors.ImageNotFound:
+            if request.pull_policy == "never":
+                raise ImagePullError(
+                    f"image {request.image!r} is not on this Swarm manager and the pull policy is 'never'",
+                    hint="Build or load the image on every node, or set image_pull_policy (GP_DOCKER_PULL_POLICY)",
+                ) from None
+            return request.image
+        return request.image if request.pull_policy == "always" else str(info["Id"])
+
+    def _create_service(
+        self, request: ContainerRequest, spec: LaunchSpec, name: str, image: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        types = self.engine.docker.types
+        mounts = [
+            types.Mount(target, source, type="bind" if source.startswith("/") else "volume", read_only=ro)
+            for source, target, ro in request.parsed_mounts()
+        ]
+        container = types.ContainerSpec(
+            image=image,
+            command=request.command,
+            env=request.environment(params),
+            labels=request.labels(spec.kernel_id, spec.username),
+            user=request.user,
+            workdir=request.working_dir or spec.cwd or None,
+            mounts=mounts or None,
+            stop_grace_period=STOP_GRACE_NS,
+        )
+        resources = None
+        if request.nano_cpus or request.memory or request.gpus:
+            resources = types.Resources(
+                cpu_limit=request.nano_cpus,
+                mem_limit=request.memory,
+                generic_resources={"NVIDIA-GPU": request.gpus} if request.gpus else None,
+            )
+        template = types.TaskTemplate(
+            container_spec=container,
+            resources=resources,
+            restart_policy=types.RestartPolicy(condition="none"),
+            networks=[types.NetworkAttachmentConfig(request.network)],
+        )
+        try:
+            return dict(
+                self.engine.api.create_service(
+                    template, name=name, labels=request.labels(spec.kernel_id, spec.username)
+                )
+            )
+        except self.engine.docker.errors.APIError as exc:
+            raise LaunchError(f"the Swarm manager refused the service: {engine_message(exc)}") from None
+
+    async def terminate(self, handle: BackendHandle, grace: float = 0.0) -> None:
+        """Remove the service and wait (up to ``grace`` + 10 s) until its task's container is gone from this node."""
+        service_id = handle.data.get("service_id")
+        docker = self.engine.docker
+        self.tracker.untrack(handle)  # the service is going: stop asking for its tasks
+        if service_id:
+            with contextlib.suppress(docker.errors.NotFound):
+                await self.engine.call(self.engine.api.remove_service, service_id)
+            container_id = handle.data.get("container_id")
+            if container_id:
+                # The node would stop the task's container after its stop grace period and remove it later on its
+                # own; the agent has already ended the kernel (or is being discarded), so remove it now.
+                with contextlib.suppress(docker.errors.APIError):
+                    await self.engine.call(self.engine.api.remove_container, container_id, force=True)
+            deadline = time.monotonic() + grace + 10
+            label = f"{SERVICE_ID_LABEL}={service_id}"
+            while time.monotonic() < deadline:
+                left = await self.engine.call(self.engine.api.containers, all=True, filters={"label": label})
+                if not left:
+                    break
+                await asyncio.sleep(0.1)  # the node removes the task's container on its own; nothing to wait on
+        if handle.observation.state is not PlatformState.GONE:
+            handle.update(
+                Observation(PlatformState.GONE, reason="service removed", exit_code=handle.observation.exit_code)
+            )
+
+    async def signal(self, handle: BackendHandle, signum: int) -> None:
+        """Signal the task's container on this node (kernel process group when known, else the agent)."""
+        container_id = handle.data.get("container_id")
+        if not container_id or handle.observation.state.is_over:
+            return
+        api = self.engine.api
+        pgid = handle.data.get("kernel_pgid")
+        with contextlib.suppress(self.engine.docker.errors.APIError):
+            if pgid:
+                exec_id = await self.engine.call(
+                    api.exec_create, container_id, ["sh", "-c", f"kill -{int(signum)} -- -{int(pgid)}"]
+                )
+                await self.engine.call(api.exec_start, exec_id["Id"])
+            else:
+                await self.engine.call(api.kill, container_id, signal=int(signum))
+
+    async def log_tail(self, handle: BackendHandle, lines: int = 20) -> list[str]:
+        service_id = handle.data.get("service_id")
+        if not service_id:
+            return []
+
+        def read() -> bytes:
+            return b"".join(self.engine.api.service_logs(service_id, stdout=True, stderr=True, tail=lines))
+
+        try:
+            raw = await self.engine.call(read)
+        except self.engine.docker.errors.APIError:
+            return []
+        return tail_text(raw, lines)
+
+    def serialize(self, handle: BackendHandle) -> dict[str, Any]:
+        keys = ("service_id", "service_name", "network", "host_ip", "kernel_pgid")
+        return {"kernel_id": handle.kernel_id, **{k: handle.data[k] for k in keys if k in handle.data}}
+
+    async def restore(self, data: dict[str, Any]) -> BackendHandle:
+        await self.engine.connect()
+        handle = BackendHandle(str(data.get("kernel_id", "")), data={k: v for k, v in data.items() if k != "kernel_id"})
+        handle.data["t0"] = time.monotonic()
+        await self.engine.stream_ready()
+        self.tracker.track(handle)
+        await self.tracker.refresh_all()
+        if handle.observation.state is PlatformState.GONE:
+            self.tracker.untrack(handle)
+        return handle
+
+    async def list_owned(self, owner: str | None = None) -> list[dict[str, Any]]:
+        """Every service carrying the owner label, with its newest task's state."""
+        await self.engine.connect()
+        owner = owner or (self.request.owner if self.request else None)
+        label = f"{OWNER_LABEL}={owner}" if owner else OWNER_LABEL
+        services = await self.engine.call(self.engine.api.services, filters={"label": label})
+        tasks = (
+            await self.engine.call(self.engine.api.tasks, filters={"service": [s["ID"] for s in services]})
+            if services
+            else []
+        )
+        newest: dict[str, dict[str, Any]] = {}
+        for task in tasks:
+            sid = task.get("ServiceID", "")
+            if sid not in newest or task.get("CreatedAt", "") > newest[sid].get("CreatedAt", ""):
+                newest[sid] = task
+        result = []
+        for service in services:
+            labels = (service.get("Spec") or {}).get("Labels") or {}
+            task_state = ((newest.get(service["ID"]) or {}).get("Status") or {}).get("State", "none")
+            result.append({
+                "kernel_id": labels.get(KERNEL_ID_LABEL, ""),
+                "service_id": service["ID"],
+                "name": (service.get("Spec") or {}).get("Name", ""),
+                "state": task_state,
+                "owner": labels.get(OWNER_LABEL, ""),
+            })  # fmt: skip
+        return result
+
+    async def reap(
+        self, live_kernel_ids: set[str] | None = None, *, owner: str | None = None, dry_run: bool = False
+    ) -> list[dict[str, Any]]:
+        """Remove owned services whose kernel no longer exists (see :meth:`DockerBackend.reap`)."""
+        removed = []
+        for item in await self.list_owned(owner):
+            if live_kernel_ids is not None:
+                orphan = item["kernel_id"] not in live_kernel_ids
+            else:
+                orphan = item["state"] not in (*_PENDING_STATES, "starting", "running") and (
+                    item["kernel_id"] not in self.tracker.handles
+                )
+            if not orphan:
+                continue
+            if not dry_run:
+                with contextlib.suppress(self.engine.docker.errors.NotFound):
+                    await self.engine.call(self.engine.api.remove_service, item["service_id"])
+            removed.append(item)
+        return removed
+
+    async def close(self) -> None:
+        """The engine is shared by every kernel of this loop: closing one backend leaves it running."""

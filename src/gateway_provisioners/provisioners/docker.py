@@ -1,0 +1,266 @@
+"""``docker-provisioner`` and ``docker-swarm-provisioner``: kernels in containers, or in single-task Swarm services.
+
+The image must carry the agent (``jupyter-image-bootstrap``): its entry point runs the agent, which reads its launch
+parameters from ``GP_LAUNCH_PARAMS`` and starts the kernel spec's own argv. On a bridge or overlay network the server
+assigns ports and key and reads the container's (task's) IP from the engine; on host networking the agent picks free
+ports on the host and calls back to the response listener.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from traitlets import Bool, List, TraitError, Unicode, Union, default, validate
+
+from ..adapters.docker_common import DEFAULT_OWNER, ContainerRequest, parse_id, parse_memory, parse_mount
+from ..core.backend import Backend
+from ..core.errors import ConfigurationError, NotAuthorized
+from ..core.launch import COMMON_PARAMS, ConnectionMode, Param, parse_bool, parse_user_list
+from .base import RemoteProvisionerBase, env_default
+
+DOCKER_PARAMS: tuple[Param, ...] = (
+    *COMMON_PARAMS,
+    Param("KERNEL_IMAGE", pattern=r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}", help="an image reference"),
+    Param("KERNEL_CPUS", kind=float, minimum=0.01, maximum=1024),
+    Param("KERNEL_MEMORY", pattern=r"\d+(\.\d+)?\s*([kKmMgGtT]i?)?[bB]?", help="a size such as 512m or 2g"),
+    Param("KERNEL_GPUS", kind=int, minimum=0, maximum=64),
+    Param("KERNEL_UID", pattern=r"\d{1,10}", help="a numeric user id"),
+    Param("KERNEL_GID", pattern=r"\d{1,10}", help="a numeric group id"),
+)
+
+
+class DockerProvisioner(RemoteProvisionerBase):
+    """Run each kernel (with its agent) in a Docker container."""
+
+    image_name = Unicode(
+        help="""The kernel image; it must contain the agent (jupyter-image-bootstrap). GP_DOCKER_IMAGE, else
+        GP_IMAGE_NAME. A client's KERNEL_IMAGE is used only when it is this image or listed in allowed_images.""",
+    ).tag(config=True)
+
+    allowed_images = Union(
+        [List(Unicode()), Unicode()],
+        help="Images a client may choose with KERNEL_IMAGE besides image_name (GP_DOCKER_ALLOWED_IMAGES, comma list).",
+    ).tag(config=True)
+
+    network = Unicode(
+        help="""Network the kernel containers join (GP_DOCKER_NETWORK; default 'bridge', Swarm 'host'). On 'host' the
+        agent picks free host ports and calls back; on any other network the server assigns the ports and reads the
+        container's IP from the engine, so the server must be able to reach that network.""",
+    ).tag(config=True)
+
+    docker_url = Unicode(
+        help="The engine's address, e.g. unix:///var/run/docker.sock (GP_DOCKER_URL; default: DOCKER_HOST or local)."
+    ).tag(config=True)
+
+    host_ip = Unicode(
+        help="""Where kernels on host networking are reached and bind (GP_DOCKER_HOST_IP). Default 127.0.0.1 for a
+        local engine (kernels listen on loopback only), else the host of DOCKER_HOST.""",
+    ).tag(config=True)
+
+    image_pull_policy = Unicode(
+        help="""'never' (the image must be on the engine), 'missing' (pull when absent) or 'always'
+        (GP_DOCKER_PULL_POLICY, default 'missing'). A failed pull fails the launch at once with the engine's reason.""",
+    ).tag(config=True)
+
+    owner = Unicode(
+        help="""Value of the owner label on every container or service this server creates; the reaper removes only
+        resources with its own owner (GP_DOCKER_OWNER, default 'gateway-provisioners').""",
+    ).tag(config=True)
+
+    kernel_uid = Unicode(help="User id kernels run as unless KERNEL_UID is given (GP_DOCKER_UID, 1000).").tag(
+        config=True
+    )
+    kernel_gid = Unicode(help="Group id kernels run as unless KERNEL_GID is given (GP_DOCKER_GID, 100).").tag(
+        config=True
+    )
+
+    allow_root = Bool(
+        help="Allow kernels to run as user or group 0 (GP_DOCKER_ALLOW_ROOT, default false: '0' and '00' are refused)."
+    ).tag(config=True)
+
+    allow_working_dir = Bool(
+        help="""Honour a client's KERNEL_WORKING_DIR: bind-mount that host folder at the same path and start the
+        kernel there (GP_DOCKER_ALLOW_WORKING_DIR, default false: the value is ignored with a warning).""",
+    ).tag(config=True)
+
+    mounts = Union(
+        [List(Unicode()), Unicode()],
+        help="Operator mounts for every kernel, 'source:target[:ro|rw]' (GP_DOCKER_MOUNTS, comma-separated).",
+    ).tag(config=True)
+
+    agent_command = List(
+        Unicode(),
+        help="Command that runs the agent in the image; empty uses the image's ENTRYPOINT (jupyter-image-bootstrap's).",
+    ).tag(config=True)
+
+    param_schema = DOCKER_PARAMS
+    swarm = False
+
+    @default("image_name")
+    def _default_image_name(self) -> str:
+        return env_default("GP_DOCKER_IMAGE", "GP_IMAGE_NAME")
+
+    @default("allowed_images")
+    def _default_allowed_images(self) -> list[str]:
+        return sorted(parse_user_list(env_default("GP_DOCKER_ALLOWED_IMAGES")))
+
+    @default("network")
+    def _default_network(self) -> str:
+        return env_default("GP_DOCKER_NETWORK", default="host" if self.swarm else "bridge")
+
+    @default("docker_url")
+    def _default_docker_url(self) -> str:
+        return env_default("GP_DOCKER_URL")
+
+    @default("host_ip")
+    def _default_host_ip(self) -> str:
+        from urllib.parse import urlparse
+
+        explicit = env_default("GP_DOCKER_HOST_IP")
+        url = self.docker_url or env_default("DOCKER_HOST")
+        if explicit:
+            return explicit
+        if url.startswith("tcp://") or url.startswith("ssh://"):
+            return urlparse(url).hostname or "127.0.0.1"
+        return "127.0.0.1"
+
+    @default("image_pull_policy")
+    def _default_image_pull_policy(self) -> str:
+        return env_default("GP_DOCKER_PULL_POLICY", default="missing")
+
+    @validate("image_pull_policy")
+    def _validate_pull_policy(self, proposal: dict[str, Any]) -> str:
+        if proposal["value"] not in ("never", "missing", "always"):
+            raise TraitError(f"image_pull_policy {proposal['value']!r} is not one of never, missing, always")
+        return str(proposal["value"])
+
+    @default("owner")
+    def _default_owner(self) -> str:
+        return env_default("GP_DOCKER_OWNER", default=DEFAULT_OWNER)
+
+    @default("kernel_uid")
+    def _default_kernel_uid(self) -> str:
+        return env_default("GP_DOCKER_UID", default="1000")
+
+    @default("kernel_gid")
+    def _default_kernel_gid(self) -> str:
+        return env_default("GP_DOCKER_GID", default="100")
+
+    @default("allow_root")
+    def _default_allow_root(self) -> bool:
+        return parse_bool(env_default("GP_DOCKER_ALLOW_ROOT", default="false"), "GP_DOCKER_ALLOW_ROOT")
+
+    @default("allow_working_dir")
+    def _default_allow_working_dir(self) -> bool:
+        return parse_bool(env_default("GP_DOCKER_ALLOW_WORKING_DIR", default="false"), "GP_DOCKER_ALLOW_WORKING_DIR")
+
+    @default("mounts")
+    def _default_mounts(self) -> list[str]:
+        return [m.strip() for m in env_default("GP_DOCKER_MOUNTS").split(",") if m.strip()]
+
+    @default("response_ip")
+    def _default_response_ip(self) -> str:
+        # Host-network kernels share the host's loopback with a local server.
+        if self.network == "host" and self.host_ip.startswith("127."):
+            return env_default("GP_RESPONSE_IP", default="127.0.0.1")
+        return super()._default_response_ip()
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._request: ContainerRequest | None = None
+
+    # --- what the base needs ----------------------------------------------------------------------------------------
+
+    def backend_modes(self) -> tuple[ConnectionMode, ...]:
+        if self.network == "host":
+            return (ConnectionMode.CALLBACK,)  # many agents share the host: each binds-and-holds its own ports
+        return (ConnectionMode.ASSIGNED, ConnectionMode.CALLBACK)
+
+    def kernel_ip(self) -> str:
+        if self.network == "host":
+            return self.host_ip if self.host_ip.startswith("127.") else "0.0.0.0"
+        return "0.0.0.0"  # the container's own network namespace
+
+    def make_backend(self) -> Backend:
+        from ..adapters.docker import DockerBackend
+        from ..adapters.docker_common import shared_engine
+
+        return DockerBackend(shared_engine(self.docker_url or None), self._request)
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Start phase: the base checks user and KERNEL_* values; here they become the container request."""
+        kwargs = await super().pre_launch(**kwargs)
+        assert self._spec is not None
+        self._request = self.container_request(self._spec.values)
+        if self._spec.cwd and not self.allow_working_dir:
+            self.log.warning(
+                "kernel %s: KERNEL_WORKING_DIR ignored (set allow_working_dir / GP_DOCKER_ALLOW_WORKING_DIR)",
+                self.kernel_id,
+            )
+            self._spec.cwd = None
+        if self.kernel is not None:  # a relaunch on this instance: same backend, fresh request
+            self.kernel.backend.request = self._request  # type: ignore[attr-defined]
+        return kwargs
+
+    def container_request(self, values: dict[str, Any]) -> ContainerRequest:
+        """The validated per-launch values and the operator's settings → how the container is made."""
+        image = values.get("KERNEL_IMAGE") or self.image_name
+        if not image:
+            raise ConfigurationError("no kernel image: set image_name (GP_DOCKER_IMAGE) in the kernel spec or config")
+        allowed = {self.image_name, *parse_user_list(self.allowed_images)}
+        if values.get("KERNEL_IMAGE") and image not in allowed:
+            raise NotAuthorized(
+                f"KERNEL_IMAGE={image!r} is not allowed here (allowed_images / GP_DOCKER_ALLOWED_IMAGES)"
+            )
+        uid = parse_id(values.get("KERNEL_UID", self.kernel_uid), "KERNEL_UID")
+        gid = parse_id(values.get("KERNEL_GID", self.kernel_gid), "KERNEL_GID")
+        if (uid == 0 or gid == 0) and not self.allow_root:
+            which = "KERNEL_UID" if uid == 0 else "KERNEL_GID"
+            raise NotAuthorized(
+                f"{which} is 0 (root): kernels do not run as root here; choose another id, or set allow_root "
+                "(GP_DOCKER_ALLOW_ROOT) if you really mean it"
+            )
+        mounts = list(self.mounts if not isinstance(self.mounts, str) else parse_user_list(self.mounts))
+        for mount in mounts:
+            parse_mount(mount)  # a bad operator setting fails here with the mount named
+        working_dir = values.get("KERNEL_WORKING_DIR") if self.allow_working_dir else None
+        if working_dir:
+            mounts.append(f"{working_dir}:{working_dir}:rw")
+        cpus = values.get("KERNEL_CPUS")
+        return ContainerRequest(
+            image=image,
+            network=self.network,
+            owner=self.owner,
+            user=f"{uid}:{gid}",
+            nano_cpus=int(cpus * 1e9) if cpus else None,
+            memory=parse_memory(values["KERNEL_MEMORY"]) if values.get("KERNEL_MEMORY") else None,
+            gpus=values.get("KERNEL_GPUS") or None,
+            mounts=mounts,
+            working_dir=working_dir,
+            command=list(self.agent_command) or None,
+            pull_policy=self.image_pull_policy,
+            host_ip=self.host_ip,
+        )
+
+
+class DockerSwarmProvisioner(DockerProvisioner):
+    """Run each kernel (with its agent) as a single-task Docker Swarm service (restart condition none)."""
+
+    swarm = True
+
+    def backend_modes(self) -> tuple[ConnectionMode, ...]:
+        if self.network == "host":
+            return (ConnectionMode.CALLBACK,)
+        return (ConnectionMode.ASSIGNED, ConnectionMode.CALLBACK)
+
+    def kernel_ip(self) -> str:
+        # A task may land on any node: on host networking bind every interface unless the operator pinned loopback.
+        if self.network == "host":
+            return self.host_ip if self.host_ip.startswith("127.") else "0.0.0.0"
+        return "0.0.0.0"
+
+    def make_backend(self) -> Backend:
+        from ..adapters.docker_common import shared_engine
+        from ..adapters.swarm import SwarmBackend
+
+        return SwarmBackend(shared_engine(self.docker_url or None), self._request)

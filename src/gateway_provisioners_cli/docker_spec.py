@@ -1,0 +1,147 @@
+"""``jupyter-docker-spec``: write kernel specs for ``docker-provisioner`` / ``docker-swarm-provisioner``, and reap.
+
+``install`` writes an ordinary kernel spec (the kernel's own argv, run by the agent inside the image) with a
+``metadata.kernel_provisioner`` stanza; ``reap`` removes containers or services this server's owner label marks
+whose kernel no longer exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import click
+
+from .kernelspec import build_kernel_json, common_options, emit, kernel_argv
+
+
+@click.group()
+def main() -> None:
+    """Kernel specs and housekeeping for kernels in Docker containers and Swarm services."""
+
+
+@main.command()
+@common_options
+@click.option("--image-name", required=True, help="Kernel image with the agent (see jupyter-image-bootstrap).")
+@click.option("--swarm", is_flag=True, help="Run kernels as Swarm services (docker-swarm-provisioner).")
+@click.option(
+    "--network",
+    default=None,
+    help="Network for kernel containers (default: bridge; Swarm: host). 'host' uses callback mode.",
+)
+@click.option(
+    "--pull-policy",
+    type=click.Choice(["never", "missing", "always"]),
+    default=None,
+    help="When to pull the image (default: missing).",
+)
+@click.option("--owner", default=None, help="Owner label value for the reaper (default: gateway-provisioners).")
+@click.option(
+    "--python",
+    "python",
+    default="python3",
+    show_default=True,
+    help="The interpreter that runs ipykernel inside the image.",
+)
+def install(
+    kernel_name: str,
+    display_name: str | None,
+    language: str,
+    location: str | None,
+    prefix: str | None,
+    replace: bool,
+    port_range: str,
+    launch_timeout: float,
+    authorized_users: str,
+    unauthorized_users: str,
+    dry_run: bool,
+    image_name: str,
+    swarm: bool,
+    network: str | None,
+    pull_policy: str | None,
+    owner: str | None,
+    python: str,
+) -> None:
+    """Install a kernel spec whose kernels run in IMAGE_NAME containers (or Swarm services)."""
+    provisioner = "docker-swarm-provisioner" if swarm else "docker-provisioner"
+    spec = build_kernel_json(
+        provisioner=provisioner,
+        argv=kernel_argv(language, python),
+        display_name=display_name or f"{language.capitalize()} on {'Swarm' if swarm else 'Docker'} ({image_name})",
+        language=language,
+        config={"image_name": image_name, "network": network, "image_pull_policy": pull_policy, "owner": owner},
+        port_range=port_range,
+        launch_timeout=launch_timeout,
+        authorized_users=authorized_users,
+        unauthorized_users=unauthorized_users,
+    )
+    emit(spec, kernel_name, location, prefix, replace, dry_run)
+
+
+@main.command()
+@click.option("--swarm", is_flag=True, help="Reap Swarm services instead of containers.")
+@click.option("--owner", default=None, help="Owner label to reap (default: GP_DOCKER_OWNER or gateway-provisioners).")
+@click.option(
+    "--live",
+    "live",
+    multiple=True,
+    help="Id of a kernel that still exists; with any --live (or --live-file), every other owned "
+    "container or service is removed, running or not.",
+)
+@click.option(
+    "--live-file",
+    type=click.File(),
+    default=None,
+    help="JSON list of live kernel ids, e.g. from a server's /api/kernels (objects with 'id' work too).",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be removed.")
+@click.option("--docker-url", default=None, help="Engine address (default: DOCKER_HOST or the local socket).")
+def reap(
+    swarm: bool, owner: str | None, live: tuple[str, ...], live_file: object, dry_run: bool, docker_url: str | None
+) -> None:
+    """Remove owned kernel containers/services whose kernel no longer exists.
+
+    Without --live, "no longer exists" means the container (or the service's task) is not running: its agent, and so
+    its kernel, ended. With --live, every owned resource of a kernel not listed is removed.
+    """
+    from gateway_provisioners.adapters.docker_common import DEFAULT_OWNER, shared_engine
+    from gateway_provisioners.core.errors import GatewayProvisionersError
+    from gateway_provisioners.provisioners.base import env_default
+
+    live_ids: set[str] | None = set(live) if live else None
+    if live_file is not None:
+        data = json.load(live_file)  # type: ignore[arg-type]
+        live_ids = (live_ids or set()) | {str(k["id"]) if isinstance(k, dict) else str(k) for k in data}
+    owner = owner or env_default("GP_DOCKER_OWNER", default=DEFAULT_OWNER)
+
+    async def run() -> list[dict]:
+        engine = shared_engine(docker_url)
+        try:
+            if swarm:
+                from gateway_provisioners.adapters.swarm import SwarmBackend
+
+                backend = SwarmBackend(engine)
+            else:
+                from gateway_provisioners.adapters.docker import DockerBackend
+
+                backend = DockerBackend(engine)  # type: ignore[assignment]
+            return await backend.reap(live_ids, owner=owner, dry_run=dry_run)
+        finally:
+            await engine.close()
+
+    try:
+        removed = asyncio.run(run())
+    except GatewayProvisionersError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # the SDK's errors: one line, not a traceback
+        raise click.ClickException(f"reaping failed: {exc}") from None
+    kind = "service" if swarm else "container"
+    verb = "would remove" if dry_run else "removed"
+    for item in removed:
+        click.echo(f"{verb} {kind} {item['name']} (kernel {item['kernel_id'] or '?'}, {item['state']})")
+    click.echo(f"{verb} {len(removed)} {kind}(s) with owner {owner!r}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

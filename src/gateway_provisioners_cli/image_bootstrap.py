@@ -1,0 +1,245 @@
+"""``jupyter-image-bootstrap``: put the kernel-side agent into a kernel image.
+
+``install --dir D`` writes the agent and its entry script into ``D`` for a Dockerfile to ``COPY``, and prints the
+lines to add. ``build --base IMAGE --tag TAG`` builds a kernel image from any base that has Python 3.9+, with the
+Docker SDK: it adds the agent, installs ipykernel (or, for R, checks IRkernel) and the agent's one dependency,
+``cryptography``, from ``--wheels DIR`` when the build cannot reach a package index, and prints the build's progress.
+A build whose inputs (base image id, agent, wheels, language) did not change is skipped: the image carries a label
+with their hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gateway_provisioners.agent import agent_path
+
+AGENT_HOME = "/usr/local/share/gateway-provisioners"
+ENTRY_SCRIPT = "gp-agent"
+KERNEL_VENV = "/opt/gp-kernel"
+HASH_LABEL = "org.jupyter.gp.bootstrap"
+
+# The entry script the image's ENTRYPOINT runs: the agent under the image's Python, taking its launch parameters from
+# GP_LAUNCH_PARAMS (set by the Docker and Swarm provisioners). It prefers the kernel venv made by `build`.
+ENTRY_SCRIPT_TEXT = f"""#!/bin/sh
+# gateway-provisioners agent: starts the kernel and connects it to the server (launch parameters in GP_LAUNCH_PARAMS).
+if [ -n "$GP_AGENT_PYTHON" ]; then PY=$GP_AGENT_PYTHON
+elif [ -x {KERNEL_VENV}/bin/python3 ]; then PY={KERNEL_VENV}/bin/python3
+else PY=python3; fi
+exec "$PY" {AGENT_HOME}/gp_agent.py "$@"
+"""
+
+# Runs inside the build (as root). Installs only what is missing, from the wheel folder when one was given.
+INSTALL_SCRIPT_TEXT = f"""#!/bin/sh
+set -eu
+LANGUAGE=$1
+WHEELS=/tmp/gp-wheels
+PY=$(command -v python3 || command -v python || true)
+[ -n "$PY" ] || {{ echo "gp-bootstrap: the base image has no python3 (the agent needs 3.9+)" >&2; exit 1; }}
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 9))' || {{ echo "gp-bootstrap: Python 3.9+ needed" >&2; exit 1; }}
+if [ "$LANGUAGE" = python ]; then NEED="ipykernel cryptography"; CHECK="import ipykernel, cryptography"
+else NEED=cryptography; CHECK="import cryptography"
+    command -v R >/dev/null && R --slave -e 'quit(status = !requireNamespace("IRkernel", quietly = TRUE))' || {{
+        echo "gp-bootstrap: --language r needs a base image with R and IRkernel" >&2; exit 1; }}
+fi
+if "$PY" -c "$CHECK" 2>/dev/null; then
+    echo "gp-bootstrap: $PY already has $NEED"
+else
+    # A venv that still sees the base image's packages; pip comes from the base's ensurepip.
+    "$PY" -m venv --system-site-packages {KERNEL_VENV}
+    if [ -n "$(ls -A $WHEELS 2>/dev/null)" ]; then
+        {KERNEL_VENV}/bin/python3 -m pip install -q --no-cache-dir --no-index --find-links $WHEELS $NEED
+    else
+        {KERNEL_VENV}/bin/python3 -m pip install -q --no-cache-dir $NEED
+    fi
+    echo "gp-bootstrap: installed $NEED into {KERNEL_VENV}"
+fi
+rm -rf $WHEELS
+chmod 755 {AGENT_HOME}/{ENTRY_SCRIPT}
+ln -sf {AGENT_HOME}/{ENTRY_SCRIPT} /usr/local/bin/{ENTRY_SCRIPT}
+# A home any kernel user (KERNEL_UID) can write to: IPython keeps its profile there.
+mkdir -p /home/kernel && chmod 1777 /home/kernel
+"""
+
+
+def write_agent_files(folder: Path) -> list[Path]:
+    """Write the agent, its entry script and the install script into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "gp_agent.py": agent_path().read_text(),
+        ENTRY_SCRIPT: ENTRY_SCRIPT_TEXT,
+        "install-kernel.sh": INSTALL_SCRIPT_TEXT,
+    }
+    written = []
+    for name, text in files.items():
+        path = folder / name
+        path.write_text(text)
+        path.chmod(0o755)
+        written.append(path)
+    return written
+
+
+def dockerfile(base: str, language: str, has_wheels: bool, label_hash: str) -> str:
+    lines = [
+        f"FROM {base}",
+        "USER root",
+        f"COPY gp/ {AGENT_HOME}/",
+        "COPY wheels/ /tmp/gp-wheels/" if has_wheels else "",
+        f"RUN sh {AGENT_HOME}/install-kernel.sh {language}",
+        f"ENV PATH={KERNEL_VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/home/kernel",
+        f'LABEL {HASH_LABEL}="{label_hash}" org.jupyter.gp.language="{language}"',
+        f'ENTRYPOINT ["/usr/local/bin/{ENTRY_SCRIPT}"]',
+        "CMD []",
+    ]
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def _wheel_files(wheels: Path | None) -> list[Path]:
+    if wheels is None:
+        return []
+    if not wheels.is_dir():
+        raise click.BadParameter(f"{wheels} is not a folder", param_hint="--wheels")
+    return sorted(p for p in wheels.iterdir() if p.is_file() and p.suffix in (".whl", ".gz", ".zip"))
+
+
+def build_context(base: str, language: str, wheels: Path | None, label_hash: str) -> bytes:
+    """The build context as a tar: Dockerfile, gp/ (agent files), wheels/."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+
+        def add_bytes(name: str, data: bytes, mode: int = 0o644) -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+
+        wheel_files = _wheel_files(wheels)
+        add_bytes("Dockerfile", dockerfile(base, language, bool(wheel_files), label_hash).encode())
+        add_bytes("gp/gp_agent.py", agent_path().read_bytes(), 0o755)
+        add_bytes(f"gp/{ENTRY_SCRIPT}", ENTRY_SCRIPT_TEXT.encode(), 0o755)
+        add_bytes("gp/install-kernel.sh", INSTALL_SCRIPT_TEXT.encode(), 0o755)
+        for path in wheel_files:
+            tar.add(str(path), arcname=f"wheels/{path.name}")
+    return buffer.getvalue()
+
+
+def inputs_hash(base_id: str, language: str, wheels: Path | None) -> str:
+    """What decides the image's content: a second build with the same inputs is skipped."""
+    digest = hashlib.sha256()
+    for part in (base_id, language, agent_path().read_text(), ENTRY_SCRIPT_TEXT, INSTALL_SCRIPT_TEXT):
+        digest.update(part.encode() + b"\0")
+    for path in _wheel_files(wheels):
+        digest.update(f"{path.name}:{path.stat().st_size}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def build_image(
+    client: Any,
+    base: str,
+    tag: str,
+    *,
+    wheels: Path | None = None,
+    language: str = "python",
+    force: bool = False,
+    echo: Callable[[str], None] = print,
+) -> str:
+    """Build ``tag`` from ``base`` with the agent added; returns the image id. Skips an up-to-date image.
+
+    ``client`` is a ``docker.DockerClient``. The base must exist locally (it is never pulled here).
+    """
+    import docker.errors
+
+    try:
+        base_image = client.images.get(base)
+    except docker.errors.ImageNotFound:
+        raise click.ClickException(
+            f"base image {base!r} is not on this Docker engine: pull or build it first"
+        ) from None
+    label_hash = inputs_hash(base_image.id, language, wheels)
+    if not force:
+        try:
+            existing = client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            existing = None
+        if existing is not None and (existing.labels or {}).get(HASH_LABEL) == label_hash:
+            echo(f"{tag} is up to date ({existing.short_id}); nothing to build")
+            return str(existing.id)
+    context = build_context(base, language, wheels, label_hash)
+    echo(f"building {tag} from {base} ({language}, {len(_wheel_files(wheels))} wheels)")
+    image_id = ""
+    for chunk in client.api.build(
+        fileobj=io.BytesIO(context), custom_context=True, tag=tag, rm=True, forcerm=True, pull=False, decode=True
+    ):
+        if "error" in chunk:
+            detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+            raise click.ClickException(f"building {tag} failed: {detail.strip()}")
+        text = str(chunk.get("stream", "")).rstrip()
+        if text:
+            echo(text)
+        if "aux" in chunk and isinstance(chunk["aux"], dict):
+            image_id = chunk["aux"].get("ID", image_id)
+    image = client.images.get(tag)
+    echo(f"built {tag} ({image.short_id})")
+    return image_id or str(image.id)
+
+
+@click.group()
+def main() -> None:
+    """Put the gateway-provisioners agent into a kernel image."""
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "folder",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write gp_agent.py, gp-agent and install-kernel.sh into (your Dockerfile's context).",
+)
+def install(folder: Path) -> None:
+    """Write the agent files into a folder and print the Dockerfile lines that use them."""
+    for path in write_agent_files(folder):
+        click.echo(f"wrote {path}")
+    click.echo("\nAdd to your Dockerfile (as root; the base needs Python 3.9+ with ipykernel and cryptography):\n")
+    click.echo(f"COPY {folder.name}/ {AGENT_HOME}/")
+    click.echo(f"RUN sh {AGENT_HOME}/install-kernel.sh python   # installs what is missing; 'r' for IRkernel images")
+    click.echo(f'ENTRYPOINT ["/usr/local/bin/{ENTRY_SCRIPT}"]')
+    click.echo("CMD []")
+
+
+@main.command()
+@click.option("--base", required=True, help="Base image with Python 3.9+ (must be on the engine already).")
+@click.option("--tag", required=True, help="Tag of the kernel image to build.")
+@click.option(
+    "--wheels",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of wheels (ipykernel, cryptography and their dependencies) for builds without an index.",
+)
+@click.option("--language", type=click.Choice(["python", "r"]), default="python", show_default=True)
+@click.option("--force", is_flag=True, help="Build even when an image with the same inputs exists.")
+def build(base: str, tag: str, wheels: Path | None, language: str, force: bool) -> None:
+    """Build a kernel image from BASE with the agent added (Docker SDK; DOCKER_HOST is honoured)."""
+    try:
+        import docker
+    except ImportError:
+        raise click.ClickException("the Docker SDK is missing: pip install 'gateway_provisioners[docker]'") from None
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise click.ClickException(f"cannot reach the Docker engine: {exc}") from None
+    image_id = build_image(client, base, tag, wheels=wheels, language=language, force=force, echo=click.echo)
+    click.echo(json.dumps({"tag": tag, "id": image_id}))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
