@@ -1,0 +1,92 @@
+"""Each terminal pod state fails the launch at once, with its reason, the pod's events and its last log lines."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from jupyter_client.manager import AsyncKernelManager
+
+from gateway_provisioners.core.errors import ImagePullError, KernelExited, LaunchError, NotAuthorized, Unschedulable
+
+from .conftest import NAMESPACE
+from .emulator import KubeEmulator
+from .kubelet import Kubelet
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 60  # the launch deadline; every failure below must come long before it
+
+
+async def start_failing(k8s_spec, image: str, **config) -> tuple[LaunchError, float, str]:  # type: ignore[no-untyped-def]
+    km = AsyncKernelManager(kernel_name=k8s_spec(image_name=image, launch_timeout=TIMEOUT, **config))
+    started = time.monotonic()
+    with pytest.raises(LaunchError) as info:
+        await km.start_kernel()
+    return info.value, time.monotonic() - started, f"kernel-{km.kernel_id}"
+
+
+async def test_image_pull_failure(kube: KubeEmulator, kubelet: Kubelet, k8s_spec) -> None:
+    error, elapsed, pod = await start_failing(k8s_spec, "registry.example/missing:pull-fail")
+    assert isinstance(error, ImagePullError)
+    assert "ErrImagePull" in error.reason and "missing:pull-fail" in error.reason
+    assert any("Failed to pull image" in line for line in error.diagnostics), error.diagnostics
+    assert elapsed < 5
+    assert kube.get("pods", NAMESPACE, pod) is None  # nothing left behind
+
+
+async def test_crash_loop(kube: KubeEmulator, kubelet: Kubelet, k8s_spec) -> None:
+    error, elapsed, pod = await start_failing(k8s_spec, "gpt/kernel:crash")
+    assert isinstance(error, KernelExited) and "CrashLoopBackOff" in error.reason
+    assert any("ModuleNotFoundError" in line for line in error.diagnostics), error.diagnostics
+    assert any("BackOff" in line for line in error.diagnostics)
+    assert elapsed < 5
+    assert kube.get("pods", NAMESPACE, pod) is None
+
+
+async def test_pod_failed(kube: KubeEmulator, kubelet: Kubelet, k8s_spec) -> None:
+    error, elapsed, _ = await start_failing(k8s_spec, "gpt/kernel:fail")
+    assert isinstance(error, KernelExited) and error.exit_code == 2
+    assert "failed" in error.reason and "exit code 2" in error.reason
+    assert any("cannot start the kernel" in line for line in error.diagnostics), error.diagnostics
+    assert elapsed < 5
+
+
+async def test_unschedulable_after_grace(kube: KubeEmulator, kubelet: Kubelet, k8s_spec) -> None:
+    error, elapsed, _ = await start_failing(k8s_spec, "gpt/kernel:unschedulable", unschedulable_grace=1.5)
+    assert isinstance(error, Unschedulable)
+    assert "Insufficient cpu" in error.reason
+    assert any("FailedScheduling" in line for line in error.diagnostics)
+    assert 1.5 <= elapsed < 5  # not before the grace (an autoscaler may add a node), and at once after it
+
+
+async def test_kernel_exits_at_start(kube: KubeEmulator, kubelet: Kubelet, k8s_spec) -> None:
+    """The real agent starts, its kernel dies at once: the launch fails with the kernel's own output."""
+    argv = ["python3", "-c", "import sys; print('no kernel here', file=sys.stderr); sys.exit(3)", "{connection_file}"]
+    km = AsyncKernelManager(kernel_name=k8s_spec(argv=argv, launch_timeout=TIMEOUT))
+    started = time.monotonic()
+    with pytest.raises(LaunchError) as info:
+        await km.start_kernel()
+    assert time.monotonic() - started < 10
+    assert "no kernel here" in info.value.details()
+
+
+async def test_client_values_are_checked_before_anything_is_created(kube: KubeEmulator, k8s_spec, monkeypatch) -> None:
+    name = k8s_spec()
+    mark = kube.mark()
+    for variable, value, error in [
+        ("KERNEL_NAMESPACE", "kube-system", NotAuthorized),
+        ("KERNEL_CPUS", "1; rm -rf /", ValueError),
+        ("KERNEL_MEMORY", "2Gi\nprivileged: true", ValueError),
+        ("KERNEL_UID", "0", NotAuthorized),
+        ("KERNEL_UID", "000", NotAuthorized),
+        ("KERNEL_SERVICE_ACCOUNT_NAME", "cluster-admin", NotAuthorized),
+        ("KERNEL_VOLUMES", '[{"name": "host", "hostPath": {"path": "/"}}]', NotAuthorized),
+    ]:
+        monkeypatch.setenv(variable, value)
+        km = AsyncKernelManager(kernel_name=name)
+        with pytest.raises(error) as info:
+            await km.start_kernel()
+        assert variable in str(info.value) or "allowed" in str(info.value), str(info.value)
+        monkeypatch.delenv(variable)
+    assert [r for r in kube.requests_since(mark) if r.method != "GET"] == []

@@ -1,0 +1,145 @@
+"""A real AsyncKernelManager runs real ipykernels through kubernetes-provisioner against the API emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+
+import pytest
+from jupyter_client.manager import AsyncKernelManager
+
+from gateway_provisioners.provisioners.kubernetes import KubernetesProvisioner
+
+from .conftest import NAMESPACE
+from .emulator import KubeEmulator
+from .kubelet import Kubelet
+
+pytestmark = pytest.mark.integration
+
+
+async def wait_for_watches(kube: KubeEmulator, count: int, timeout: float = 10) -> None:
+    """The shared watch's request is sent concurrently with the launch: wait until it is open."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while kube.open_watches < count and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+
+
+async def run_code(km: AsyncKernelManager, code: str, timeout: float = 30) -> tuple[dict, list[str]]:
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=timeout)
+        output: list[str] = []
+
+        def hook(msg: dict) -> None:
+            if msg["msg_type"] == "stream":
+                output.append(msg["content"]["text"])
+
+        reply = await kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+        return reply["content"], output
+    finally:
+        kc.stop_channels()
+
+
+def pod_name(km: AsyncKernelManager) -> str:
+    return f"kernel-{km.kernel_id}"
+
+
+async def test_launch_execute_interrupt_restart_shutdown(kube: KubeEmulator, kubelet: Kubelet, k8s_spec) -> None:
+    km = AsyncKernelManager(kernel_name=k8s_spec())
+    mark = kube.mark()
+    await km.start_kernel()
+    try:
+        await wait_for_watches(kube, 1)
+        launch = [str(r) for r in kube.requests_since(mark)]
+        assert isinstance(km.provisioner, KubernetesProvisioner)
+        # One launch: list + watch (the shared watch's first use), create pod, create Secret. Nothing else.
+        # (The watch request runs concurrently with the creates, so the order varies.)
+        assert sorted(launch) == sorted(
+            [
+                f"GET /api/v1/namespaces/{NAMESPACE}/pods",
+                f"GET /api/v1/namespaces/{NAMESPACE}/pods (watch)",
+                f"POST /api/v1/namespaces/{NAMESPACE}/pods",
+                f"POST /api/v1/namespaces/{NAMESPACE}/secrets",
+            ]
+        ), launch
+        name = pod_name(km)
+        pod = kube.get("pods", NAMESPACE, name)
+        secret = kube.get("secrets", NAMESPACE, f"{name}-launch")
+        assert pod is not None and secret is not None
+        # The token and the launch parameters (with the HMAC key) are in the Secret, owned by the pod; not in the pod.
+        assert secret["metadata"]["ownerReferences"][0]["uid"] == pod["metadata"]["uid"]
+        container = pod["spec"]["containers"][0]
+        params = json.loads(base64.b64decode(secret["data"]["params.json"]))
+        assert "token" not in params and params["mode"] == "assigned"
+        token = base64.b64decode(secret["data"]["token"]).decode()
+        assert token not in json.dumps(pod)
+        assert params["connection"]["key"] not in json.dumps(pod)
+        # Secure defaults.
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        assert km.get_connection_info()["ip"] == "127.0.0.1"
+
+        content, out = await run_code(km, "print(6 * 7)")
+        assert content["status"] == "ok" and "".join(out).strip() == "42"
+
+        # Interrupt a running cell.
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=30)
+            msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(30)")
+            while True:
+                msg = await kc.get_iopub_msg(timeout=10)
+                if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                    break
+            started = time.monotonic()
+            await km.interrupt_kernel()
+            reply = await kc.get_shell_msg(timeout=10)
+            assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+            assert time.monotonic() - started < 2
+        finally:
+            kc.stop_channels()
+
+        # Restart in place: same pod (uid), same ports, a new kernel process, no pod request.
+        _, before = await run_code(km, "import os; print(os.getpid())")
+        ports = km.get_connection_info()
+        mark = kube.mark()
+        await km.restart_kernel(now=True)
+        assert [r for r in kube.requests_since(mark) if r.method != "GET"] == []
+        assert kube.get("pods", NAMESPACE, name)["metadata"]["uid"] == pod["metadata"]["uid"]
+        assert {k: km.get_connection_info()[k] for k in ("shell_port", "iopub_port", "control_port")} == {
+            k: ports[k] for k in ("shell_port", "iopub_port", "control_port")
+        }
+        _, after = await run_code(km, "import os; print(os.getpid())")
+        assert before != after
+    finally:
+        await km.shutdown_kernel(now=True)
+    # Shutdown deletes the pod, and the Secret goes with it (ownership).
+    assert kube.get("pods", NAMESPACE, name) is None
+    assert kube.get("secrets", NAMESPACE, f"{name}-launch") is None
+    assert not kubelet.procs or all(p.returncode is not None for p in kubelet.procs.values())
+
+
+async def test_second_launch_reuses_the_shared_watch(kube: KubeEmulator, kubelet: Kubelet, k8s_spec) -> None:
+    name = k8s_spec()
+    first = AsyncKernelManager(kernel_name=name)
+    await first.start_kernel()
+    second = AsyncKernelManager(kernel_name=name)
+    try:
+        mark = kube.mark()
+        await second.start_kernel()
+        assert [str(r) for r in kube.requests_since(mark)] == [
+            f"POST /api/v1/namespaces/{NAMESPACE}/pods",
+            f"POST /api/v1/namespaces/{NAMESPACE}/secrets",
+        ]
+        assert kube.open_watches == 1
+        _content, out = await run_code(second, "print('second')")
+        assert "".join(out).strip() == "second"
+    finally:
+        await asyncio.gather(first.shutdown_kernel(now=True), second.shutdown_kernel(now=True))
