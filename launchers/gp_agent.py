@@ -430,22 +430,24 @@ class Agent:
         deadline = time.monotonic() + timeout
         host = connect_ip(self.kernel_ip)
         pending = [self.connection[name] for name in PORT_NAMES]
-        checks = 0
+        interval, next_ownership_check = 0.01, time.monotonic() + 2.0
         while True:
             if not self.kernel_running:
                 return "exited"
             while pending and await port_answers(host, pending[0]):
                 pending.pop(0)
-            checks += 1
-            if not pending or checks % 50 == 0:
+            if not pending or time.monotonic() > next_ownership_check:
                 if self.ports_stolen():
                     return "stolen"
                 if not pending:
                     return "ready"
+                next_ownership_check = time.monotonic() + 2.0
             if time.monotonic() > deadline:
                 raise TimeoutError(f"kernel did not listen on port {pending[0]} within {timeout:g} s")
-            # The kernel gives no signal when it has bound its ports; a short re-check interval is the cheapest way.
-            await asyncio.sleep(0.01)
+            # The kernel gives no signal when it has bound its ports: re-check, first often (a kernel that starts
+            # fast is seen at once), then less (many kernels starting on a busy host must not spin their agents).
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, 0.05)
 
     def ports_stolen(self) -> bool:
         owners = listening_socket_inodes([self.connection[name] for name in PORT_NAMES])
@@ -951,6 +953,8 @@ def spawner(opts: argparse.Namespace) -> int:
     ``GP-CONNECTION-INFO`` line; when an agent ends the spawner prints ``GP-AGENT-EXIT <kernel id> <exit code>``.
     It ends at the end of its input (the server went away); its agents go on.
     """
+    with contextlib.suppress(ImportError):
+        Protocol()  # import the crypto library once, here: every forked agent then has it loaded already
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)

@@ -20,31 +20,9 @@ from gateway_provisioners.core.lifecycle import KernelPhase
 from gateway_provisioners.provisioners.local import LocalAgentProvisioner
 
 from ..conftest import pid_gone, write_kernel_spec
+from ..support.kernels import interrupt_running_cell, kernel_pid, run_code
 
 pytestmark = pytest.mark.integration
-
-
-async def run_code(km: AsyncKernelManager, code: str, timeout: float = 30) -> tuple[dict, list[str]]:
-    """Execute ``code`` with a fresh client; returns the reply content and the stream output."""
-    kc = km.client()
-    kc.start_channels()
-    try:
-        await kc.wait_for_ready(timeout=timeout)
-        output: list[str] = []
-
-        def hook(msg: dict) -> None:
-            if msg["msg_type"] == "stream":
-                output.append(msg["content"]["text"])
-
-        reply = await kc.execute_interactive(code, timeout=timeout, output_hook=hook)
-        return reply["content"], output
-    finally:
-        kc.stop_channels()
-
-
-async def kernel_pid(km: AsyncKernelManager) -> int:
-    _, out = await run_code(km, "import os; print(os.getpid())")
-    return int("".join(out).strip())
 
 
 @pytest.fixture
@@ -66,24 +44,9 @@ async def test_start_and_execute(km: AsyncKernelManager) -> None:
 
 
 async def test_interrupt_running_sleep_within_one_second(km: AsyncKernelManager) -> None:
-    kc = km.client()
-    kc.start_channels()
-    try:
-        await kc.wait_for_ready(timeout=30)
-        msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(30)")
-        # Wait until the cell runs (its output arrives): ipykernel only turns SIGINT into KeyboardInterrupt then.
-        while True:
-            msg = await kc.get_iopub_msg(timeout=10)
-            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
-                break
-        started = time.monotonic()
-        await km.interrupt_kernel()
-        reply = await kc.get_shell_msg(timeout=5)
-        elapsed = time.monotonic() - started
-    finally:
-        kc.stop_channels()
-    assert reply["content"]["status"] == "error"
-    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    reply, elapsed = await interrupt_running_cell(km)
+    assert reply["status"] == "error"
+    assert reply["ename"] == "KeyboardInterrupt"
     assert elapsed < 1.0, f"interrupt took {elapsed:.2f} s"
     assert await km.is_alive()
 

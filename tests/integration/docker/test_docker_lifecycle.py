@@ -17,6 +17,7 @@ from jupyter_client.provisioning.factory import KernelProvisionerFactory
 
 from gateway_provisioners.core.errors import ConfigurationError, ImagePullError, KernelExited, NotAuthorized
 
+from ...support.kernels import interrupt_running_cell, run_code
 from .conftest import OWNER, Variant, make_variant
 
 pytestmark = pytest.mark.integration
@@ -28,23 +29,6 @@ MAIN = ["docker-bridge", "swarm-host"]  # one of each provisioner, one of each c
 @pytest.fixture
 def variant(request: pytest.FixtureRequest, jupyter_path: Path) -> Variant:
     return make_variant(request.param, request, jupyter_path)
-
-
-async def run_code(km: AsyncKernelManager, code: str, timeout: float = 30) -> tuple[dict, str]:
-    kc = km.client()
-    kc.start_channels()
-    try:
-        await kc.wait_for_ready(timeout=timeout)
-        output: list[str] = []
-
-        def hook(msg: dict) -> None:
-            if msg["msg_type"] == "stream":
-                output.append(msg["content"]["text"])
-
-        reply = await kc.execute_interactive(code, timeout=timeout, output_hook=hook)
-        return reply["content"], "".join(output)
-    finally:
-        kc.stop_channels()
 
 
 def resource_id(km: AsyncKernelManager) -> str:
@@ -96,24 +80,13 @@ async def test_execute_restart_in_place_and_shutdown(variant: Variant, environ_m
 async def test_interrupt(variant: Variant) -> None:
     km = AsyncKernelManager(kernel_name=variant.spec())
     await km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
     try:
-        await kc.wait_for_ready(timeout=30)
-        msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(60)")
-        while True:  # wait until the cell runs: ipykernel turns SIGINT into KeyboardInterrupt only then
-            msg = await kc.get_iopub_msg(timeout=20)
-            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
-                break
-        started = time.monotonic()
-        await km.interrupt_kernel()
-        reply = await kc.get_shell_msg(timeout=10)
-        assert reply["content"]["status"] == "error"
-        assert reply["content"]["ename"] == "KeyboardInterrupt"
-        assert time.monotonic() - started < 3
+        reply, elapsed = await interrupt_running_cell(km, timeout=20)
+        assert reply["status"] == "error"
+        assert reply["ename"] == "KeyboardInterrupt"
+        assert elapsed < 3
         assert await km.is_alive()
     finally:
-        kc.stop_channels()
         await km.shutdown_kernel(now=True)
 
 

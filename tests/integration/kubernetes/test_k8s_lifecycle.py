@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 
 import pytest
 from jupyter_client.manager import AsyncKernelManager
 
 from gateway_provisioners.provisioners.kubernetes import KubernetesProvisioner
 
+from ...support.kernels import interrupt_running_cell, run_code
 from .conftest import NAMESPACE
 from .emulator import KubeEmulator
 from .kubelet import Kubelet
@@ -25,23 +25,6 @@ async def wait_for_watches(kube: KubeEmulator, count: int, timeout: float = 10) 
     deadline = loop.time() + timeout
     while kube.open_watches < count and loop.time() < deadline:
         await asyncio.sleep(0.01)
-
-
-async def run_code(km: AsyncKernelManager, code: str, timeout: float = 30) -> tuple[dict, list[str]]:
-    kc = km.client()
-    kc.start_channels()
-    try:
-        await kc.wait_for_ready(timeout=timeout)
-        output: list[str] = []
-
-        def hook(msg: dict) -> None:
-            if msg["msg_type"] == "stream":
-                output.append(msg["content"]["text"])
-
-        reply = await kc.execute_interactive(code, timeout=timeout, output_hook=hook)
-        return reply["content"], output
-    finally:
-        kc.stop_channels()
 
 
 def pod_name(km: AsyncKernelManager) -> str:
@@ -89,22 +72,9 @@ async def test_launch_execute_interrupt_restart_shutdown(kube: KubeEmulator, kub
         assert content["status"] == "ok" and "".join(out).strip() == "42"
 
         # Interrupt a running cell.
-        kc = km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=30)
-            msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(30)")
-            while True:
-                msg = await kc.get_iopub_msg(timeout=10)
-                if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
-                    break
-            started = time.monotonic()
-            await km.interrupt_kernel()
-            reply = await kc.get_shell_msg(timeout=10)
-            assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
-            assert time.monotonic() - started < 2
-        finally:
-            kc.stop_channels()
+        reply, elapsed = await interrupt_running_cell(km)
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+        assert elapsed < 2
 
         # Restart in place: same pod (uid), same ports, a new kernel process, no pod request.
         _, before = await run_code(km, "import os; print(os.getpid())")

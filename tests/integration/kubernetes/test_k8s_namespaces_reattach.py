@@ -14,10 +14,11 @@ from gateway_provisioners.adapters.kubernetes import close_hubs
 from gateway_provisioners.adapters.kubernetes.client import KubeClient
 from gateway_provisioners.adapters.kubernetes.reaper import reap_orphans
 
+from ...support.kernels import run_code
 from .conftest import NAMESPACE
 from .emulator import KubeEmulator
 from .kubelet import Kubelet
-from .test_k8s_lifecycle import run_code, wait_for_watches
+from .test_k8s_lifecycle import wait_for_watches
 
 pytestmark = pytest.mark.integration
 

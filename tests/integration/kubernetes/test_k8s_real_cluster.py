@@ -20,7 +20,7 @@ from gateway_provisioners.adapters.kubernetes.client import KubeApiError, KubeCl
 from gateway_provisioners.core.errors import ImagePullError
 
 from ...conftest import write_kernel_spec
-from .test_k8s_lifecycle import run_code
+from ...support.kernels import run_code
 
 pytestmark = [
     pytest.mark.integration,

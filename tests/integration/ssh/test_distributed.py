@@ -18,15 +18,10 @@ from jupyter_client.manager import AsyncKernelManager
 from gateway_provisioners.core.errors import BackendUnavailable, ConfigurationError, LaunchTimeout
 from gateway_provisioners.provisioners.distributed import DistributedProvisioner
 from tests.conftest import pid_gone
-from tests.integration.test_local_lifecycle import kernel_pid, run_code
+from tests.support.kernels import hostname_of, interrupt_running_cell, kernel_pid, run_code
 from tests.support.sshd import SSHServer, free_port
 
 pytestmark = pytest.mark.integration
-
-
-async def hostname_of(km: AsyncKernelManager) -> str:
-    _, out = await run_code(km, "import socket; print(socket.gethostname())")
-    return "".join(out).strip()
 
 
 def processes_of(kernel_id: str) -> list[psutil.Process]:
@@ -55,22 +50,8 @@ async def test_lifecycle_over_ssh(km: AsyncKernelManager) -> None:
     content, out = await run_code(km, "print(6 * 7)")
     assert (content["status"], "".join(out).strip()) == ("ok", "42")
     # Interrupt a running cell within 1 s.
-    kc = km.client()
-    kc.start_channels()
-    try:
-        await kc.wait_for_ready(timeout=30)
-        msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(30)")
-        while True:
-            msg = await kc.get_iopub_msg(timeout=10)
-            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
-                break
-        started = time.monotonic()
-        await km.interrupt_kernel()
-        reply = await kc.get_shell_msg(timeout=5)
-        assert reply["content"]["ename"] == "KeyboardInterrupt"
-        assert time.monotonic() - started < 1.0
-    finally:
-        kc.stop_channels()
+    reply, elapsed = await interrupt_running_cell(km)
+    assert reply["ename"] == "KeyboardInterrupt" and elapsed < 1.0
     # Restart in place keeps the ports; a fresh client executes.
     ports = km.get_connection_info()
     old_pid = await kernel_pid(km)
