@@ -59,14 +59,19 @@ def write_spec(root: Path, name: str, argv: list[str], provisioner: str, config:
 
 def drive(python: Path, spec: str, env: dict[str, str], runs: int, gone: int, concurrency: int) -> dict[str, Any]:
     print(f"== {spec}: {runs} runs", file=sys.stderr)
-    result = subprocess.run(
-        [str(python), str(HERE / "driver.py"), spec, "--runs", str(runs), "--gone-runs", str(gone),
-         "--concurrency", str(concurrency)],
-        env=env, capture_output=True, text=True, timeout=3600,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise RuntimeError(f"{spec} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout)
+    # Files, not pipes: a kernel that outlives its driver (it happens to jupyter_client's local kernels under load)
+    # would otherwise hold the pipe open and stall the whole run.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        result = subprocess.run(
+            [str(python), str(HERE / "driver.py"), spec, "--runs", str(runs), "--gone-runs", str(gone),
+             "--concurrency", str(concurrency)],
+            env=env, stdout=out, stderr=err, timeout=3600,
+        )  # fmt: skip
+        out.seek(0)
+        err.seek(0)
+        if result.returncode != 0:
+            raise RuntimeError(f"{spec} failed:\n{err.read().decode(errors='replace')[-3000:]}")
+        return json.loads(out.read())
 
 
 def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -484,11 +484,12 @@ class Agent:
 
     def payload(self, ready: bool, reason: str = "") -> Dict[str, Any]:
         if not ready:
+            # Short lines, few enough that the whole payload stays one atomic pipe write (PIPE_BUF) in spawner mode.
             return {
                 "status": "failed",
                 "exit_code": self.exit_code,
-                "reason": reason,
-                "log_tail": tail_lines(self.log_file),
+                "reason": reason[:300],
+                "log_tail": [line[:150] for line in tail_lines(self.log_file, 12)],
             }
         info = dict(self.connection)
         info.update(
@@ -534,7 +535,10 @@ class Agent:
             except (OSError, asyncio.TimeoutError, ValueError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
                 continue
-            reason = reply.get("reason", "no reply") if isinstance(reply, dict) else "unreadable reply"
+            if not isinstance(reply, dict):
+                last_error = "unreadable reply"
+                continue
+            reason = reply.get("reason", "no reply")
             if reply.get("status") == "accepted" or (reason == "replayed" and attempt > 0):
                 # "replayed" after a retry: an earlier attempt got through and only its reply was lost.
                 log.info("connection info accepted by %s", address)
@@ -633,8 +637,9 @@ class Agent:
             return self.state()
         if op == "signal":
             try:
-                signum = signal.Signals(int(message.get("signum", 0)))
-            except ValueError:
+                number = int(message.get("signum", 0))
+                signum = signal.Signals(number) if number else None
+            except (ValueError, TypeError):
                 return {"ok": False, "error": f"signal {message.get('signum')!r} is unknown on this host"}
             if self.kernel_running and signum:
                 kill_group(self.pgid, signum)
@@ -663,6 +668,7 @@ class Agent:
                 }
             return {"ok": True, "pid": self.proc.pid if self.proc else None}
         except (OSError, TimeoutError) as exc:
+            await self.stop_kernel(0)  # a kernel that never became ready must not linger
             return {"ok": False, "error": str(exc), "log_tail": tail_lines(self.log_file)}
         finally:
             self.busy = False
@@ -724,7 +730,8 @@ class Agent:
             self.detach_done(False)
             with contextlib.suppress(OSError):
                 os.remove(self.connection_file)  # it holds the HMAC key
-                if self.clean_shutdown and not self.opts.keep_log:
+            if self.clean_shutdown and not self.opts.keep_log:
+                with contextlib.suppress(OSError):
                     os.remove(self.log_file)  # after a failure it stays, for the server's diagnostics
             if not (self.opts.keep_log and self.log_file.startswith(self.workdir)):
                 shutil.rmtree(self.workdir, ignore_errors=True)
@@ -998,7 +1005,9 @@ def spawn(line: bytes, opts: argparse.Namespace, children: Dict[int, str], wake:
         params = check_params(request["params"])
         child_opts = build_parser().parse_args([*request.get("args", []), "--log-level", opts.log_level])
     except (ValueError, KeyError, TypeError, SystemExit) as exc:
-        print(f"gp-agent spawner: bad launch request: {exc}", file=sys.stderr)
+        print(f"gp-agent spawner: bad launch request: {exc}", file=sys.stderr, flush=True)
+        with contextlib.suppress(Exception):  # tell the server at once, if it said which kernel this was for
+            emit(f"{AGENT_EXIT_PREFIX}{json.loads(line)['params']['kernel_id']} {EXIT_BAD_PARAMS}")
         return
     pid = os.fork()
     if pid == 0:  # the agent: its own session, default signal handling, no spawner plumbing

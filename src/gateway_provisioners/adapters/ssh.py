@@ -344,7 +344,9 @@ class SSHBackend(Backend):
     ) -> None:
         if not hosts:
             raise ConfigurationError("no remote hosts configured: set remote_hosts (GP_REMOTE_HOSTS)")
-        self.hosts = {str(h): h for h in (SSHHost.parse(text, default_port, default_user) for text in hosts)}
+        parsed = [(text.strip(), SSHHost.parse(text, default_port, default_user)) for text in hosts]
+        self.hosts = {str(host): host for _, host in parsed}
+        self.spellings = {str(host): text for text, host in parsed}  # as configured, for KERNEL_REMOTE_HOST
         self.pool = pool or SSHConnectionPool(settings or SSHSettings())
         self.python = python
         self.selector = selector or RoundRobin()
@@ -365,7 +367,7 @@ class SSHBackend(Backend):
         requested = spec.values.get("KERNEL_REMOTE_HOST")
         names = list(self.hosts)
         if requested:
-            names = [name for name in names if requested in (name, self.hosts[name].host)]
+            names = [name for name in names if requested in (name, self.hosts[name].host, self.spellings[name])]
             if not names:
                 raise ConfigurationError(
                     f"KERNEL_REMOTE_HOST={requested!r} is not one of remote_hosts {list(self.hosts)}"

@@ -9,6 +9,7 @@ accepted or the launch ends, so a payload can be used once.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -26,6 +27,11 @@ class ConnectionBroker:
     def __init__(self) -> None:
         self._pending: dict[str, tuple[bytes, asyncio.Future[dict[str, Any]]]] = {}
         self._accepted: OrderedDict[str, None] = OrderedDict()
+        #: The address each accepted callback came from, until the launch takes it (:meth:`take_peer`).
+        self.peers: dict[str, str] = {}
+
+    def take_peer(self, kernel_id: str) -> str | None:
+        return self.peers.pop(kernel_id, None)
 
     def expect(self, kernel_id: str, token: bytes) -> asyncio.Future[dict[str, Any]]:
         """Register a launch; the returned future gets the opened payload."""
@@ -37,6 +43,7 @@ class ConnectionBroker:
 
     def forget(self, kernel_id: str) -> None:
         """Drop a launch (it ended or timed out); later payloads for it are refused."""
+        self.peers.pop(kernel_id, None)
         entry = self._pending.pop(kernel_id, None)
         if entry is not None and not entry[1].done():
             entry[1].cancel()
@@ -65,6 +72,9 @@ class ConnectionBroker:
         self._accepted[envelope.kernel_id] = None
         while len(self._accepted) > REMEMBER_ACCEPTED:
             self._accepted.popitem(last=False)
+        peer_ip = _ip_of(peer)
+        if peer_ip:
+            self.peers[envelope.kernel_id] = peer_ip  # where the agent called from (callback mode)
         if not future.done():
             future.set_result(info)
         return Reply.ACCEPTED, ""
@@ -80,3 +90,12 @@ class ConnectionBroker:
             detail,
         )
         return code, detail
+
+
+def _ip_of(peer: str) -> str | None:
+    """The address in ``"ip:port"`` (the listener's peer), or None for anything else ("local output")."""
+    host = peer.rsplit(":", 1)[0].strip("[]")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None

@@ -22,7 +22,14 @@ from typing import Any
 from .backend import Backend, BackendHandle, Observation, PlatformState
 from .broker import ConnectionBroker
 from .control import ControlChannelClosed, ControlConnection
-from .errors import ConfigurationError, HandshakeRejected, KernelExited, LaunchError, LaunchTimeout
+from .errors import (
+    ConfigurationError,
+    HandshakeRejected,
+    KernelExited,
+    LaunchError,
+    LaunchTimeout,
+    ProtocolError,
+)
 from .events import EventLog
 from .handshake import Reply, decode_token, encode_token, new_token
 from .launch import ConnectionMode, LaunchSpec
@@ -199,9 +206,11 @@ class RemoteKernel:
 
     async def _open_control(self, info: dict[str, Any], deadline: float) -> None:
         assert self.handle is not None and self._token is not None
-        ip = self.handle.observation.ip or info.get("ip") or "127.0.0.1"
-        if ip in ("0.0.0.0", "::"):
-            ip = "127.0.0.1"
+        # The platform's word first (pod or container IP, SSH host); then the agent's own; then where it called from.
+        ip = self.handle.observation.ip or info.get("ip") or ""
+        peer_ip = self.broker.take_peer(self.kernel_id)
+        if ip in ("", "0.0.0.0", "::"):
+            ip = peer_ip or "127.0.0.1"
         self.kernel_pid = info.get("pid")
         # For the backend's fallbacks (signals, clean-up) when the agent does not answer.
         self.handle.data.update({k: info[k] for k in ("agent_pid", "hostname") if info.get(k)})
@@ -219,6 +228,10 @@ class RemoteKernel:
             try:
                 state = await control.open(*self.agent_address, timeout=max(0.1, deadline - time.monotonic()))
                 break
+            except (ProtocolError, asyncio.IncompleteReadError) as exc:
+                raise HandshakeRejected(
+                    f"the agent at {self.agent_address[0]}:{self.agent_address[1]} refused the control channel: {exc}"
+                ) from None
             except ConnectionRefusedError:
                 # Server-assigned mode: the agent listens once its kernel is ready; until then, follow the platform
                 # (a kernel that dies fails the launch at once) and try again shortly.
@@ -410,7 +423,7 @@ class RemoteKernel:
         kernel.handle = await backend.restore(data["handle"])
         try:
             await kernel._connect_control(time.monotonic() + timeout)
-        except (OSError, asyncio.TimeoutError, LaunchError) as exc:
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ProtocolError, LaunchError) as exc:
             kernel.exit_code = 1
             kernel.lifecycle.move_to(KernelPhase.FAILED, f"cannot reattach: {exc}", error=exc)
             return kernel

@@ -1,0 +1,129 @@
+"""How a launch becomes a YARN application: the REST submission body, or the spark-submit command line.
+
+Both start ``gp_yarn_bootstrap.py`` as the application master's process, which starts the agent, which starts the
+kernel. Both give the application the library's tag, a kernel tag and a unique per-launch tag (the identity the
+poller matches on), a single attempt (a second AM attempt would start a second kernel) and the kernel's queue.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...agent import agent_path
+from ...core.errors import ConfigurationError
+
+BOOTSTRAP = Path(__file__).with_name("gp_yarn_bootstrap.py")
+APPLICATION_TYPE = "GATEWAY-PROVISIONERS"
+PARAMS_FILE = "gp-launch.json"
+_MEMORY = re.compile(r"(\d+)\s*([kmgt]?)b?", re.I)
+
+
+@dataclass
+class Application:
+    """What to ask YARN for, independent of the submission path."""
+
+    kernel_id: str
+    name: str
+    tags: list[str]
+    queue: str = "default"
+    user: str = ""
+    memory_mb: int = 1024
+    vcores: int = 1
+    python: str = "python3"
+    params: dict[str, Any] = field(default_factory=dict, repr=False)  # the agent's launch parameters (token inside)
+
+
+def memory_mb(value: str | int | None, default: int = 1024) -> int:
+    """``"2g"`` → 2048, ``"512m"`` / ``"512"`` → 512 (the older package crashed on a suffix)."""
+    if value in (None, ""):
+        return default
+    match = _MEMORY.fullmatch(str(value).strip())
+    if not match:
+        raise ConfigurationError(f"memory {value!r} is not a size like 512m or 2g")
+    number, unit = int(match.group(1)), match.group(2).lower()
+    return max(1, {"k": number // 1024, "": number, "m": number, "g": number * 1024, "t": number * 1024**2}[unit])
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def rest_body(app: Application, app_id: str) -> dict[str, Any]:
+    """The ``POST /ws/v1/cluster/apps`` body that runs the agent as the application master.
+
+    YARN writes environment values into the container's launch script inside double quotes without escaping, so
+    the JSON parameters and the agent's source travel base64-encoded; the AM command only decodes the bootstrap.
+    """
+    environment = {
+        "GP_YARN_BOOTSTRAP": _b64(BOOTSTRAP.read_bytes()),
+        "GP_YARN_AGENT_B64": _b64(zlib.compress(agent_path().read_bytes(), 9)),
+        "GP_YARN_PARAMS_B64": _b64(json.dumps(app.params).encode()),
+    }
+    command = (
+        "echo $GP_YARN_BOOTSTRAP | base64 -d > gp_yarn_bootstrap.py && "
+        f"exec {app.python} gp_yarn_bootstrap.py 1><LOG_DIR>/stdout 2><LOG_DIR>/stderr"
+    )
+    return {
+        "application-id": app_id,
+        "application-name": app.name,
+        "queue": app.queue,
+        "application-type": APPLICATION_TYPE,
+        "application-tags": {"tag": list(app.tags)},
+        "am-container-spec": {
+            "commands": {"command": command},
+            "environment": {"entry": [{"key": k, "value": v} for k, v in environment.items()]},
+        },
+        "unmanaged-AM": False,
+        "max-app-attempts": 1,
+        "keep-containers-across-application-attempts": False,
+        "resource": {"memory": app.memory_mb, "vCores": app.vcores},
+    }
+
+
+def spark_submit_argv(
+    app: Application,
+    submit_command: list[str],
+    params_file: str,
+    *,
+    proxy_user: str | None = None,
+    extra_options: list[str] = (),  # type: ignore[assignment]
+    driver_memory: str | None = None,
+    executor_memory: str | None = None,
+    driver_cores: int | None = None,
+) -> list[str]:
+    """``spark-submit --master yarn --deploy-mode cluster ...`` running the bootstrap as the driver (in the AM).
+
+    The parameters file (token inside, mode 0600 on the server) and the agent are localized into the driver's
+    working directory with ``--files``; nothing secret is in a ``--conf`` value or the command line.
+    """
+    argv = list(submit_command)
+    if "--master" not in argv:
+        argv += ["--master", "yarn"]
+    if "--deploy-mode" not in argv:
+        argv += ["--deploy-mode", "cluster"]
+    argv += [
+        "--name", app.name,
+        "--queue", app.queue,
+        "--conf", f"spark.yarn.tags={','.join(app.tags)}",
+        "--conf", "spark.yarn.submit.waitAppCompletion=false",
+        "--conf", "spark.yarn.maxAppAttempts=1",
+        "--conf", f"spark.yarn.appMasterEnv.PYSPARK_PYTHON={app.python}",
+        "--files", f"{agent_path()},{params_file}#{PARAMS_FILE}",
+    ]  # fmt: skip
+    if proxy_user:
+        argv += ["--proxy-user", proxy_user]
+    if driver_memory:
+        argv += ["--driver-memory", driver_memory]
+    if executor_memory:
+        argv += ["--executor-memory", executor_memory]
+    if driver_cores:
+        argv += ["--driver-cores", str(driver_cores)]
+    argv += list(extra_options)
+    argv += [str(BOOTSTRAP), "--params-file", PARAMS_FILE, "--agent", agent_path().name]
+    return argv

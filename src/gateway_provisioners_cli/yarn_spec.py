@@ -1,0 +1,122 @@
+"""``jupyter-yarn-spec``: write kernel specs for ``yarn-provisioner`` (kernels as Hadoop YARN applications).
+
+Without ``--spark`` the agent is submitted through the ResourceManager's REST API and runs the kernel in the AM
+container (any language with a kernel on the nodes); with ``--spark`` it is submitted with ``spark-submit --master
+yarn --deploy-mode cluster`` and a Python kernel gets ``spark`` and ``sc``. Every value is written into the spec
+(nothing is left for a launch script to substitute), and ``--impersonation-enabled`` is written too.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import click
+
+from .kernelspec import build_kernel_json, common_options, emit, kernel_argv
+
+SPARK_SESSION = (
+    "--IPKernelApp.exec_lines=from pyspark.sql import SparkSession; "
+    "spark = SparkSession.builder.getOrCreate(); sc = spark.sparkContext"
+)
+
+
+@click.group()
+def main() -> None:
+    """Kernel specs for kernels that run as YARN applications."""
+
+
+@main.command()
+@common_options
+@click.option(
+    "--yarn-endpoint",
+    default=lambda: os.environ.get("GP_YARN_ENDPOINT", ""),
+    help="ResourceManager address, http(s)://host:8088 (default GP_YARN_ENDPOINT; empty: yarn-site.xml).",
+)
+@click.option(
+    "--alt-yarn-endpoint",
+    default=lambda: os.environ.get("GP_ALT_YARN_ENDPOINT", ""),
+    help="Second ResourceManager for HA (default GP_ALT_YARN_ENDPOINT).",
+)
+@click.option("--spark", is_flag=True, help="Submit with spark-submit (cluster mode); Python kernels get spark, sc.")
+@click.option(
+    "--spark-home",
+    default=lambda: os.environ.get("SPARK_HOME", ""),
+    help="Spark installation whose bin/spark-submit submits (default SPARK_HOME; else spark-submit on PATH).",
+)
+@click.option(
+    "--extra-spark-opts", default="", help="More spark-submit options, shell-quoted (e.g. '--num-executors 2')."
+)
+@click.option(
+    "--python-root",
+    default="",
+    help="Prefix of the Python environment on the cluster's nodes (PREFIX/bin/python3 runs agent and kernel).",
+)
+@click.option("--queue", default=None, help="YARN queue when the request gives no KERNEL_QUEUE (default: 'default').")
+@click.option(
+    "--impersonation-enabled",
+    is_flag=True,
+    help="Run applications as the kernel's user (spark-submit --proxy-user KERNEL_USERNAME).",
+)
+@click.option("--yarn-endpoint-security-enabled", is_flag=True, help="Authenticate to the RM with Kerberos/SPNEGO.")
+@click.option("--cert-bundle", default=None, help="CA bundle for an https ResourceManager.")
+def install(
+    kernel_name: str,
+    display_name: str | None,
+    language: str,
+    location: str | None,
+    prefix: str | None,
+    replace: bool,
+    port_range: str,
+    launch_timeout: float,
+    authorized_users: str,
+    unauthorized_users: str,
+    dry_run: bool,
+    yarn_endpoint: str,
+    alt_yarn_endpoint: str,
+    spark: bool,
+    spark_home: str,
+    extra_spark_opts: str,
+    python_root: str,
+    queue: str | None,
+    impersonation_enabled: bool,
+    yarn_endpoint_security_enabled: bool,
+    cert_bundle: str | None,
+) -> None:
+    """Install a kernel spec whose kernels run as YARN applications."""
+    try:
+        shlex.split(extra_spark_opts)
+    except ValueError as exc:
+        raise click.BadParameter(f"cannot split {extra_spark_opts!r}: {exc}", param_hint="--extra-spark-opts") from None
+    if extra_spark_opts and not spark:
+        raise click.UsageError("--extra-spark-opts needs --spark")
+    python = str(Path(python_root) / "bin" / "python3") if python_root else "python3"
+    argv = kernel_argv(language, python)
+    if spark and language == "python":
+        argv.append(SPARK_SESSION)
+    config: dict[str, object] = {
+        "yarn_endpoint": yarn_endpoint or None,
+        "alt_yarn_endpoint": alt_yarn_endpoint or None,
+        "queue": queue,
+        "impersonation_enabled": impersonation_enabled,
+        "yarn_endpoint_security_enabled": yarn_endpoint_security_enabled or None,
+        "yarn_cert_bundle": cert_bundle,
+        "remote_python": python if python_root else None,
+    }
+    if spark:
+        config["submit_command"] = [str(Path(spark_home) / "bin" / "spark-submit") if spark_home else "spark-submit"]
+        config["spark_opts"] = extra_spark_opts or None
+    mode = "Spark" if spark else "YARN"
+    spec = build_kernel_json(
+        provisioner="yarn-provisioner",
+        argv=argv,
+        display_name=display_name or f"{language.capitalize()} on {mode} (cluster)",
+        language=language,
+        config=config,
+        port_range=port_range,
+        launch_timeout=launch_timeout,
+        authorized_users=authorized_users,
+        unauthorized_users=unauthorized_users,
+    )
+    emit(spec, kernel_name, location, prefix, replace, dry_run)

@@ -1,0 +1,292 @@
+"""A real AsyncKernelManager drives real ipykernels through yarn-provisioner against the RM emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from jupyter_client.manager import AsyncKernelManager
+
+from gateway_provisioners.core.errors import LaunchError, LaunchTimeout, QueueFull
+from gateway_provisioners.provisioners.yarn import YarnProvisioner
+
+from ...conftest import pid_gone
+from .conftest import write_yarn_spec
+from .rm_emulator import RMServer, RMState
+
+pytestmark = pytest.mark.integration
+
+
+async def run_code(km: AsyncKernelManager, code: str, timeout: float = 30) -> tuple[dict, str]:
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=timeout)
+        output: list[str] = []
+
+        def hook(msg: dict) -> None:
+            if msg["msg_type"] == "stream":
+                output.append(msg["content"]["text"])
+
+        reply = await kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+        return reply["content"], "".join(output).strip()
+    finally:
+        kc.stop_channels()
+
+
+def app_of(km: AsyncKernelManager) -> str:
+    assert isinstance(km.provisioner, YarnProvisioner) and km.provisioner.kernel is not None
+    handle = km.provisioner.kernel.handle
+    assert handle is not None
+    return str(handle.data["app_id"])
+
+
+async def final(state: RMState, app_id: str, timeout: float = 20) -> str:
+    """Wait (off the event loop: the poller runs on it) until the application is over; its final state."""
+    over = await asyncio.to_thread(
+        state.wait_for, lambda: state.apps[app_id]["state"] in ("FINISHED", "FAILED", "KILLED"), timeout
+    )
+    assert over, f"application {app_id} still {state.apps[app_id]['state']}"
+    return str(state.apps[app_id]["state"])
+
+
+async def test_rest_submission_execute_interrupt_restart_shutdown(
+    jupyter_path: Path, rm: RMServer, rm_state: RMState
+) -> None:
+    write_yarn_spec(jupyter_path, "yarn-rest", rm.url, queue="analytics")
+    km = AsyncKernelManager(kernel_name="yarn-rest")
+    await km.start_kernel()
+    try:
+        app_id = app_of(km)
+        app = rm_state.apps[app_id]
+        # Exact identity: the launch's own tag (and the kernel id as name), the kernel's user, the chosen queue.
+        assert f"gp-kernel-{km.kernel_id}" in app["applicationTags"].split(",")
+        assert "gateway-provisioners" in app["applicationTags"].split(",")
+        assert app["name"] == km.kernel_id and app["user"] == "gp-tester" and app["queue"] == "analytics"
+        assert app["state"] == "ACCEPTED" and app["amHostHttpAddress"]  # an unregistered AM: the agent
+        body = rm_state.specs[app_id]
+        assert body["max-app-attempts"] == 1
+        env = {e["key"]: e["value"] for e in body["am-container-spec"]["environment"]["entry"]}
+        assert not any(v.startswith("{") for v in env.values()), "JSON in an environment value breaks YARN's script"
+
+        content, out = await run_code(km, "import os; print(6 * 7, os.getpid())")
+        assert content["status"] == "ok"
+        answer, pid = out.split()
+        assert answer == "42"
+        assert await km.is_alive()
+
+        # interrupt a running cell
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=30)
+            msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(60)")
+            while True:
+                msg = await kc.get_iopub_msg(timeout=20)
+                if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                    break
+            started = time.monotonic()
+            await km.interrupt_kernel()
+            reply = await kc._async_get_shell_msg(timeout=20)
+            while reply["parent_header"].get("msg_id") != msg_id:
+                reply = await kc._async_get_shell_msg(timeout=20)
+            assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+            assert time.monotonic() - started < 5
+        finally:
+            kc.stop_channels()
+
+        # restart in place: same application, same ports, a new kernel process
+        info_before = dict(km.get_connection_info())
+        await km.restart_kernel(now=True)
+        assert app_of(km) == app_id and rm_state.apps[app_id]["state"] == "ACCEPTED"
+        assert km.get_connection_info()["shell_port"] == info_before["shell_port"]
+        _, out = await run_code(km, "import os; print(os.getpid())")
+        assert out != pid and pid_gone(int(pid), 10)
+        new_pid = int(out)
+    finally:
+        await km.shutdown_kernel(now=True)
+    # shutdown kills the application and waits for its final state
+    assert rm_state.apps[app_id]["state"] == "KILLED"
+    assert pid_gone(new_pid, 10)
+    assert rm_state.procs[app_id].poll() is not None
+
+
+async def test_spark_submit_path_with_impersonation(
+    jupyter_path: Path, rm: RMServer, rm_state: RMState, spark_submit: Path, tmp_path: Path
+) -> None:
+    write_yarn_spec(jupyter_path, "yarn-spark", rm.url, submit_command=["spark-submit"], impersonation_enabled=True)
+    km = AsyncKernelManager(kernel_name="yarn-spark")
+    await km.start_kernel(env={**os.environ, "KERNEL_USERNAME": "alice", "KERNEL_QUEUE": "spark"})
+    try:
+        app_id = app_of(km)
+        app = rm_state.apps[app_id]
+        assert app["applicationType"] == "SPARK" and app["state"] == "RUNNING"
+        assert app["user"] == "alice", "impersonation: --proxy-user KERNEL_USERNAME"
+        assert app["queue"] == "spark" and f"gp-kernel-{km.kernel_id}" in app["applicationTags"]
+        assert rm_state.specs[app_id]["max-app-attempts"] == 1
+        content, out = await run_code(
+            km, "import os; print(os.environ.get('KERNEL_USERNAME'), 'GP_LAUNCH_PARAMS' in os.environ)"
+        )
+        assert content["status"] == "ok" and out == "alice False"
+    finally:
+        await km.shutdown_kernel(now=True)
+    assert rm_state.apps[app_id]["state"] == "KILLED"
+
+
+async def test_failed_during_startup_fails_fast_with_diagnostics(
+    jupyter_path: Path, rm: RMServer, rm_state: RMState
+) -> None:
+    rm_state.policy = "fail"
+    write_yarn_spec(jupyter_path, "yarn-fail", rm.url)
+    km = AsyncKernelManager(kernel_name="yarn-fail")
+    started = time.monotonic()
+    with pytest.raises(LaunchError) as caught:
+        await km.start_kernel()
+    assert time.monotonic() - started < 5, "a FAILED application must fail the launch at once"
+    assert "FAILED" in str(caught.value) and "exitCode: 1" in caught.value.details()
+
+
+async def test_full_queue_fails_with_queue_full_and_is_killed(
+    jupyter_path: Path, rm: RMServer, rm_state: RMState
+) -> None:
+    rm_state.policy = "hold"
+    write_yarn_spec(jupyter_path, "yarn-full", rm.url, launch_timeout=3)
+    km = AsyncKernelManager(kernel_name="yarn-full")
+    with pytest.raises(QueueFull) as caught:
+        await km.start_kernel()
+    assert str(caught.value).startswith("queue default has no room: ")
+    assert "Queue's AM resource limit exceeded" in str(caught.value)
+    (app_id,) = list(rm_state.apps)
+    assert await final(rm_state, app_id) == "KILLED"
+
+
+async def test_timeout_kills_an_application_that_appears_late(
+    jupyter_path: Path, rm: RMServer, rm_state: RMState, spark_submit: Path
+) -> None:
+    write_yarn_spec(jupyter_path, "yarn-late", rm.url, submit_command=["spark-submit"], launch_timeout=2,
+                    spark_opts="--conf spark.fake.registerDelay=3")  # fmt: skip
+    km = AsyncKernelManager(kernel_name="yarn-late")
+    with pytest.raises(LaunchTimeout):
+        await km.start_kernel()
+    assert not rm_state.apps, "the application is registered only after the timeout"
+    # spark-submit registers it a second later: the shared poller must find it by its launch tag and kill it.
+    assert await asyncio.to_thread(rm_state.wait_for, lambda: len(rm_state.apps) == 1, 10)
+    (app_id,) = list(rm_state.apps)
+    assert await final(rm_state, app_id) == "KILLED"
+
+
+async def test_submit_command_failure_reports_its_output(jupyter_path: Path, rm: RMServer, spark_submit: Path) -> None:
+    write_yarn_spec(jupyter_path, "yarn-badsubmit", rm.url, submit_command=["spark-submit"],
+                    spark_opts="--conf 'spark.fake.fail=Queue nosuch does not exist'")  # fmt: skip
+    km = AsyncKernelManager(kernel_name="yarn-badsubmit")
+    started = time.monotonic()
+    with pytest.raises(LaunchError) as caught:
+        await km.start_kernel()
+    assert time.monotonic() - started < 10
+    assert "exit code 1" in str(caught.value) and "Queue nosuch does not exist" in caught.value.details()
+
+
+async def test_no_callback_names_the_address_and_the_agent_log(
+    jupyter_path: Path, rm: RMServer, rm_state: RMState
+) -> None:
+    from gateway_provisioners.listener import shared_listener
+
+    # The address this server advertises refuses connections (a firewall, a wrong response_ip): the agent gives up
+    # and its application ends. The error must come at once and name the address the agent was told to reach,
+    # with the agent's own log lines from the NodeManager.
+    listener = await shared_listener(ip="127.0.0.1", port=0)
+    listener.close()
+    await listener.wait_closed()
+    write_yarn_spec(jupyter_path, "yarn-nocb", rm.url, launch_timeout=20)
+    km = AsyncKernelManager(kernel_name="yarn-nocb")
+    started = time.monotonic()
+    with pytest.raises(LaunchError) as caught:
+        await km.start_kernel()
+    assert time.monotonic() - started < 15
+    details = caught.value.details()
+    assert f"the agent was told to call back to {listener.address}" in details
+    assert f"cannot deliver the connection info to {listener.address}" in details, details
+    (app_id,) = list(rm_state.apps)
+    assert await final(rm_state, app_id) in ("FAILED", "KILLED")
+
+
+async def test_failover_between_two_rms_mid_life(jupyter_path: Path, rm_state: RMState) -> None:
+    rm1, rm2 = RMServer(rm_state), RMServer(rm_state, role="STANDBY")
+    try:
+        write_yarn_spec(jupyter_path, "yarn-ha", rm1.url, alt_yarn_endpoint=rm2.url)
+        km = AsyncKernelManager(kernel_name="yarn-ha")
+        await km.start_kernel()
+        try:
+            app_id = app_of(km)
+            _, out = await run_code(km, "print('before')")
+            assert out == "before"
+            rm1.stop()  # the active RM goes away; the standby becomes active
+            rm2.role = "ACTIVE"
+            backend = km.provisioner.kernel.backend  # type: ignore[union-attr]
+            polls = rm2.requests[("GET", "/ws/v1/cluster/apps")]
+            assert await asyncio.to_thread(
+                rm_state.wait_for, lambda: rm2.requests[("GET", "/ws/v1/cluster/apps")] > polls, 10
+            ), "the shared poller did not move to the new active RM"
+            assert backend.client.active_endpoint == rm2.url and backend.client.failovers == 1
+            _, out = await run_code(km, "print('after')")
+            assert out == "after"
+        finally:
+            await km.shutdown_kernel(now=True)
+        assert rm_state.apps[app_id]["state"] == "KILLED"
+        assert rm2.requests[("PUT", f"/ws/v1/cluster/apps/{app_id}/state")] >= 1
+    finally:
+        rm2.stop()
+
+
+async def test_reattach_from_another_process(
+    jupyter_path: Path, rm: RMServer, rm_state: RMState, tmp_path: Path
+) -> None:
+    write_yarn_spec(jupyter_path, "yarn-reattach", rm.url)
+    km = AsyncKernelManager(kernel_name="yarn-reattach")
+    await km.start_kernel()
+    try:
+        _, pid = await run_code(km, "import os; print(os.getpid())")
+        info = await km.provisioner.get_provisioner_info()
+        saved = tmp_path / "provisioner-info.json"
+        saved.write_text(json.dumps(info))
+        script = f"""
+import asyncio, json
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning.factory import KernelProvisionerFactory
+
+async def main():
+    km = AsyncKernelManager(kernel_name="yarn-reattach")
+    km.kernel_id = {km.kernel_id!r}
+    km.provisioner = KernelProvisionerFactory.instance(parent=km.parent).create_provisioner_instance(
+        km.kernel_id, km.kernel_spec, parent=km)
+    info = json.load(open({str(saved)!r}))
+    await km.provisioner.load_provisioner_info(info)
+    km.load_connection_info(info["connection_info"])
+    assert await km.is_alive(), "reattached kernel polls as dead"
+    print("APP", km.provisioner.kernel.handle.data["app_id"], km.provisioner.kernel.handle.observation.state.value)
+    kc = km.client(); kc.start_channels(); await kc.wait_for_ready(timeout=30)
+    out = []
+    await kc.execute_interactive("import os; print(os.getpid())", timeout=30,
+        output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+    kc.stop_channels()
+    print("PID", "".join(out).strip())
+
+asyncio.run(main())
+"""
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=os.environ
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert f"PID {pid}" in result.stdout
+        assert f"APP {app_of(km)} starting" in result.stdout
+        assert await km.is_alive()
+    finally:
+        await km.shutdown_kernel(now=True)
+    assert psutil.pid_exists(int(pid)) is False or pid_gone(int(pid), 10)

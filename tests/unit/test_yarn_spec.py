@@ -1,0 +1,72 @@
+"""jupyter-yarn-spec: every combination writes a complete kernel.json whose settings take effect."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from gateway_provisioners.provisioners.yarn import YarnProvisioner
+from gateway_provisioners_cli.kernelspec import unfilled
+from gateway_provisioners_cli.yarn_spec import SPARK_SESSION, main
+
+FLAGS = {
+    "spark": ["--spark"],
+    "spark_home": ["--spark-home", "/opt/spark"],
+    "extra": ["--extra-spark-opts", "--num-executors 2 --conf 'spark.x=a b'"],
+    "python_root": ["--python-root", "/opt/conda"],
+    "queue": ["--queue", "analytics"],
+    "impersonation": ["--impersonation-enabled"],
+    "alt": ["--alt-yarn-endpoint", "http://rm2:8088"],
+    "kerberos": ["--yarn-endpoint-security-enabled"],
+}
+
+
+def dry_run(*args: str) -> dict:
+    result = CliRunner().invoke(main, ["install", "--kernel-name", "k", "--dry-run", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+@pytest.mark.parametrize("language", ["python", "r"])
+def test_every_combination_is_complete(language: str) -> None:
+    names = list(FLAGS)
+    for size in range(len(names) + 1):
+        for combo in itertools.combinations(names, size):
+            if "extra" in combo and "spark" not in combo:
+                continue
+            args = ["--language", language, "--yarn-endpoint", "http://rm1:8088"]
+            for name in combo:
+                args += FLAGS[name]
+            spec = dry_run(*args)
+            assert unfilled(spec) == [], (combo, unfilled(spec))
+            config = spec["metadata"]["kernel_provisioner"]["config"]
+            assert spec["metadata"]["kernel_provisioner"]["provisioner_name"] == "yarn-provisioner"
+            assert config["impersonation_enabled"] is ("impersonation" in combo)
+            assert ("submit_command" in config) is ("spark" in combo)
+            assert (SPARK_SESSION in spec["argv"]) is ("spark" in combo and language == "python")
+
+
+def test_settings_take_effect_in_the_provisioner() -> None:
+    spec = dry_run("--yarn-endpoint", "http://rm1:8088", "--alt-yarn-endpoint", "http://rm2:8088", "--spark",
+                   "--spark-home", "/opt/spark", "--impersonation-enabled", "--queue", "q1")  # fmt: skip
+    provisioner = YarnProvisioner(**spec["metadata"]["kernel_provisioner"]["config"])
+    assert provisioner.impersonation_enabled is True
+    assert provisioner.endpoints() == ("http://rm1:8088", "http://rm2:8088")
+    assert provisioner.submit_command == ["/opt/spark/bin/spark-submit"] and provisioner.queue == "q1"
+
+
+def test_extra_spark_opts_need_spark() -> None:
+    result = CliRunner().invoke(main, ["install", "--kernel-name", "k", "--dry-run", "--extra-spark-opts", "-x"])
+    assert result.exit_code != 0 and "--extra-spark-opts needs --spark" in result.output
+
+
+def test_env_booleans_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GP_IMPERSONATION_ENABLED", "false")
+    monkeypatch.setenv("GP_YARN_ENDPOINT_SECURITY_ENABLED", "False")
+    provisioner = YarnProvisioner()
+    assert provisioner.impersonation_enabled is False and provisioner.yarn_endpoint_security_enabled is False
+    monkeypatch.setenv("GP_IMPERSONATION_ENABLED", "yes")
+    assert YarnProvisioner().impersonation_enabled is True
