@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from .kernelspec import build_kernel_json, common_options, emit, kernel_argv
+from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, kernel_argv
 
 
 @click.group()
@@ -45,17 +45,7 @@ def main() -> None:
     help="The interpreter that runs ipykernel inside the image.",
 )
 def install(
-    kernel_name: str,
-    display_name: str | None,
-    language: str,
-    location: str | None,
-    prefix: str | None,
-    replace: bool,
-    port_range: str,
-    launch_timeout: float,
-    authorized_users: str,
-    unauthorized_users: str,
-    dry_run: bool,
+    common: SpecOptions,
     image_name: str,
     swarm: bool,
     network: str | None,
@@ -66,17 +56,13 @@ def install(
     """Install a kernel spec whose kernels run in IMAGE_NAME containers (or Swarm services)."""
     provisioner = "docker-swarm-provisioner" if swarm else "docker-provisioner"
     spec = build_kernel_json(
+        common=common,
         provisioner=provisioner,
-        argv=kernel_argv(language, python),
-        display_name=display_name or f"{language.capitalize()} on {'Swarm' if swarm else 'Docker'} ({image_name})",
-        language=language,
+        argv=kernel_argv(common.language, python),
+        display_name=f"{common.language.capitalize()} on {'Swarm' if swarm else 'Docker'} ({image_name})",
         config={"image_name": image_name, "network": network, "image_pull_policy": pull_policy, "owner": owner},
-        port_range=port_range,
-        launch_timeout=launch_timeout,
-        authorized_users=authorized_users,
-        unauthorized_users=unauthorized_users,
     )
-    emit(spec, kernel_name, location, prefix, replace, dry_run)
+    emit(spec, common)
 
 
 @main.command()

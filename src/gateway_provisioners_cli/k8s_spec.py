@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from .kernelspec import build_kernel_json, common_options, emit, kernel_argv
+from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, kernel_argv
 
 DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 
@@ -36,17 +36,7 @@ def main() -> None:
               help="How the server learns the kernel's ports (default: assigned, no callback).")  # fmt: skip
 @click.option("--python", "python", default="python3", show_default=True, help="The interpreter in the image.")
 def install(
-    kernel_name: str,
-    display_name: str | None,
-    language: str,
-    location: str | None,
-    prefix: str | None,
-    replace: bool,
-    port_range: str,
-    launch_timeout: float,
-    authorized_users: str,
-    unauthorized_users: str,
-    dry_run: bool,
+    common: SpecOptions,
     image_name: str,
     namespace: str | None,
     pod_template: str | None,
@@ -69,10 +59,10 @@ def install(
             raise click.BadParameter(str(exc), param_hint="--pod-template") from None
         pod_template = str(path.resolve())
     spec = build_kernel_json(
+        common=common,
         provisioner="kubernetes-provisioner",
-        argv=kernel_argv(language, python),
-        display_name=display_name or f"{language.capitalize()} on Kubernetes ({image_name})",
-        language=language,
+        argv=kernel_argv(common.language, python),
+        display_name=f"{common.language.capitalize()} on Kubernetes ({image_name})",
         config={
             "image_name": image_name,
             "namespace": namespace,
@@ -80,12 +70,8 @@ def install(
             "shared_namespace": False if namespace_per_kernel else None,
             "connection_mode": connection_mode,
         },
-        port_range=port_range,
-        launch_timeout=launch_timeout,
-        authorized_users=authorized_users,
-        unauthorized_users=unauthorized_users,
     )
-    emit(spec, kernel_name, location, prefix, replace, dry_run)
+    emit(spec, common)
 
 
 def _server_kernels(url: str, token: str) -> set[str]:

@@ -7,11 +7,13 @@ fill in later except ``{connection_file}``, which the agent fills in where the k
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,32 @@ def unfilled(value: Any) -> list[str]:
     return sorted(set(_PLACEHOLDER.findall(json.dumps(value))))
 
 
+@dataclass(frozen=True)
+class SpecOptions:
+    """The options every ``jupyter-*-spec install`` command takes, as one value."""
+
+    kernel_name: str
+    display_name: str | None
+    language: str
+    location: str | None
+    prefix: str | None
+    replace: bool
+    port_range: str
+    launch_timeout: float
+    authorized_users: str
+    unauthorized_users: str
+    dry_run: bool
+
+
 def common_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """The options every ``jupyter-*-spec install`` command takes."""
+    """Add the common options to a click command; it receives them as its first argument, a :class:`SpecOptions`."""
+    names = [field.name for field in fields(SpecOptions)]
+
+    @functools.wraps(function)
+    def command(**values: Any) -> Any:
+        common = SpecOptions(**{name: values.pop(name) for name in names})
+        return function(common, **values)
+
     options = [
         click.option("--kernel-name", required=True, help="Name of the kernel spec folder (a-z, 0-9, . _ -)."),
         click.option("--display-name", default=None, help="Name shown in notebook front-ends (default: derived)."),
@@ -62,8 +88,8 @@ def common_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--dry-run", is_flag=True, help="Print the kernel.json instead of installing it."),
     ]  # fmt: skip
     for option in reversed(options):
-        function = option(function)
-    return function
+        command = option(command)
+    return command
 
 
 def build_kernel_json(
@@ -71,31 +97,27 @@ def build_kernel_json(
     provisioner: str,
     argv: list[str],
     display_name: str,
-    language: str,
     config: dict[str, Any],
-    port_range: str,
-    launch_timeout: float,
-    authorized_users: str,
-    unauthorized_users: str,
+    common: SpecOptions,
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A complete kernel.json; raises :class:`click.BadParameter` for invalid values."""
     try:
-        PortRange.parse(port_range)
+        PortRange.parse(common.port_range)
     except ConfigurationError as exc:
         raise click.BadParameter(str(exc), param_hint="--port-range") from None
     provisioner_config: dict[str, Any] = {
-        "launch_timeout": launch_timeout,
-        "port_range": port_range,
-        "unauthorized_users": sorted(parse_user_list(unauthorized_users)),
+        "launch_timeout": common.launch_timeout,
+        "port_range": common.port_range,
+        "unauthorized_users": sorted(parse_user_list(common.unauthorized_users)),
     }
-    if parse_user_list(authorized_users):
-        provisioner_config["authorized_users"] = sorted(parse_user_list(authorized_users))
+    if parse_user_list(common.authorized_users):
+        provisioner_config["authorized_users"] = sorted(parse_user_list(common.authorized_users))
     provisioner_config.update({k: v for k, v in config.items() if v is not None})
     spec = {
         "argv": argv,
-        "display_name": display_name,
-        "language": language,
+        "display_name": common.display_name or display_name,
+        "language": common.language,
         "interrupt_mode": "signal",
         "env": env or {},
         "metadata": {"kernel_provisioner": {"provisioner_name": provisioner, "config": provisioner_config}},
@@ -131,12 +153,10 @@ def install(spec: dict[str, Any], kernel_name: str, location: str | None, prefix
     return Path(installed)
 
 
-def emit(
-    spec: dict[str, Any], kernel_name: str, location: str | None, prefix: str | None, replace: bool, dry_run: bool
-) -> None:
+def emit(spec: dict[str, Any], common: SpecOptions) -> None:
     """Print the kernel.json (``--dry-run``) or install it and say where."""
-    if dry_run:
+    if common.dry_run:
         click.echo(json.dumps(spec, indent=2))
         return
-    folder = install(spec, kernel_name, location, prefix, replace)
-    click.echo(f"installed kernel spec {kernel_name!r} in {folder}")
+    folder = install(spec, common.kernel_name, common.location, common.prefix, common.replace)
+    click.echo(f"installed kernel spec {common.kernel_name!r} in {folder}")

@@ -7,7 +7,7 @@ import click
 from gateway_provisioners.core.errors import ConfigurationError
 from gateway_provisioners.core.launch import split_list
 
-from .kernelspec import build_kernel_json, common_options, emit, kernel_argv
+from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, kernel_argv
 
 PROVISIONER = "distributed-provisioner"
 
@@ -52,9 +52,7 @@ def main() -> None:
 )
 @click.option("--tunnel", is_flag=True, help="Reach kernels through the SSH connection instead of directly.")
 def install(
-    kernel_name: str, display_name: str | None, language: str, location: str | None, prefix: str | None,
-    replace: bool, port_range: str, launch_timeout: float, authorized_users: str, unauthorized_users: str,
-    dry_run: bool, remote_hosts: tuple[str, ...], ssh_port: int | None, remote_user: str | None, python: str,
+    common: SpecOptions, remote_hosts: tuple[str, ...], ssh_port: int | None, remote_user: str | None, python: str,
     load_balancing_algorithm: str | None, known_hosts: str | None, client_keys: tuple[str, ...], tunnel: bool,
 ) -> None:  # fmt: skip
     """Write (or print, with --dry-run) a kernel spec for distributed-provisioner."""
@@ -80,16 +78,12 @@ def install(
     }
     spec = build_kernel_json(
         provisioner=PROVISIONER,
-        argv=kernel_argv(language, python),
-        display_name=display_name or f"{'Python' if language == 'python' else 'R'} on {', '.join(hosts)} (SSH)",
-        language=language,
+        argv=kernel_argv(common.language, python),
+        display_name=f"{'Python' if common.language == 'python' else 'R'} on {', '.join(hosts)} (SSH)",
         config=config,
-        port_range=port_range,
-        launch_timeout=launch_timeout,
-        authorized_users=authorized_users,
-        unauthorized_users=unauthorized_users,
+        common=common,
     )
-    emit(spec, kernel_name, location, prefix, replace, dry_run)
+    emit(spec, common)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .kernelspec import build_kernel_json, common_options, emit, kernel_argv
+from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, kernel_argv
 
 SPARK_SESSION = (
     "--IPKernelApp.exec_lines=from pyspark.sql import SparkSession; "
@@ -62,17 +62,7 @@ def main() -> None:
 @click.option("--yarn-endpoint-security-enabled", is_flag=True, help="Authenticate to the RM with Kerberos/SPNEGO.")
 @click.option("--cert-bundle", default=None, help="CA bundle for an https ResourceManager.")
 def install(
-    kernel_name: str,
-    display_name: str | None,
-    language: str,
-    location: str | None,
-    prefix: str | None,
-    replace: bool,
-    port_range: str,
-    launch_timeout: float,
-    authorized_users: str,
-    unauthorized_users: str,
-    dry_run: bool,
+    common: SpecOptions,
     yarn_endpoint: str,
     alt_yarn_endpoint: str,
     spark: bool,
@@ -92,8 +82,8 @@ def install(
     if extra_spark_opts and not spark:
         raise click.UsageError("--extra-spark-opts needs --spark")
     python = str(Path(python_root) / "bin" / "python3") if python_root else "python3"
-    argv = kernel_argv(language, python)
-    if spark and language == "python":
+    argv = kernel_argv(common.language, python)
+    if spark and common.language == "python":
         argv.append(SPARK_SESSION)
     config: dict[str, object] = {
         "yarn_endpoint": yarn_endpoint or None,
@@ -109,14 +99,10 @@ def install(
         config["spark_opts"] = extra_spark_opts or None
     mode = "Spark" if spark else "YARN"
     spec = build_kernel_json(
+        common=common,
         provisioner="yarn-provisioner",
         argv=argv,
-        display_name=display_name or f"{language.capitalize()} on {mode} (cluster)",
-        language=language,
+        display_name=f"{common.language.capitalize()} on {mode} (cluster)",
         config=config,
-        port_range=port_range,
-        launch_timeout=launch_timeout,
-        authorized_users=authorized_users,
-        unauthorized_users=unauthorized_users,
     )
-    emit(spec, kernel_name, location, prefix, replace, dry_run)
+    emit(spec, common)

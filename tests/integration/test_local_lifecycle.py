@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from gateway_provisioners.core.lifecycle import KernelPhase
 from gateway_provisioners.provisioners.local import LocalAgentProvisioner
 
 from ..conftest import pid_gone, write_kernel_spec
-from ..support.kernels import interrupt_running_cell, kernel_pid, run_code
+from ..support.kernels import interrupt_running_cell, kernel_pid, reattach_in_new_process, run_code
 
 pytestmark = pytest.mark.integration
 
@@ -165,36 +164,8 @@ async def test_per_kernel_user_lists_are_parsed(jupyter_path: Path) -> None:
 
 async def test_reattach_from_another_process(km: AsyncKernelManager, tmp_path: Path) -> None:
     pid = await kernel_pid(km)
-    info = await km.provisioner.get_provisioner_info()
-    saved = tmp_path / "provisioner-info.json"
-    saved.write_text(json.dumps(info))
-    script = f"""
-import asyncio, json, sys
-from jupyter_client.manager import AsyncKernelManager
-
-async def main():
-    km = AsyncKernelManager(kernel_name="gp-local")
-    km.kernel_id = {km.kernel_id!r}
-    from jupyter_client.provisioning.factory import KernelProvisionerFactory
-    km.provisioner = KernelProvisionerFactory.instance(parent=km.parent).create_provisioner_instance(
-        km.kernel_id, km.kernel_spec, parent=km)
-    info = json.load(open({str(saved)!r}))
-    await km.provisioner.load_provisioner_info(info)
-    km.load_connection_info(info["connection_info"])
-    assert await km.is_alive(), "reattached kernel polls as dead"
-    kc = km.client(); kc.start_channels(); await kc.wait_for_ready(timeout=30)
-    out = []
-    await kc.execute_interactive("import os; print(os.getpid())", timeout=30,
-        output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
-    kc.stop_channels()
-    await km.provisioner.send_signal(0)
-    print("PID", "".join(out).strip())
-
-asyncio.run(main())
-"""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=os.environ)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"PID {pid}" in result.stdout
+    seen_pid, _ = await reattach_in_new_process(km, tmp_path)
+    assert seen_pid == pid
     assert await km.is_alive(), "the other process's reattach must not disturb the kernel"
 
 

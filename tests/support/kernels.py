@@ -55,3 +55,55 @@ async def interrupt_running_cell(km: Any, timeout: float = 10) -> tuple[dict[str
         return reply["content"], time.monotonic() - started
     finally:
         kc.stop_channels()
+
+
+REATTACH_SCRIPT = """
+import asyncio, json, sys
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning.factory import KernelProvisionerFactory
+
+async def main():
+    kernel_name, kernel_id, saved = sys.argv[1:4]
+    km = AsyncKernelManager(kernel_name=kernel_name)
+    km.kernel_id = kernel_id
+    km.provisioner = KernelProvisionerFactory.instance(parent=km.parent).create_provisioner_instance(
+        km.kernel_id, km.kernel_spec, parent=km)
+    info = json.load(open(saved))
+    await km.provisioner.load_provisioner_info(info)
+    km.load_connection_info(info["connection_info"])
+    assert await km.is_alive(), "the reattached kernel polls as dead"
+    handle = km.provisioner.kernel.handle
+    print("HANDLE", json.dumps({"data": handle.data, "state": handle.observation.state.value}))
+    kc = km.client(); kc.start_channels(); await kc.wait_for_ready(timeout=30)
+    out = []
+    await kc.execute_interactive("import os; print(os.getpid())", timeout=30,
+        output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+    kc.stop_channels()
+    await km.provisioner.send_signal(0)
+    print("PID", "".join(out).strip())
+
+asyncio.run(main())
+"""
+
+
+async def reattach_in_new_process(km: Any, folder: Any) -> tuple[int, dict[str, Any]]:
+    """Reattach to ``km``'s kernel from a new Python process (as a restarted server would) and run code there.
+
+    Returns the kernel pid the other process saw and its view of the backend handle; raises if it failed.
+    """
+    import asyncio
+    import json
+    import os
+    import subprocess
+    import sys
+
+    saved = folder / "provisioner-info.json"
+    saved.write_text(json.dumps(await km.provisioner.get_provisioner_info()))
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", REATTACH_SCRIPT, km.kernel_name, km.kernel_id, str(saved)],
+        capture_output=True, text=True, timeout=60, env=os.environ,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if line.startswith(("PID ", "HANDLE ")))
+    return int(lines["PID"]), json.loads(lines["HANDLE"])

@@ -232,12 +232,13 @@ class RemoteKernel:
                 raise HandshakeRejected(
                     f"the agent at {self.agent_address[0]}:{self.agent_address[1]} refused the control channel: {exc}"
                 ) from None
-            except ConnectionRefusedError:
-                # Server-assigned mode: the agent listens once its kernel is ready; until then, follow the platform
-                # (a kernel that dies fails the launch at once) and try again shortly.
+            except OSError as exc:
+                # Server-assigned mode: the agent listens once its kernel is ready; until then, connections are
+                # refused (or, when its container just died, find no route). Follow the platform — a kernel that
+                # died fails the launch at once, with its reason — and try again shortly.
                 if time.monotonic() >= deadline:
                     raise LaunchTimeout(
-                        f"the agent at {self.agent_address[0]}:{self.agent_address[1]} never listened"
+                        f"the agent at {self.agent_address[0]}:{self.agent_address[1]} never listened ({exc})"
                     ) from None
                 if self.handle is not None and self.lifecycle.phase is KernelPhase.CONNECTING:
                     await self._follow(self.handle.observation)

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from jupyter_client.manager import AsyncKernelManager
 from gateway_provisioners.core.errors import BackendUnavailable, ConfigurationError, LaunchTimeout
 from gateway_provisioners.provisioners.distributed import DistributedProvisioner
 from tests.conftest import pid_gone
-from tests.support.kernels import hostname_of, interrupt_running_cell, kernel_pid, run_code
+from tests.support.kernels import hostname_of, interrupt_running_cell, kernel_pid, reattach_in_new_process, run_code
 from tests.support.sshd import SSHServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -110,34 +109,9 @@ async def test_kernel_that_exits_at_once_fails_fast_with_its_output(ssh_spec) ->
 
 async def test_reattach_from_another_server_process(km: AsyncKernelManager, tmp_path: Path) -> None:
     pid = await kernel_pid(km)
-    saved = tmp_path / "info.json"
-    saved.write_text(json.dumps(await km.provisioner.get_provisioner_info()))
-    script = f"""
-import asyncio, json
-from jupyter_client.manager import AsyncKernelManager
-from jupyter_client.provisioning.factory import KernelProvisionerFactory
-
-async def main():
-    km = AsyncKernelManager(kernel_name={km.kernel_name!r})
-    km.kernel_id = {km.kernel_id!r}
-    km.provisioner = KernelProvisionerFactory.instance(parent=km.parent).create_provisioner_instance(
-        km.kernel_id, km.kernel_spec, parent=km)
-    info = json.load(open({str(saved)!r}))
-    await km.provisioner.load_provisioner_info(info)
-    km.load_connection_info(info["connection_info"])
-    assert await km.is_alive()
-    kc = km.client(); kc.start_channels(); await kc.wait_for_ready(timeout=30)
-    out = []
-    await kc.execute_interactive("import os; print(os.getpid())", timeout=30,
-        output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
-    kc.stop_channels()
-    print("PID", "".join(out).strip())
-
-asyncio.run(main())
-"""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=os.environ)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"PID {pid}" in result.stdout
+    seen_pid, handle = await reattach_in_new_process(km, tmp_path)
+    assert seen_pid == pid
+    assert handle["data"]["host"] == km.provisioner.kernel.handle.data["host"]
     assert await km.is_alive()
 
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,27 +15,11 @@ from gateway_provisioners.core.errors import LaunchError, LaunchTimeout, QueueFu
 from gateway_provisioners.provisioners.yarn import YarnProvisioner
 
 from ...conftest import pid_gone
+from ...support.kernels import interrupt_running_cell, reattach_in_new_process, run_code
 from .conftest import write_yarn_spec
 from .rm_emulator import RMServer, RMState
 
 pytestmark = pytest.mark.integration
-
-
-async def run_code(km: AsyncKernelManager, code: str, timeout: float = 30) -> tuple[dict, str]:
-    kc = km.client()
-    kc.start_channels()
-    try:
-        await kc.wait_for_ready(timeout=timeout)
-        output: list[str] = []
-
-        def hook(msg: dict) -> None:
-            if msg["msg_type"] == "stream":
-                output.append(msg["content"]["text"])
-
-        reply = await kc.execute_interactive(code, timeout=timeout, output_hook=hook)
-        return reply["content"], "".join(output).strip()
-    finally:
-        kc.stop_channels()
 
 
 def app_of(km: AsyncKernelManager) -> str:
@@ -83,24 +64,9 @@ async def test_rest_submission_execute_interrupt_restart_shutdown(
         assert await km.is_alive()
 
         # interrupt a running cell
-        kc = km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=30)
-            msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(60)")
-            while True:
-                msg = await kc.get_iopub_msg(timeout=20)
-                if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
-                    break
-            started = time.monotonic()
-            await km.interrupt_kernel()
-            reply = await kc._async_get_shell_msg(timeout=20)
-            while reply["parent_header"].get("msg_id") != msg_id:
-                reply = await kc._async_get_shell_msg(timeout=20)
-            assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
-            assert time.monotonic() - started < 5
-        finally:
-            kc.stop_channels()
+        reply, elapsed = await interrupt_running_cell(km, timeout=20)
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+        assert elapsed < 5
 
         # restart in place: same application, same ports, a new kernel process
         info_before = dict(km.get_connection_info())
@@ -108,6 +74,7 @@ async def test_rest_submission_execute_interrupt_restart_shutdown(
         assert app_of(km) == app_id and rm_state.apps[app_id]["state"] == "ACCEPTED"
         assert km.get_connection_info()["shell_port"] == info_before["shell_port"]
         _, out = await run_code(km, "import os; print(os.getpid())")
+        out = out.strip()
         assert out != pid and pid_gone(int(pid), 10)
         new_pid = int(out)
     finally:
@@ -134,7 +101,7 @@ async def test_spark_submit_path_with_impersonation(
         content, out = await run_code(
             km, "import os; print(os.environ.get('KERNEL_USERNAME'), 'GP_LAUNCH_PARAMS' in os.environ)"
         )
-        assert content["status"] == "ok" and out == "alice False"
+        assert content["status"] == "ok" and out.strip() == "alice False"
     finally:
         await km.shutdown_kernel(now=True)
     assert rm_state.apps[app_id]["state"] == "KILLED"
@@ -226,7 +193,7 @@ async def test_failover_between_two_rms_mid_life(jupyter_path: Path, rm_state: R
         try:
             app_id = app_of(km)
             _, out = await run_code(km, "print('before')")
-            assert out == "before"
+            assert out.strip() == "before"
             rm1.stop()  # the active RM goes away; the standby becomes active
             rm2.role = "ACTIVE"
             backend = km.provisioner.kernel.backend  # type: ignore[union-attr]
@@ -236,7 +203,7 @@ async def test_failover_between_two_rms_mid_life(jupyter_path: Path, rm_state: R
             ), "the shared poller did not move to the new active RM"
             assert backend.client.active_endpoint == rm2.url and backend.client.failovers == 1
             _, out = await run_code(km, "print('after')")
-            assert out == "after"
+            assert out.strip() == "after"
         finally:
             await km.shutdown_kernel(now=True)
         assert rm_state.apps[app_id]["state"] == "KILLED"
@@ -253,39 +220,9 @@ async def test_reattach_from_another_process(
     await km.start_kernel()
     try:
         _, pid = await run_code(km, "import os; print(os.getpid())")
-        info = await km.provisioner.get_provisioner_info()
-        saved = tmp_path / "provisioner-info.json"
-        saved.write_text(json.dumps(info))
-        script = f"""
-import asyncio, json
-from jupyter_client.manager import AsyncKernelManager
-from jupyter_client.provisioning.factory import KernelProvisionerFactory
-
-async def main():
-    km = AsyncKernelManager(kernel_name="yarn-reattach")
-    km.kernel_id = {km.kernel_id!r}
-    km.provisioner = KernelProvisionerFactory.instance(parent=km.parent).create_provisioner_instance(
-        km.kernel_id, km.kernel_spec, parent=km)
-    info = json.load(open({str(saved)!r}))
-    await km.provisioner.load_provisioner_info(info)
-    km.load_connection_info(info["connection_info"])
-    assert await km.is_alive(), "reattached kernel polls as dead"
-    print("APP", km.provisioner.kernel.handle.data["app_id"], km.provisioner.kernel.handle.observation.state.value)
-    kc = km.client(); kc.start_channels(); await kc.wait_for_ready(timeout=30)
-    out = []
-    await kc.execute_interactive("import os; print(os.getpid())", timeout=30,
-        output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
-    kc.stop_channels()
-    print("PID", "".join(out).strip())
-
-asyncio.run(main())
-"""
-        result = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=os.environ
-        )
-        assert result.returncode == 0, result.stderr[-2000:]
-        assert f"PID {pid}" in result.stdout
-        assert f"APP {app_of(km)} starting" in result.stdout
+        seen_pid, handle = await reattach_in_new_process(km, tmp_path)
+        assert seen_pid == int(pid)
+        assert (handle["data"]["app_id"], handle["state"]) == (app_of(km), "starting")
         assert await km.is_alive()
     finally:
         await km.shutdown_kernel(now=True)
