@@ -50,7 +50,6 @@ class LocalBackend(Backend):
         self.python = python or sys.executable
         self.log_dir = Path(log_dir or tempfile.gettempdir())
         self.keep_logs = keep_logs
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def submit(self, spec: LaunchSpec) -> BackendHandle:
@@ -74,7 +73,6 @@ class LocalBackend(Backend):
         # The agent runs here, so its address is known at once (as a pod IP is to the Kubernetes adapter).
         state = PlatformState.RUNNING if spec.mode is ConnectionMode.ASSIGNED else PlatformState.STARTING
         handle.update(Observation(state, ip="127.0.0.1", host=socket.gethostname(), reason=f"agent pid {proc.pid}"))
-        self._procs[spec.kernel_id] = proc
         self._spawn(self._read_output(proc, handle))
         self._spawn(self._observe(proc, handle))
         return handle
@@ -93,7 +91,6 @@ class LocalBackend(Backend):
 
     async def _observe(self, proc: asyncio.subprocess.Process, handle: BackendHandle) -> None:
         code = await proc.wait()
-        self._procs.pop(handle.kernel_id, None)
         handle.update(
             Observation(PlatformState.EXITED, ip="127.0.0.1", exit_code=code, reason=f"agent exit code {code}")
         )

@@ -15,7 +15,7 @@ from traitlets import Bool, List, TraitError, Unicode, Union, default, validate
 from ..adapters.docker_common import DEFAULT_OWNER, ContainerRequest, parse_id, parse_memory, parse_mount
 from ..core.backend import Backend
 from ..core.errors import ConfigurationError, NotAuthorized
-from ..core.launch import COMMON_PARAMS, ConnectionMode, Param, parse_bool, parse_user_list
+from ..core.launch import COMMON_PARAMS, ConnectionMode, Param, parse_bool, parse_user_list, split_list
 from .base import RemoteProvisionerBase, env_default
 
 DOCKER_PARAMS: tuple[Param, ...] = (
@@ -220,7 +220,7 @@ class DockerProvisioner(RemoteProvisionerBase):
                 f"{which} is 0 (root): kernels do not run as root here; choose another id, or set allow_root "
                 "(GP_DOCKER_ALLOW_ROOT) if you really mean it"
             )
-        mounts = list(self.mounts if not isinstance(self.mounts, str) else parse_user_list(self.mounts))
+        mounts = split_list(self.mounts)  # in order: later mounts may nest inside earlier ones
         for mount in mounts:
             parse_mount(mount)  # a bad operator setting fails here with the mount named
         working_dir = values.get("KERNEL_WORKING_DIR") if self.allow_working_dir else None
