@@ -9,6 +9,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v ip >/dev/null || missing="$missing iproute2"
     command -v dockerd >/dev/null || missing="$missing docker.io"
     command -v mmdebstrap >/dev/null || missing="$missing mmdebstrap"
+    command -v java >/dev/null || missing="$missing default-jre-headless"
     if [ -n "$missing" ]; then
         echo "== installing Debian packages:$missing"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
@@ -18,7 +19,8 @@ fi
 sh scripts/docker-engine.sh || echo "== no Docker engine: the Docker tests will skip"
 echo "== installing gateway-provisioners[test] into $VENV"
 "$PY" -m pip install -q --upgrade pip >/dev/null
-"$PY" -m pip install -q ".[test]"
+if command -v java >/dev/null; then extras="test,test-spark"; else extras="test"; fi
+"$PY" -m pip install -q ".[$extras]"
 echo "== ruff"
 "$VENV/bin/ruff" check src launchers tests benchmarks docs/examples noxfile.py
 "$VENV/bin/ruff" format --check src launchers tests benchmarks docs/examples noxfile.py
