@@ -9,7 +9,13 @@
 # Debian mirror and to PyPI for the first build only.
 set -eu
 SUITE=bookworm
-MIRROR=${GP_TEST_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The Debian mirror this machine's apt already uses (its first URI), unless GP_TEST_DEBIAN_MIRROR says otherwise.
+apt_mirror() {
+    sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1
+    sed -n 's/^deb  *\(\[[^]]*\]  *\)\{0,1\}\(http[^ ]*\).*/\2/p' /etc/apt/sources.list 2>/dev/null | head -n 1
+}
+MIRROR=${GP_TEST_DEBIAN_MIRROR:-$(apt_mirror | head -n 1)}
+[ -n "$MIRROR" ] || { echo "build-test-image: no Debian mirror in apt's sources; set GP_TEST_DEBIAN_MIRROR" >&2; exit 1; }
 PYVER=3.11                       # bookworm's python3
 PACKAGES="ipykernel cryptography"
 CACHE=${GP_TEST_CACHE:-/var/tmp/gp-docker-test}
