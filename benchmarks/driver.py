@@ -2,13 +2,15 @@
 
 Run under the Python whose jupyter_client and provisioner are being measured:
   python driver.py SPEC [--runs 10] [--gone-runs 2] [--concurrency 16]
-The environment (JUPYTER_PATH, KERNEL_USERNAME, ...) comes from the caller.
+The environment (JUPYTER_PATH, KERNEL_USERNAME, ...) comes from the caller. GP_BENCH_PRELOAD=/path/to/file.py, if set,
+imports that file before anything is measured (a patch a competitor needs, e.g. the older package's host-network fix).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import sys
@@ -75,5 +77,11 @@ if __name__ == "__main__":
     parser.add_argument("--gone-runs", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
+    preload = os.environ.get("GP_BENCH_PRELOAD")
+    if preload:
+        loader = importlib.util.spec_from_file_location("gp_bench_preload", preload)
+        if loader is None or loader.loader is None:
+            sys.exit(f"GP_BENCH_PRELOAD={preload}: not an importable .py file; give the path of a Python file")
+        loader.loader.exec_module(importlib.util.module_from_spec(loader))
     numbers = asyncio.run(measure(args.spec, args.runs, args.gone_runs, args.concurrency))
     json.dump(numbers, sys.stdout)
