@@ -1,9 +1,10 @@
 """``jupyter-yarn-spec``: write kernel specs for ``yarn-provisioner`` (kernels as Hadoop YARN applications).
 
-Without ``--spark`` the agent is submitted through the ResourceManager's REST API and runs the kernel in the AM
-container (any language with a kernel on the nodes); with ``--spark`` it is submitted with ``spark-submit --master
-yarn --deploy-mode cluster`` and a Python kernel gets ``spark`` and ``sc``. Every value is written into the spec
-(nothing is left for a launch script to substitute), and ``--impersonation-enabled`` is written too.
+Without ``--spark`` / ``--dask`` the agent is submitted through the ResourceManager's REST API and runs the kernel in
+the AM container (any language with a kernel on the nodes); with ``--spark`` it is submitted with ``spark-submit
+--master yarn --deploy-mode cluster`` and a Python kernel gets ``spark`` and ``sc``; with ``--dask`` it is submitted
+with ``dask-yarn submit`` and runs in the dask.client container of a Dask cluster on YARN. Every value is written
+into the spec (nothing is left for a launch script to substitute), and ``--impersonation-enabled`` is written too.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def main() -> None:
 )
 @click.option("--spark", is_flag=True, help="Submit with spark-submit (cluster mode); Python kernels get spark, sc.")
 @click.option(
+    "--dask",
+    is_flag=True,
+    help="Submit with 'dask-yarn submit' (the kernel runs in the client container of a Dask cluster on YARN).",
+)
+@click.option(
     "--spark-home",
     default=lambda: os.environ.get("SPARK_HOME", ""),
     help="Spark installation whose bin/spark-submit submits (default SPARK_HOME; else spark-submit on PATH).",
@@ -57,7 +63,7 @@ def main() -> None:
 @click.option(
     "--impersonation-enabled",
     is_flag=True,
-    help="Run applications as the kernel's user (spark-submit --proxy-user KERNEL_USERNAME).",
+    help="Run applications as the kernel's user (spark-submit --proxy-user / dask-yarn's yarn.user KERNEL_USERNAME).",
 )
 @click.option("--yarn-endpoint-security-enabled", is_flag=True, help="Authenticate to the RM with Kerberos/SPNEGO.")
 @click.option("--cert-bundle", default=None, help="CA bundle for an https ResourceManager.")
@@ -66,6 +72,7 @@ def install(
     yarn_endpoint: str,
     alt_yarn_endpoint: str,
     spark: bool,
+    dask: bool,
     spark_home: str,
     extra_spark_opts: str,
     python_root: str,
@@ -79,6 +86,8 @@ def install(
         shlex.split(extra_spark_opts)
     except ValueError as exc:
         raise click.BadParameter(f"cannot split {extra_spark_opts!r}: {exc}", param_hint="--extra-spark-opts") from None
+    if spark and dask:
+        raise click.UsageError("--spark and --dask exclude each other: choose one way to submit")
     if extra_spark_opts and not spark:
         raise click.UsageError("--extra-spark-opts needs --spark")
     python = str(Path(python_root) / "bin" / "python3") if python_root else "python3"
@@ -97,7 +106,10 @@ def install(
     if spark:
         config["submit_command"] = [str(Path(spark_home) / "bin" / "spark-submit") if spark_home else "spark-submit"]
         config["spark_opts"] = extra_spark_opts or None
-    mode = "Spark" if spark else "YARN"
+    if dask:
+        # dask-yarn runs the agent with --environment python://<remote_python> (python_root's, else python3).
+        config["submit_command"] = ["dask-yarn", "submit"]
+    mode = "Spark" if spark else "Dask" if dask else "YARN"
     spec = build_kernel_json(
         common=common,
         provisioner="yarn-provisioner",

@@ -14,6 +14,7 @@ from gateway_provisioners_cli.yarn_spec import SPARK_SESSION, main
 
 FLAGS = {
     "spark": ["--spark"],
+    "dask": ["--dask"],
     "spark_home": ["--spark-home", "/opt/spark"],
     "extra": ["--extra-spark-opts", "--num-executors 2 --conf 'spark.x=a b'"],
     "python_root": ["--python-root", "/opt/conda"],
@@ -35,7 +36,7 @@ def test_every_combination_is_complete(language: str) -> None:
     names = list(FLAGS)
     for size in range(len(names) + 1):
         for combo in itertools.combinations(names, size):
-            if "extra" in combo and "spark" not in combo:
+            if ("extra" in combo and "spark" not in combo) or ("spark" in combo and "dask" in combo):
                 continue
             args = ["--language", language, "--yarn-endpoint", "http://rm1:8088"]
             for name in combo:
@@ -45,7 +46,9 @@ def test_every_combination_is_complete(language: str) -> None:
             config = spec["metadata"]["kernel_provisioner"]["config"]
             assert spec["metadata"]["kernel_provisioner"]["provisioner_name"] == "yarn-provisioner"
             assert config["impersonation_enabled"] is ("impersonation" in combo)
-            assert ("submit_command" in config) is ("spark" in combo)
+            assert ("submit_command" in config) is ("spark" in combo or "dask" in combo)
+            if "dask" in combo:
+                assert config["submit_command"] == ["dask-yarn", "submit"]
             assert (SPARK_SESSION in spec["argv"]) is ("spark" in combo and language == "python")
 
 
@@ -56,6 +59,20 @@ def test_settings_take_effect_in_the_provisioner() -> None:
     assert provisioner.impersonation_enabled is True
     assert provisioner.endpoints() == ("http://rm1:8088", "http://rm2:8088")
     assert provisioner.submit_command == ["/opt/spark/bin/spark-submit"] and provisioner.queue == "q1"
+
+
+def test_dask_settings_take_effect_in_the_provisioner() -> None:
+    spec = dry_run("--yarn-endpoint", "http://rm1:8088", "--dask", "--python-root", "/opt/conda", "--queue", "q2",
+                   "--impersonation-enabled")  # fmt: skip
+    provisioner = YarnProvisioner(**spec["metadata"]["kernel_provisioner"]["config"])
+    assert provisioner.submit_command == ["dask-yarn", "submit"] and provisioner.queue == "q2"
+    assert provisioner.remote_python == "/opt/conda/bin/python3" and provisioner.impersonation_enabled is True
+    assert spec["display_name"] == "Python on Dask (cluster)" and SPARK_SESSION not in spec["argv"]
+
+
+def test_spark_and_dask_exclude_each_other() -> None:
+    result = CliRunner().invoke(main, ["install", "--kernel-name", "k", "--dry-run", "--spark", "--dask"])
+    assert result.exit_code != 0 and "--spark and --dask exclude each other" in result.output
 
 
 def test_extra_spark_opts_need_spark() -> None:

@@ -1,5 +1,6 @@
 """``yarn-provisioner``: kernels as Hadoop YARN applications, submitted through the ResourceManager's REST API or
-through the kernel spec's own submit command (``spark-submit --master yarn --deploy-mode cluster``).
+through the kernel spec's own submit command (``spark-submit --master yarn --deploy-mode cluster`` or
+``dask-yarn submit``).
 
 The agent runs as the application master and calls back to this server's response listener (callback mode), so
 YARN's nodes must reach ``response_ip:response_port``. Settings keep the older package's names
@@ -10,12 +11,14 @@ YARN's nodes must reach ``response_ip:response_port``. Settings keep the older p
 from __future__ import annotations
 
 import getpass
+import os
 import shlex
 
 from traitlets import Bool, Float, List, Unicode, default
 
 from ..adapters.yarn import YarnBackend, YarnShared
 from ..core.backend import Backend
+from ..core.errors import ConfigurationError
 from ..core.launch import COMMON_PARAMS, ConnectionMode, Param, parse_bool
 from .base import RemoteProvisionerBase, env_default
 
@@ -48,7 +51,8 @@ class YarnProvisioner(RemoteProvisionerBase):
 
     impersonation_enabled = Bool(
         help="""Run the application as the kernel's user (GP_IMPERSONATION_ENABLED): spark-submit gets --proxy-user
-        KERNEL_USERNAME. REST submission always submits as the kernel's user under simple auth.""",
+        KERNEL_USERNAME, dask-yarn gets DASK_YARN__USER. REST submission always submits as the kernel's user under
+        simple auth.""",
     ).tag(config=True)
 
     yarn_cert_bundle = Unicode(
@@ -61,8 +65,9 @@ class YarnProvisioner(RemoteProvisionerBase):
 
     submit_command = List(
         Unicode(),
-        help="""The command that submits the kernel, e.g. ['spark-submit'] or ['/opt/spark/bin/spark-submit',
-        '--conf', 'spark.x=y'] (GP_YARN_SUBMIT_COMMAND, shell-quoted). Empty: submit through the RM's REST API.""",
+        help="""The command that submits the kernel, e.g. ['spark-submit'], ['/opt/spark/bin/spark-submit',
+        '--conf', 'spark.x=y'] or ['dask-yarn', 'submit'] (GP_YARN_SUBMIT_COMMAND, shell-quoted). Empty: submit
+        through the RM's REST API.""",
     ).tag(config=True)
 
     spark_opts = Unicode(help="Further options for the submit command, shell-quoted (SPARK_OPTS).").tag(config=True)
@@ -157,7 +162,13 @@ class YarnProvisioner(RemoteProvisionerBase):
         value = self.yarn_cert_bundle.strip()
         if value.lower() in ("true", "false", "1", "0", "yes", "no", ""):
             return parse_bool(value or "true", "GP_YARN_CERT_BUNDLE")
-        return value
+        path = os.path.expanduser(value)
+        if not os.path.isfile(path):  # requests would only say "invalid path" deep inside the first RM call
+            raise ConfigurationError(
+                f"GP_YARN_CERT_BUNDLE (yarn_cert_bundle) names no file: {value!r}; "
+                "give the path of the PEM CA bundle that signed the ResourceManager's certificate, or true/false"
+            )
+        return path
 
     def backend_modes(self) -> tuple[ConnectionMode, ...]:
         return YarnBackend.modes

@@ -1,4 +1,5 @@
-"""Fixtures for the YARN tests: an RM emulator (or an HA pair), kernel specs for yarn-provisioner, spark-submit."""
+"""Fixtures for the YARN tests: an RM emulator (or an HA pair), kernel specs for yarn-provisioner, the stand-ins for
+spark-submit and dask-yarn."""
 
 from __future__ import annotations
 
@@ -80,4 +81,13 @@ def spark_submit(tmp_path: Path, rm: RMServer, monkeypatch: pytest.MonkeyPatch) 
     staging = tmp_path / "tmp"  # the stand-in's staging folders land here, removed with the test's folder
     staging.mkdir()
     monkeypatch.setenv("TMPDIR", str(staging))
+    return script
+
+
+@pytest.fixture
+def dask_yarn(spark_submit: Path) -> Path:
+    """``dask-yarn`` on PATH (the stand-in), beside ``spark-submit``, with the same HADOOP_CONF_DIR and TMPDIR."""
+    script = spark_submit.parent / "dask-yarn"
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{HERE / "fake_dask_yarn.py"}" "$@"\n')
+    script.chmod(0o755)
     return script

@@ -8,8 +8,9 @@ a ``hadoop.auth`` cookie naming the user). Two servers over one :class:`RMState`
 
 "Running" an application is real: the emulator's NodeManager localizes the application's files, runs its AM command
 with ``bash -c`` (``<LOG_DIR>`` expanded, the environment entries exported) on this machine, and serves the container's
-log files. An AM of application type SPARK registers (state RUNNING); any other AM never does, like a process that
-does not speak the AMRM protocol, so its application stays ACCEPTED with an AM host, as on a real cluster.
+log files. An AM of application type SPARK or skein registers (state RUNNING); any other AM never does, like a
+process that does not speak the AMRM protocol, so its application stays ACCEPTED with an AM host, as on a real
+cluster.
 
 Test knobs: ``state.policy`` ("run", "hold" = queue full, "fail" = AM container fails), :meth:`RMState.release` to
 start a held application, ``server.role`` ("ACTIVE", "STANDBY"), :meth:`RMServer.stop` (RM down), request counting.
@@ -23,6 +24,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -165,7 +167,7 @@ class RMState:
         proc = subprocess.Popen(["/bin/bash", "-c", command], cwd=cdir, env=env, start_new_session=True)
         with self.lock:
             self.procs[app_id] = proc
-        registered = app["applicationType"].upper() == "SPARK"
+        registered = app["applicationType"].upper() in ("SPARK", "SKEIN")  # Spark's and skein's AMs register
         self._set(
             app_id, state="RUNNING" if registered else "ACCEPTED",
             diagnostics="" if registered else "AM container is launched, waiting for AM container to Register with RM",
@@ -219,7 +221,9 @@ def _killpg(pid: int, signum: int) -> None:
 class RMServer:
     """One ResourceManager web endpoint (and its NodeManager log pages) over a shared :class:`RMState`."""
 
-    def __init__(self, state: RMState, role: str = "ACTIVE", require_auth: bool = True) -> None:
+    def __init__(
+        self, state: RMState, role: str = "ACTIVE", require_auth: bool = True, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.state = state
         self.role = role
         self.active_url: str | None = None  # where a standby redirects (None: 307 without Location)
@@ -228,7 +232,12 @@ class RMServer:
         self.connections: set[Any] = set()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.tls_failures = 0  # connections whose TLS handshake failed (e.g. the client rejected the certificate)
+        if tls is not None:
+            # The handshake runs in the connection's own thread (on its first read), not in the accept loop.
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
         if not state.nm_url:
             state.nm_url = self.url
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -257,6 +266,12 @@ def _handler(server: RMServer) -> type[BaseHTTPRequestHandler]:
         def setup(self) -> None:
             super().setup()
             server.connections.add(self.connection)
+
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except ssl.SSLError:
+                server.tls_failures += 1  # a client that does not trust our certificate hangs up mid-handshake
 
         def finish(self) -> None:
             server.connections.discard(self.connection)

@@ -1,7 +1,8 @@
 """The YARN backend: each kernel is a YARN application whose application master is the agent.
 
 Submission goes through the ResourceManager's REST API (new-application + submit, no Spark needed) or through the
-kernel spec's own submit command (``spark-submit --master yarn --deploy-mode cluster``). Observation is shared: one
+kernel spec's own submit command (``spark-submit --master yarn --deploy-mode cluster``, or ``dask-yarn submit``).
+Observation is shared: one
 :class:`ApplicationPoller` per ResourceManager and server process follows every kernel with one query per interval.
 The agent always calls back (callback mode): a YARN container's ports are the node's, chosen on the node.
 """
@@ -27,14 +28,24 @@ from ...core.launch import ConnectionMode, LaunchSpec
 from .client import ResourceManagerClient
 from .observe import LIBRARY_TAG, app_sort_key, app_tags, is_final, kernel_tag, launch_tag, observe
 from .poller import ApplicationPoller, Followed
-from .submit import Application, memory_mb, rest_body, spark_submit_argv
+from .submit import (
+    DASK_SCRIPT,
+    Application,
+    dask_script,
+    dask_yarn_argv,
+    is_dask_yarn,
+    memory_mb,
+    rest_body,
+    spark_submit_argv,
+)
 
 log = logging.getLogger("gateway_provisioners.yarn")
 
-#: Server environment a submit command (spark-submit) needs; never passed to the kernel.
+#: Server environment a submit command (spark-submit, dask-yarn) needs; never passed to the kernel.
 SUBMIT_ENV = (
     "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TMPDIR", "JAVA_HOME", "SPARK_HOME", "SPARK_CONF_DIR",
     "HADOOP_HOME", "HADOOP_CONF_DIR", "YARN_CONF_DIR", "KRB5CCNAME", "KRB5_CONFIG", "PYSPARK_PYTHON",
+    "DASK_CONFIG", "SKEIN_CONFIG",
 )  # fmt: skip
 
 
@@ -225,20 +236,30 @@ class YarnBackend(Backend):
         self, spec: LaunchSpec, app: Application, handle: BackendHandle, followed: Followed
     ) -> None:
         folder = tempfile.mkdtemp(prefix="gp-yarn-submit-")  # 0700: the parameters file holds the token
-        params_file = os.path.join(folder, "gp-launch.json")
-        fd = os.open(params_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(app.params, out)
-        values = spec.values
-        argv = spark_submit_argv(
-            app, self.submit_command, params_file,
-            proxy_user=app.user if self.impersonation and app.user else None,
-            extra_options=self.extra_submit_options,
-            driver_memory=values.get("KERNEL_DRIVER_MEMORY"),
-            executor_memory=values.get("KERNEL_EXECUTOR_MEMORY"),
-            driver_cores=values.get("KERNEL_DRIVER_CORES"),
-        )  # fmt: skip
         env = {k: os.environ[k] for k in self.submit_env if k in os.environ}
+        proxy_user = app.user if self.impersonation and app.user else None
+        if is_dask_yarn(self.submit_command):
+            script = os.path.join(folder, DASK_SCRIPT)
+            fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(dask_script(app))
+            argv = dask_yarn_argv(app, self.submit_command, script, extra_options=self.extra_submit_options)
+            if proxy_user:
+                env["DASK_YARN__USER"] = proxy_user  # dask's yarn.user: skein submits on behalf of that user
+        else:
+            params_file = os.path.join(folder, "gp-launch.json")
+            fd = os.open(params_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(app.params, out)
+            values = spec.values
+            argv = spark_submit_argv(
+                app, self.submit_command, params_file,
+                proxy_user=proxy_user,
+                extra_options=self.extra_submit_options,
+                driver_memory=values.get("KERNEL_DRIVER_MEMORY"),
+                executor_memory=values.get("KERNEL_EXECUTOR_MEMORY"),
+                driver_cores=values.get("KERNEL_DRIVER_CORES"),
+            )  # fmt: skip
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, env=env, stdin=asyncio.subprocess.DEVNULL,
@@ -248,7 +269,7 @@ class YarnBackend(Backend):
             shutil.rmtree(folder, ignore_errors=True)
             raise ConfigurationError(
                 f"cannot run the submit command {argv[0]!r}: {exc.strerror or exc}; set submit_command "
-                "(GP_YARN_SUBMIT_COMMAND) or SPARK_HOME/PATH on the server"
+                "(GP_YARN_SUBMIT_COMMAND) or SPARK_HOME/PATH (spark-submit, dask-yarn) on the server"
             ) from None
         self._submitters[spec.kernel_id] = proc
         output = self._outputs[spec.kernel_id] = deque(maxlen=50)
@@ -272,7 +293,7 @@ class YarnBackend(Backend):
                 Observation(
                     PlatformState.FAILED, exit_code=code, reason=reason, diagnostics=list(output),
                     error=LaunchError(reason, diagnostics=list(output)[-20:],
-                                      hint="See the submit command's output above (spark-submit, SPARK_HOME)"),
+                                      hint="See the submit command's output above (spark-submit, dask-yarn)"),
                 )
             )  # fmt: skip
             self.poller.forget(handle.data["launch_tag"])

@@ -89,7 +89,7 @@ class ResourceManagerClient:
                     "pip install 'gateway_provisioners[yarn-kerberos]'"
                 ) from None
             return HTTPKerberosAuth(mutual_authentication=OPTIONAL)
-        return _sdk()[1].SimpleAuth(user)
+        return _simple_auth(user, self.verify, self.timeout)
 
     def _client(self, user: str) -> Any:
         with self._lock:
@@ -106,6 +106,7 @@ class ResourceManagerClient:
                 except ConfigurationError:
                     raise
                 except Exception as exc:
+                    self._raise_if_untrusted()
                     where = ", ".join(self.endpoints) or "the endpoints in yarn-site.xml"
                     raise BackendUnavailable(
                         f"no active YARN ResourceManager at {where}: {_one_line(exc)}",
@@ -118,6 +119,23 @@ class ResourceManagerClient:
                 self.active_endpoint = active
                 self._clients[user] = client
             return client
+
+    def _raise_if_untrusted(self) -> None:
+        """Name a TLS verification failure: yarn-api-client logs it and reports only "No active RMs found"."""
+        requests = __import__("requests")
+        for endpoint in self.endpoints:
+            if not endpoint.lower().startswith("https:"):
+                continue
+            try:
+                requests.get(f"{endpoint.rstrip('/')}/cluster", timeout=self.timeout, verify=self.verify)
+            except requests.exceptions.SSLError as exc:
+                raise BackendUnavailable(
+                    f"the TLS certificate of the YARN ResourceManager {endpoint} could not be verified "
+                    f"({_ssl_reason(exc)})",
+                    hint="Set GP_YARN_CERT_BUNDLE (yarn_cert_bundle) to the CA bundle file that signed it",
+                ) from None
+            except requests.RequestException:
+                continue  # down or refusing: not a certificate problem; the caller reports it
 
     def _forget_clients(self, generation: int) -> None:
         with self._lock:
@@ -218,6 +236,43 @@ class ResourceManagerClient:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _simple_auth(user: str, verify: bool | str, timeout: float) -> Any:
+    """Hadoop's simple auth (``user.name`` once, then the ``hadoop.auth`` cookie the RM hands out).
+
+    yarn-api-client's ``SimpleAuth`` fetches that cookie with a fresh ``requests`` session that ignores the client's
+    ``verify`` (and has no timeout), so against an HTTPS RM signed by a private CA it always failed certificate
+    verification even with ``GP_YARN_CERT_BUNDLE`` set. This one uses the same verification and timeout.
+    """
+    requests = __import__("requests")
+
+    class SimpleAuth(requests.auth.AuthBase):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            self.token: str | None = None
+            self.lock = threading.Lock()
+
+        def __call__(self, request: Any) -> Any:
+            with self.lock:
+                if self.token is None:
+                    with requests.Session() as session:
+                        response = session.get(request.url, params={"user.name": user}, verify=verify, timeout=timeout)
+                        response.raise_for_status()
+                        self.token = session.cookies.get_dict().get("hadoop.auth", "")
+            if self.token:
+                cookie = f"hadoop.auth={self.token}"
+                old = request.headers.get("Cookie")
+                request.headers["Cookie"] = f"{old}; {cookie}" if old else cookie
+            return request
+
+    return SimpleAuth()
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:300] or type(exc).__name__
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """The OpenSSL reason of a requests SSLError (e.g. "certificate verify failed: self-signed certificate")."""
+    text = _one_line(exc)
+    match = re.search(r"\[SSL: [A-Z_]+\] ([^(]+?)(?: \(_ssl\.c:\d+\))", text)
+    return match.group(1).strip() if match else text

@@ -1,8 +1,9 @@
-"""How a launch becomes a YARN application: the REST submission body, or the spark-submit command line.
+"""How a launch becomes a YARN application: the REST submission body, or the spark-submit / dask-yarn command line.
 
-Both start ``gp_yarn_bootstrap.py`` as the application master's process, which starts the agent, which starts the
-kernel. Both give the application the library's tag, a kernel tag and a unique per-launch tag (the identity the
-poller matches on), a single attempt (a second AM attempt would start a second kernel) and the kernel's queue.
+Each starts ``gp_yarn_bootstrap.py`` (in the application master, or in dask-yarn's client container), which starts
+the agent, which starts the kernel. Each gives the application the library's tag, a kernel tag and a unique
+per-launch tag (the identity the poller matches on), a single attempt (a second AM attempt would start a second
+kernel) and the kernel's queue.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ...core.errors import ConfigurationError
 BOOTSTRAP = Path(__file__).with_name("gp_yarn_bootstrap.py")
 APPLICATION_TYPE = "GATEWAY-PROVISIONERS"
 PARAMS_FILE = "gp-launch.json"
+DASK_SCRIPT = "gp_dask_kernel.py"
 _MEMORY = re.compile(r"(\d+)\s*([kmgt]?)b?", re.I)
 
 
@@ -126,4 +128,65 @@ def spark_submit_argv(
         argv += ["--driver-cores", str(driver_cores)]
     argv += list(extra_options)
     argv += [str(BOOTSTRAP), "--params-file", PARAMS_FILE, "--agent", agent_path().name]
+    return argv
+
+
+def is_dask_yarn(submit_command: list[str]) -> bool:
+    """Whether the submit command is dask-yarn's CLI (``dask-yarn`` or ``/path/to/dask-yarn``, ``submit`` optional)."""
+    return bool(submit_command) and Path(submit_command[0]).name == "dask-yarn"
+
+
+def dask_script(app: Application) -> str:
+    """A self-contained Python script for ``dask-yarn submit``: the bootstrap with the agent and the parameters.
+
+    ``dask-yarn submit`` localizes only its script (into the dask.client container, through the application's
+    staging folder), and passes ``--client-env`` values on the command line, where the token must not be. So the
+    parameters travel inside the script, which the server writes with mode 0600 and which deletes its link in the
+    container before anything else runs; the bootstrap then takes them out of the environment the kernel inherits.
+    """
+    params = _b64(json.dumps(app.params).encode())
+    agent = _b64(zlib.compress(agent_path().read_bytes(), 9))
+    bootstrap = _b64(zlib.compress(BOOTSTRAP.read_bytes(), 9))
+    return (
+        '"""gateway-provisioners: start the kernel\'s agent in this dask-yarn client container (one launch)."""\n'
+        "import base64, os, zlib\n"
+        "try:\n"
+        "    os.remove(os.path.abspath(__file__))  # the launch token is in this file\n"
+        "except OSError:\n"
+        "    pass\n"
+        f'os.environ["GP_YARN_PARAMS_B64"] = "{params}"\n'
+        f'os.environ["GP_YARN_AGENT_B64"] = "{agent}"\n'
+        f'exec(compile(zlib.decompress(base64.b64decode("{bootstrap}")), "gp_yarn_bootstrap.py", "exec"))\n'
+    )
+
+
+def dask_yarn_argv(
+    app: Application,
+    submit_command: list[str],
+    script: str,
+    *,
+    extra_options: list[str] = (),  # type: ignore[assignment]
+) -> list[str]:
+    """``dask-yarn submit --name N --queue Q --tags T --environment python://PY ... script``.
+
+    The script runs in dask-yarn's ``dask.client`` container (next to the scheduler it starts), with the Python of
+    ``--environment``: ``python://<remote_python>`` unless the command or the options give one (an archived
+    conda/venv environment, ``venv:///...``). Impersonation is dask's ``yarn.user`` setting (``DASK_YARN__USER``
+    in the submitter's environment), as the CLI has no option for it. The skein application keeps one attempt.
+    """
+    argv = list(submit_command)
+    if "submit" not in argv[1:]:
+        argv.append("submit")
+    given = [*argv, *extra_options]
+    argv += [
+        "--name", app.name,
+        "--queue", app.queue,
+        "--tags", ",".join(app.tags),
+        "--client-memory", f"{app.memory_mb} MiB",
+        "--client-vcores", str(app.vcores),
+    ]  # fmt: skip
+    if "--environment" not in given:
+        argv += ["--environment", f"python://{app.python}"]
+    argv += list(extra_options)
+    argv.append(script)
     return argv
