@@ -44,9 +44,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+from _competitors import merge_parts, old_package_python, run_driver  # noqa: E402
 from _measure import summary  # noqa: E402
 
-OLD_VENV = REPO / ".bench" / "gp050"
 OLD_IMAGE = "gp-anchor-kernel:0.5.0"
 OLD_BUILD = REPO / ".bench" / "gp050-image"
 OLD_PACKAGES = ["gateway_provisioners==0.5.0", "ipykernel", "jupyter_client"]
@@ -118,17 +118,6 @@ def ensure_old_image() -> None:
     )  # fmt: skip
 
 
-def ensure_old_venv() -> Path:
-    python = OLD_VENV / "bin" / "python"
-    if not python.exists():
-        log(f"installing gateway_provisioners==0.5.0 into {OLD_VENV}")
-        subprocess.run([sys.executable, "-m", "venv", str(OLD_VENV)], check=True)
-    check = "import gateway_provisioners, ipykernel, jupyter_client, psutil, docker"
-    if subprocess.run([str(python), "-c", check], capture_output=True).returncode != 0:
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *OLD_PACKAGES, "psutil", "docker"], check=True)
-    return python
-
-
 def write_old_spec(python: Path, prefix: Path) -> None:
     subprocess.run(
         [str(python.with_name("jupyter-docker-spec")), "install", "--prefix", str(prefix), "--kernel-name", "old",
@@ -149,30 +138,6 @@ def write_our_spec(root: Path, image: str) -> None:
     spec = {"argv": ARGV, "display_name": "ours", "language": "python", "interrupt_mode": "signal",
             "metadata": {"kernel_provisioner": provisioner}}  # fmt: skip
     (folder / "kernel.json").write_text(json.dumps(spec))
-
-
-def drive(python: Path, spec: str, env: dict[str, str], runs: int, concurrency: int) -> dict[str, Any]:
-    log(f"{spec}: {runs} runs + {concurrency} concurrent")
-    # Files, not pipes: a kernel process that outlives the driver must not hold the run up.
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        # --gone-runs 0: the pid a containerised kernel reports is one of its own namespace, not of this host.
-        result = subprocess.run(
-            [str(python), str(HERE / "driver.py"), spec, "--runs", str(runs), "--gone-runs", "0",
-             "--concurrency", str(concurrency)],
-            env=env, stdout=out, stderr=err, timeout=3600,
-        )  # fmt: skip
-        out.seek(0)
-        err.seek(0)
-        if result.returncode != 0:
-            raise RuntimeError(f"{spec} failed:\n{err.read().decode(errors='replace')[-3000:]}")
-        return json.loads(out.read())
-
-
-def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("startup", "restart", "shutdown", "launch_stall")
-    merged: dict[str, Any] = {key: [value for part in parts for value in part[key]] for key in keys}
-    merged["concurrent"] = [part["concurrent"] for part in parts]
-    return merged
 
 
 def floor(image: str, runs: int) -> list[float]:
@@ -248,7 +213,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     args = parser.parse_args()
     ensure_old_image()
-    old_python = ensure_old_venv()
+    old_python = old_package_python("docker")
     try:
         with tempfile.TemporaryDirectory(prefix="gp-docker-old-bench-") as tmp_name:
             tmp = Path(tmp_name)
@@ -275,9 +240,9 @@ def main() -> None:
             for index, label in enumerate(order):
                 python, spec_name, env = competitors[label]
                 half = args.runs // 2 if index < len(competitors) else args.runs - args.runs // 2
-                parts[label].append(drive(python, spec_name, env, half, args.concurrency))
+                parts[label].append(run_driver(python, spec_name, env, half, 0, args.concurrency))
             floor_times += floor(args.image, args.runs // 2)
-            results = {label: merge(chunks) for label, chunks in parts.items()}
+            results = {label: merge_parts(chunks) for label, chunks in parts.items()}
     finally:
         left = remove_containers()
         if left:

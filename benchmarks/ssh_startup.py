@@ -30,23 +30,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # for tests.support.sshd
 from tests.support.sshd import SSHKeys, run_sshd  # noqa: E402
 
+from _competitors import merge_parts, old_package_python, run_driver  # noqa: E402
 from _measure import summary  # noqa: E402
 
-OLD_VENV = HERE.parent / ".bench" / "gp050"
 ARGV = ["-m", "ipykernel_launcher", "-f", "{connection_file}"]
-
-
-def old_package_python() -> Path:
-    python = OLD_VENV / "bin" / "python"
-    if not python.exists():
-        print("== installing gateway_provisioners==0.5.0 into", OLD_VENV, file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(OLD_VENV)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "gateway_provisioners==0.5.0", "ipykernel", "jupyter_client",
-             "psutil"],
-            check=True,
-        )  # fmt: skip
-    return python
 
 
 def write_spec(root: Path, name: str, argv: list[str], provisioner: str, config: dict[str, Any]) -> None:
@@ -55,33 +42,6 @@ def write_spec(root: Path, name: str, argv: list[str], provisioner: str, config:
     spec = {"argv": argv, "display_name": name, "language": "python", "interrupt_mode": "signal",
             "metadata": {"kernel_provisioner": {"provisioner_name": provisioner, "config": config}}}  # fmt: skip
     (folder / "kernel.json").write_text(json.dumps(spec))
-
-
-def drive(python: Path, spec: str, env: dict[str, str], runs: int, gone: int, concurrency: int) -> dict[str, Any]:
-    print(f"== {spec}: {runs} runs", file=sys.stderr)
-    # Files, not pipes: a kernel that outlives its driver (it happens to jupyter_client's local kernels under load)
-    # would otherwise hold the pipe open and stall the whole run.
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        result = subprocess.run(
-            [str(python), str(HERE / "driver.py"), spec, "--runs", str(runs), "--gone-runs", str(gone),
-             "--concurrency", str(concurrency)],
-            env=env, stdout=out, stderr=err, timeout=3600,
-        )  # fmt: skip
-        out.seek(0)
-        err.seek(0)
-        if result.returncode != 0:
-            raise RuntimeError(f"{spec} failed:\n{err.read().decode(errors='replace')[-3000:]}")
-        return json.loads(out.read())
-
-
-def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    merged: dict[str, Any] = {key: [] for key in ("startup", "restart", "shutdown", "gone", "launch_stall")}
-    merged["concurrent"] = []
-    for part in parts:
-        for key in ("startup", "restart", "shutdown", "gone", "launch_stall"):
-            merged[key].extend(part[key])
-        merged["concurrent"].append(part["concurrent"])
-    return merged
 
 
 def report(results: dict[str, dict[str, Any]], runs: int, concurrency: int) -> str:
@@ -170,8 +130,8 @@ def main() -> None:
             python, spec_name, env = competitors[label]
             half = args.runs // 2 if index < len(competitors) else args.runs - args.runs // 2
             gone = args.gone_runs if index < len(competitors) else 0
-            parts[label].append(drive(python, spec_name, env, half, gone, args.concurrency))
-        results = {label: merge(chunks) for label, chunks in parts.items()}
+            parts[label].append(run_driver(python, spec_name, env, half, gone, args.concurrency))
+        results = {label: merge_parts(chunks) for label, chunks in parts.items()}
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     print(report(results, args.runs, args.concurrency))
