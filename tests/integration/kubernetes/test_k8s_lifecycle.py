@@ -19,11 +19,13 @@ from .kubelet import Kubelet
 pytestmark = pytest.mark.integration
 
 
-async def wait_for_watches(kube: KubeEmulator, count: int, timeout: float = 10) -> None:
-    """The shared watch's request is sent concurrently with the launch: wait until it is open."""
+async def wait_for_watches(kube: KubeEmulator, mark: int, count: int = 1, timeout: float = 10) -> None:
+    """The shared watch's request is sent concurrently with the launch: wait until `count` watch requests have arrived
+    since `mark`. (Counting open watches is not enough: a watch a closed client left behind stays open on the server
+    until it notices the connection is gone.)"""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while kube.open_watches < count and loop.time() < deadline:
+    while sum(r.watch for r in kube.requests_since(mark)) < count and loop.time() < deadline:
         await asyncio.sleep(0.01)
 
 
@@ -36,7 +38,7 @@ async def test_launch_execute_interrupt_restart_shutdown(kube: KubeEmulator, kub
     mark = kube.mark()
     await km.start_kernel()
     try:
-        await wait_for_watches(kube, 1)
+        await wait_for_watches(kube, mark)
         launch = [str(r) for r in kube.requests_since(mark)]
         assert isinstance(km.provisioner, KubernetesProvisioner)
         # One launch: list + watch (the shared watch's first use), create pod, create Secret. Nothing else.

@@ -93,7 +93,7 @@ async def test_reattach_from_provisioner_info(kube: KubeEmulator, kubelet: Kubel
         await other.provisioner.load_provisioner_info(info)
         # Reattaching costs the new process's first list and watch, nothing per kernel. (The watch request is sent
         # concurrently, right after the list that the reattach waits for.)
-        await wait_for_watches(kube, 1)
+        await wait_for_watches(kube, mark)
         assert sorted(str(r) for r in kube.requests_since(mark)) == [
             f"GET /api/v1/namespaces/{NAMESPACE}/pods",
             f"GET /api/v1/namespaces/{NAMESPACE}/pods (watch)",
