@@ -101,9 +101,11 @@ async def test_launch_execute_interrupt_restart_shutdown(kube: KubeEmulator, kub
 async def test_second_launch_reuses_the_shared_watch(kube: KubeEmulator, kubelet: Kubelet, k8s_spec) -> None:
     name = k8s_spec()
     first = AsyncKernelManager(kernel_name=name)
+    mark = kube.mark()
     await first.start_kernel()
     second = AsyncKernelManager(kernel_name=name)
     try:
+        await wait_for_watches(kube, mark)  # the first launch's watch request may still be on its way
         mark = kube.mark()
         await second.start_kernel()
         assert [str(r) for r in kube.requests_since(mark)] == [

@@ -57,6 +57,12 @@ def yarn_config(rm_url: str, **extra: Any) -> dict[str, Any]:
     return config
 
 
+# What a shutdown leaves: the provisioner asks the agent to end the kernel, then kills the application. When the agent
+# (the AM container) has already exited by the time the kill arrives, the emulator, like the RM, keeps the state the
+# exit gave: FINISHED. Either way the application is over when shutdown_kernel returns.
+ENDED_BY_SHUTDOWN = ("KILLED", "FINISHED")
+
+
 def write_yarn_spec(jupyter_path: Path, name: str, rm_url: str, **extra: Any) -> Path:
     return write_kernel_spec(jupyter_path, name, provisioner="yarn-provisioner", config=yarn_config(rm_url, **extra))
 

@@ -16,7 +16,7 @@ from gateway_provisioners.provisioners.yarn import YarnProvisioner
 
 from ...conftest import pid_gone
 from ...support.kernels import interrupt_running_cell, reattach_in_new_process, run_code
-from .conftest import write_yarn_spec
+from .conftest import ENDED_BY_SHUTDOWN, write_yarn_spec
 from .rm_emulator import RMServer, RMState
 
 pytestmark = pytest.mark.integration
@@ -80,7 +80,8 @@ async def test_rest_submission_execute_interrupt_restart_shutdown(
     finally:
         await km.shutdown_kernel(now=True)
     # shutdown kills the application and waits for its final state
-    assert rm_state.apps[app_id]["state"] == "KILLED"
+    assert rm_state.apps[app_id]["state"] in ENDED_BY_SHUTDOWN
+    assert rm_state.count("PUT", f"/ws/v1/cluster/apps/{app_id}/state") >= 1
     assert pid_gone(new_pid, 10)
     assert rm_state.procs[app_id].poll() is not None
 
@@ -104,7 +105,7 @@ async def test_spark_submit_path_with_impersonation(
         assert content["status"] == "ok" and out.strip() == "alice False"
     finally:
         await km.shutdown_kernel(now=True)
-    assert rm_state.apps[app_id]["state"] == "KILLED"
+    assert rm_state.apps[app_id]["state"] in ENDED_BY_SHUTDOWN
 
 
 async def test_failed_during_startup_fails_fast_with_diagnostics(
@@ -206,7 +207,7 @@ async def test_failover_between_two_rms_mid_life(jupyter_path: Path, rm_state: R
             assert out.strip() == "after"
         finally:
             await km.shutdown_kernel(now=True)
-        assert rm_state.apps[app_id]["state"] == "KILLED"
+        assert rm_state.apps[app_id]["state"] in ENDED_BY_SHUTDOWN
         assert rm2.requests[("PUT", f"/ws/v1/cluster/apps/{app_id}/state")] >= 1
     finally:
         rm2.stop()

@@ -24,7 +24,7 @@ from gateway_provisioners.core.errors import BackendUnavailable
 from gateway_provisioners.provisioners.yarn import YarnProvisioner
 
 from ...support.kernels import run_code
-from .conftest import write_yarn_spec
+from .conftest import ENDED_BY_SHUTDOWN, write_yarn_spec
 from .rm_emulator import RMServer, RMState, make_workdir
 
 pytestmark = pytest.mark.integration
@@ -134,7 +134,8 @@ async def test_https_rm_with_ca_bundle_executes_code(
         assert content["status"] == "ok" and out.strip() == "42"
     finally:
         await km.shutdown_kernel(now=True)
-    assert state.apps[app_id]["state"] == "KILLED"  # the kill went over TLS as well
+    assert state.apps[app_id]["state"] in ENDED_BY_SHUTDOWN
+    assert state.count("PUT", f"/ws/v1/cluster/apps/{app_id}/state") >= 1  # the kill went over TLS as well
 
 
 async def test_https_rm_without_bundle_fails_with_one_clear_line(
