@@ -69,12 +69,18 @@ async def test_spark_kernel_counts_a_range(tmp_path: Path) -> None:
     finally:
         await kernel.shutdown(grace=2)
     # The JVM (spark-submit) and the Python driver were one process group; shutdown ends all of it.
-    left = [p for p in psutil.process_iter() if _pgid(p) == group]
-    assert not left, [p.cmdline()[:3] for p in left]
+    left = _alive_in_group(group)
+    assert not left, left
 
 
-def _pgid(proc: psutil.Process) -> int | None:
-    try:
-        return os.getpgid(proc.pid)
-    except (ProcessLookupError, PermissionError):
-        return None
+def _alive_in_group(group: int) -> list[list[str]]:
+    """The command lines of the group's processes that still run. A zombie has ended: the Python driver, a child of the
+    JVM, waits as one until init reaps it once its parent is gone."""
+    alive = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == group and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc.cmdline()[:3])
+        except (ProcessLookupError, PermissionError, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return alive
