@@ -14,6 +14,7 @@ jupyter_client drives a kernel like this (hooks in order)::
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import signal
 from typing import Any
@@ -48,6 +49,31 @@ def env_default(*names: str, default: str = "") -> str:
         if value is not None and value.strip() != "":
             return value
     return default
+
+
+def env_number(name: str, kind: type, default: str, minimum: float | None = None, maximum: float | None = None) -> Any:
+    """A number from the server's environment (else ``default``), checked: a bad value fails in one line naming it."""
+    return _checked(lambda: Param(name, kind, minimum, maximum).parse(env_default(name, default=default)), name)
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` from the server's environment (else ``default``); another word fails in one line naming it."""
+    return str(_checked(lambda: Param(name, choices=choices).parse(env_default(name, default=default)), name))
+
+
+def env_json(name: str, kind: type) -> Any:
+    """A JSON value of type ``kind`` from the server's environment, or ``None`` when unset; a bad one fails in one
+    line naming the variable."""
+    raw = env_default(name)
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise TraitError(f"{name} is not valid JSON ({exc})") from None
+    if not isinstance(value, kind):
+        raise TraitError(f"{name} must be a JSON {'list' if kind is list else 'object'}, got {type(value).__name__}")
+    return value
 
 
 class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]

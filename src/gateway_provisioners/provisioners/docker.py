@@ -16,7 +16,9 @@ from ..adapters.docker_common import DEFAULT_OWNER, ContainerRequest, parse_id, 
 from ..core.backend import Backend
 from ..core.errors import ConfigurationError, NotAuthorized
 from ..core.launch import COMMON_PARAMS, ConnectionMode, Param, parse_bool, parse_user_list, split_list
-from .base import RemoteProvisionerBase, env_default
+from .base import RemoteProvisionerBase, env_choice, env_default
+
+PULL_POLICIES = ("never", "missing", "always")
 
 DOCKER_PARAMS: tuple[Param, ...] = (
     *COMMON_PARAMS,
@@ -126,12 +128,12 @@ class DockerProvisioner(RemoteProvisionerBase):
 
     @default("image_pull_policy")
     def _default_image_pull_policy(self) -> str:
-        return env_default("GP_DOCKER_PULL_POLICY", default="missing")
+        return env_choice("GP_DOCKER_PULL_POLICY", "missing", PULL_POLICIES)
 
     @validate("image_pull_policy")
     def _validate_pull_policy(self, proposal: dict[str, Any]) -> str:
-        if proposal["value"] not in ("never", "missing", "always"):
-            raise TraitError(f"image_pull_policy {proposal['value']!r} is not one of never, missing, always")
+        if proposal["value"] not in PULL_POLICIES:
+            raise TraitError(f"image_pull_policy {proposal['value']!r} is not one of {', '.join(PULL_POLICIES)}")
         return str(proposal["value"])
 
     @default("owner")

@@ -10,7 +10,6 @@ directly but pods can reach the server.
 from __future__ import annotations
 
 import importlib
-import json
 from typing import Any
 
 from traitlets import Any as AnyTrait
@@ -22,7 +21,32 @@ from ..adapters.kubernetes.params import K8S_PARAMS
 from ..adapters.kubernetes.pod_template import load_template
 from ..core.backend import Backend
 from ..core.launch import COMMON_PARAMS, ConnectionMode, parse_bool, parse_user_list
-from .base import RemoteProvisionerBase, env_default
+from .base import RemoteProvisionerBase, env_choice, env_default, env_json, env_number
+
+PULL_POLICIES = ("IfNotPresent", "Always", "Never")
+
+
+def _role_rules(rules: list[Any], setting: str) -> list[dict[str, Any]]:
+    """``rules`` if each is a Role rule with non-empty ``verbs`` and ``resources``; else one line naming the bad one."""
+    for rule in rules:
+        well_formed = isinstance(rule, dict) and all(
+            isinstance(rule.get(key), list) and rule[key] for key in ("verbs", "resources")
+        )
+        if not well_formed:
+            raise TraitError(
+                f"{setting}: {rule!r} is not a Role rule "
+                '(an object with lists "verbs" and "resources", e.g. {"resources": ["pods"], "verbs": ["get"]})'
+            )
+    return list(rules)
+
+
+def _id_list(value: Any, setting: str) -> Any:
+    """``value`` if it is a list (or comma string) of whole numbers; else one line naming ``setting``."""
+    try:
+        _ids(value)
+    except ValueError:
+        raise TraitError(f"{setting} must be whole numbers, got {value!r}") from None
+    return value
 
 
 def _ids(value: Any) -> tuple[int, ...]:
@@ -128,12 +152,12 @@ class KubernetesProvisioner(RemoteProvisionerBase):
 
     @default("image_pull_policy")
     def _d_pull(self) -> str:
-        return env_default("GP_IMAGE_PULL_POLICY", default="IfNotPresent")
+        return env_choice("GP_IMAGE_PULL_POLICY", "IfNotPresent", PULL_POLICIES)
 
     @validate("image_pull_policy")
     def _v_pull(self, proposal: dict[str, Any]) -> str:
-        if proposal["value"] not in ("IfNotPresent", "Always", "Never"):
-            raise TraitError(f"image_pull_policy {proposal['value']!r} is not IfNotPresent, Always or Never")
+        if proposal["value"] not in PULL_POLICIES:
+            raise TraitError(f"image_pull_policy {proposal['value']!r} is not one of {', '.join(PULL_POLICIES)}")
         return str(proposal["value"])
 
     @default("service_account_name")
@@ -150,27 +174,23 @@ class KubernetesProvisioner(RemoteProvisionerBase):
 
     @default("kernel_uid")
     def _d_uid(self) -> int:
-        return int(env_default("GP_KERNEL_UID", default="1000"))
+        return env_number("GP_KERNEL_UID", int, "1000", 0, 2**31 - 1)
 
     @default("kernel_gid")
     def _d_gid(self) -> int:
-        return int(env_default("GP_KERNEL_GID", default="100"))
+        return env_number("GP_KERNEL_GID", int, "100", 0, 2**31 - 1)
 
     @default("prohibited_uids")
     def _d_puids(self) -> str:
-        return env_default("GP_PROHIBITED_UIDS", default="0")
+        return _id_list(env_default("GP_PROHIBITED_UIDS", default="0"), "GP_PROHIBITED_UIDS")
 
     @default("prohibited_gids")
     def _d_pgids(self) -> str:
-        return env_default("GP_PROHIBITED_GIDS", default="0")
+        return _id_list(env_default("GP_PROHIBITED_GIDS", default="0"), "GP_PROHIBITED_GIDS")
 
     @validate("prohibited_uids", "prohibited_gids")
     def _v_ids(self, proposal: dict[str, Any]) -> Any:
-        try:
-            _ids(proposal["value"])
-        except ValueError:
-            raise TraitError(f"{proposal['trait'].name} must be whole numbers, got {proposal['value']!r}") from None
-        return proposal["value"]
+        return _id_list(proposal["value"], proposal["trait"].name)
 
     @default("agent_python")
     def _d_python(self) -> str:
@@ -194,17 +214,22 @@ class KubernetesProvisioner(RemoteProvisionerBase):
 
     @default("watch_timeout")
     def _d_watch(self) -> float:
-        return float(env_default("GP_K8S_WATCH_TIMEOUT", default="300"))
+        return env_number("GP_K8S_WATCH_TIMEOUT", float, "300", 1, 86400)
 
     @default("unschedulable_grace")
     def _d_grace(self) -> float:
-        return float(env_default("GP_UNSCHEDULABLE_GRACE", default="30"))
+        return env_number("GP_UNSCHEDULABLE_GRACE", float, "30", 0, 86400)
 
     @default("kernel_role_rules")
     def _d_rules(self) -> list[dict[str, Any]]:
-        return json.loads(env_default("GP_KERNEL_ROLE_RULES")) if env_default("GP_KERNEL_ROLE_RULES") else [
-            dict(rule) for rule in DEFAULT_KERNEL_ROLE_RULES
-        ]  # fmt: skip
+        rules = env_json("GP_KERNEL_ROLE_RULES", list)
+        if rules is None:
+            return [dict(rule) for rule in DEFAULT_KERNEL_ROLE_RULES]
+        return _role_rules(rules, "GP_KERNEL_ROLE_RULES")  # traitlets does not validate dynamic defaults
+
+    @validate("kernel_role_rules")
+    def _v_rules(self, proposal: dict[str, Any]) -> list[dict[str, Any]]:
+        return _role_rules(proposal["value"], "kernel_role_rules")
 
     def backend_modes(self) -> tuple[ConnectionMode, ...]:
         return KubernetesBackend.modes

@@ -20,7 +20,7 @@ from ..adapters.yarn import YarnBackend, YarnShared
 from ..core.backend import Backend
 from ..core.errors import ConfigurationError
 from ..core.launch import COMMON_PARAMS, ConnectionMode, Param, parse_bool
-from .base import RemoteProvisionerBase, env_default
+from .base import RemoteProvisionerBase, env_default, env_number
 
 YARN_PARAMS: tuple[Param, ...] = (
     *COMMON_PARAMS,
@@ -143,15 +143,15 @@ class YarnProvisioner(RemoteProvisionerBase):
 
     @default("poll_interval")
     def _default_poll_interval(self) -> float:
-        return float(env_default("GP_YARN_POLL_INTERVAL", default="15"))
+        return env_number("GP_YARN_POLL_INTERVAL", float, "15", 0.1, 3600)
 
     @default("startup_poll_interval")
     def _default_startup_poll_interval(self) -> float:
-        return float(env_default("GP_YARN_STARTUP_POLL_INTERVAL", default="1"))
+        return env_number("GP_YARN_STARTUP_POLL_INTERVAL", float, "1", 0.05, 60)
 
     @default("shutdown_wait_time")
     def _default_shutdown_wait_time(self) -> float:
-        return float(env_default("GP_YARN_SHUTDOWN_WAIT_TIME", default="15"))
+        return env_number("GP_YARN_SHUTDOWN_WAIT_TIME", float, "15", 0, 3600)
 
     def endpoints(self) -> tuple[str, ...]:
         """The RM addresses in order: yarn_endpoint (comma-separated allowed), then alt_yarn_endpoint."""
