@@ -342,6 +342,12 @@ class Agent:
             signature_scheme=self.params.get("signature_scheme", "hmac-sha256"),
             kernel_name=self.params.get("kernel_name", ""),
         )
+        curve = self.params.get("curve")
+        if curve:  # CurveZMQ: the kernel's sockets become Curve servers with the key pair the server chose
+            keys = [curve.get(name) for name in ("publickey", "secretkey")] if isinstance(curve, dict) else []
+            if not all(isinstance(key, str) and len(key) == 40 for key in keys) or len(keys) != 2:
+                raise ValueError("curve needs publickey and secretkey, each 40 Z85 characters")
+            self.connection.update(curve_publickey=keys[0], curve_secretkey=keys[1])
         self.write_connection_file()
 
     def write_connection_file(self) -> None:
@@ -491,7 +497,7 @@ class Agent:
                 "reason": reason[:300],
                 "log_tail": [line[:150] for line in tail_lines(self.log_file, 12)],
             }
-        info = dict(self.connection)
+        info = {k: v for k, v in self.connection.items() if not k.startswith("curve_")}  # the server has them
         info.update(
             status="ready",
             ip=self.params.get("advertise_ip") or self.kernel_ip,

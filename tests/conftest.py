@@ -23,6 +23,7 @@ def write_kernel_spec(
     config: dict[str, Any] | None = None,
     provisioner: str = "local-agent-provisioner",
     env: dict[str, str] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``root/kernels/<name>/kernel.json`` with the kernel's own argv and a provisioner stanza."""
     spec_dir = root / "kernels" / name
@@ -33,7 +34,10 @@ def write_kernel_spec(
         "language": "python",
         "interrupt_mode": "signal",
         "env": env or {},
-        "metadata": {"kernel_provisioner": {"provisioner_name": provisioner, "config": config or {}}},
+        "metadata": {
+            **(metadata or {}),
+            "kernel_provisioner": {"provisioner_name": provisioner, "config": config or {}},
+        },
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     return spec_dir

@@ -56,6 +56,7 @@ class SpecOptions:
     launch_timeout: float
     authorized_users: str
     unauthorized_users: str
+    curve: bool
     dry_run: bool
 
 
@@ -85,6 +86,10 @@ def common_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--authorized-users", default="", help="Comma-separated users allowed to start the kernel."),
         click.option("--unauthorized-users", default="root", show_default=True,
                      help="Comma-separated users never allowed to start the kernel."),
+        click.option("--curve", is_flag=True,
+                     help="Declare that the kernel serves CurveZMQ (it reads Curve keys from its connection file, as "
+                          "ipykernel 7.4 does): a kernel manager with transport_encryption auto or required then "
+                          "encrypts the kernel's channels."),
         click.option("--dry-run", is_flag=True, help="Print the kernel.json instead of installing it."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -114,13 +119,16 @@ def build_kernel_json(
     if parse_user_list(common.authorized_users):
         provisioner_config["authorized_users"] = sorted(parse_user_list(common.authorized_users))
     provisioner_config.update({k: v for k, v in config.items() if v is not None})
+    metadata: dict[str, Any] = {"kernel_provisioner": {"provisioner_name": provisioner, "config": provisioner_config}}
+    if common.curve:
+        metadata["supported_encryption"] = ["curve"]  # read by jupyter_client's transport_encryption policy
     spec = {
         "argv": argv,
         "display_name": common.display_name or display_name,
         "language": common.language,
         "interrupt_mode": "signal",
         "env": env or {},
-        "metadata": {"kernel_provisioner": {"provisioner_name": provisioner, "config": provisioner_config}},
+        "metadata": metadata,
     }
     left = unfilled(spec)
     if left:

@@ -1,9 +1,13 @@
-"""Driving a real kernel in tests: run code, ask its pid or host, interrupt a running cell."""
+"""Driving a real kernel in tests: run code, ask its pid or host, interrupt a running cell, probe its channels."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
+
+import zmq
+import zmq.asyncio
+from jupyter_client.session import Session
 
 SLEEPING_CELL = "import time; print('sleeping', flush=True); time.sleep(30)"
 
@@ -107,3 +111,21 @@ async def reattach_in_new_process(km: Any, folder: Any) -> tuple[int, dict[str, 
     assert result.returncode == 0, result.stderr[-2000:]
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if line.startswith(("PID ", "HANDLE ")))
     return int(lines["PID"]), json.loads(lines["HANDLE"])
+
+
+async def shell_answers(info: dict[str, Any], curve: bool, timeout: float) -> bool:
+    """Whether a kernel_info request sent on the shell channel, as a Curve client or not, is answered in time."""
+    context = zmq.asyncio.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    if curve:
+        sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()  # any client key: the server key is the check
+        sock.curve_serverkey = info["curve_publickey"].encode()
+    sock.connect(f"tcp://{info['ip']}:{info['shell_port']}")
+    try:
+        session = Session(key=info["key"], signature_scheme=info["signature_scheme"])  # the manager holds bytes
+        session.send(sock, "kernel_info_request", {})
+        return bool(await sock.poll(timeout * 1000))
+    finally:
+        sock.close()
+        context.term()

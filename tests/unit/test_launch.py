@@ -338,3 +338,11 @@ def test_agent_params_omit_unset_optionals_and_copy_mutables() -> None:
 def test_connection_mode_text() -> None:
     assert [str(mode) for mode in ConnectionMode] == ["callback", "stdout", "assigned"]
     assert ConnectionMode("assigned") is ConnectionMode.ASSIGNED
+
+
+def test_agent_params_carry_curve_keys_only_when_set() -> None:
+    public, secret = "P" * 40, "S" * 40
+    spec = LaunchSpec("k1", ["python"], curve_keys=(public, secret))
+    assert spec.agent_params()["curve"] == {"publickey": public, "secretkey": secret}
+    assert secret not in repr(spec)
+    assert "curve" not in LaunchSpec("k1", ["python"]).agent_params()

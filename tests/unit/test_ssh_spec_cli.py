@@ -21,6 +21,7 @@ OPTION_SETS = [
     ["--authorized-users", "alice,bob", "--unauthorized-users", "root,eve"],
     ["--load-balancing-algorithm", "least-connection", "--tunnel", "--known-hosts", "/etc/ssh/kh"],
     ["--display-name", "GPU boxes", "--client-key", "/k/id_ed25519", "--client-key", "/k/id_rsa"],
+    ["--curve"],
 ]
 
 
@@ -49,6 +50,7 @@ def test_dry_run_writes_a_complete_kernel_json(options: list[str]) -> None:
         assert spec["argv"][0] == config["remote_python"] == "/opt/py/bin/python3"
     if "--authorized-users" in options:
         assert config["authorized_users"] == ["alice", "bob"] and config["unauthorized_users"] == ["eve", "root"]
+    assert spec["metadata"].get("supported_encryption") == (["curve"] if "--curve" in options else None)
 
 
 def test_repeated_remote_hosts_option() -> None:

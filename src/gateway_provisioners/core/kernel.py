@@ -219,6 +219,11 @@ class RemoteKernel:
         info = await self.backend.route(self.handle, {**info, "ip": ip})
         self.agent_address = (info["ip"], int(info["agent_port"]))
         self.connection_info = {k: info[k] for k in CONNECTION_KEYS if k in info}
+        if self.spec is not None and self.spec.curve_keys:
+            # The keys the server chose, never ones an agent reports: they authenticate the kernel to its clients.
+            self.connection_info.update(
+                curve_publickey=self.spec.curve_keys[0], curve_secretkey=self.spec.curve_keys[1]
+            )
         await self._connect_control(deadline)
 
     async def _connect_control(self, deadline: float) -> None:
@@ -421,6 +426,11 @@ class RemoteKernel:
             token=kernel._token,
             launch_timeout=float(spec_data.get("launch_timeout", 30)),
         )
+        if kernel.connection_info.get("curve_publickey") and kernel.connection_info.get("curve_secretkey"):
+            kernel.spec.curve_keys = (
+                kernel.connection_info["curve_publickey"],
+                kernel.connection_info["curve_secretkey"],
+            )
         kernel.handle = await backend.restore(data["handle"])
         try:
             await kernel._connect_control(time.monotonic() + timeout)

@@ -147,7 +147,8 @@ class LaunchSpec:
     """Everything a backend needs to start one kernel.
 
     ``argv`` is the kernel spec's own command with ``{connection_file}`` left for the agent to fill in on the
-    target. ``token`` is the per-launch secret; it reaches the agent only through :meth:`agent_params`.
+    target. ``token`` is the per-launch secret; it reaches the agent only through :meth:`agent_params`, as does the
+    CurveZMQ secret key when ``curve_keys`` is set.
     """
 
     kernel_id: str
@@ -165,6 +166,8 @@ class LaunchSpec:
     values: dict[str, Any] = field(default_factory=dict)  # validated KERNEL_* values
     assigned: dict[str, Any] | None = field(default=None, repr=False)  # server-assigned ports and key
     token: bytes = field(default_factory=new_token, repr=False)
+    # CurveZMQ: the kernel's server key pair (Z85 public, secret) for encrypted kernel channels; None for plain ZMQ.
+    curve_keys: tuple[str, str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -204,5 +207,7 @@ class LaunchSpec:
             params["agent_port"] = assigned["agent_port"]
         if self.cwd:
             params["cwd"] = self.cwd
+        if self.curve_keys:
+            params["curve"] = {"publickey": self.curve_keys[0], "secretkey": self.curve_keys[1]}
         params.update(extra)
         return params

@@ -19,6 +19,7 @@ import os
 import signal
 from typing import Any
 
+import zmq
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, Union, default, validate
 from traitlets import Set as SetTrait
@@ -233,6 +234,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         """Start phase: check the user and the per-launch values, build the launch spec. Nothing starts yet."""
         extra_arguments = kwargs.pop("extra_arguments", []) or []
+        curve_keys = self._curve_keys(kwargs.pop("transport_encryption", None))
         kwargs = await super().pre_launch(**kwargs)  # applies the kernel spec's env substitutions
         env: dict[str, str] = kwargs["env"]
         values = validate_kernel_values(env, self.param_schema)
@@ -256,9 +258,30 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             kernel_ip=self.kernel_ip(),
             cwd=values.get("KERNEL_WORKING_DIR"),
             values=values,
+            curve_keys=curve_keys,
         )
         kwargs["cmd"] = cmd
         return kwargs
+
+    def _curve_keys(self, requested: str | None) -> tuple[str, str] | None:
+        """CurveZMQ keys for the kernel's channels, by the kernel manager's ``transport_encryption`` policy as
+        jupyter_client's local provisioner reads it: ``auto`` and ``required`` when the kernel spec's metadata declares
+        ``supported_encryption: curve`` (the manager refuses ``required`` without it), ``disabled`` never. A restart
+        keeps the keys the manager holds."""
+        km = self.parent
+        policy = str(requested or getattr(km, "transport_encryption", None) or "disabled").lower()
+        if policy not in ("disabled", "auto", "required"):
+            raise ConfigurationError(f"transport_encryption {policy!r} is not one of disabled, auto, required")
+        declared = (self.kernel_spec.metadata or {}).get("supported_encryption") or ()
+        declared = [declared] if isinstance(declared, str) else declared
+        if policy == "disabled" or "curve" not in {str(d).strip().lower() for d in declared}:
+            return None
+        if not zmq.has("curve"):
+            raise ConfigurationError("transport_encryption needs CurveZMQ, and this pyzmq's libzmq has no libsodium")
+        public, secret = getattr(km, "curve_publickey", None), getattr(km, "curve_secretkey", None)
+        if not (public and secret):
+            public, secret = zmq.curve_keypair()
+        return _text(public), _text(secret)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
         """Start phase: launch (or restart in place) and return the connection info once the kernel is ready."""

@@ -151,12 +151,19 @@ class Variant:
         )  # fmt: skip
         self.swarm = provisioner == "docker-swarm-provisioner"
 
-    def spec(self, kernel_name: str = "gp-docker", argv: list[str] | None = None, **config: Any) -> str:
+    def spec(
+        self,
+        kernel_name: str = "gp-docker",
+        argv: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **config: Any,
+    ) -> str:
         settings = {"image_name": self.image, "network": self.network, "image_pull_policy": "never", "owner": OWNER}
         settings.update(config)
         write_kernel_spec(
-            self.root, kernel_name, argv=argv or KERNEL_ARGV, config=settings, provisioner=self.provisioner
-        )
+            self.root, kernel_name, argv=argv or KERNEL_ARGV, config=settings, provisioner=self.provisioner,
+            metadata=metadata,
+        )  # fmt: skip
         return kernel_name
 
     def containers(self, kernel_id: str) -> list[Any]:

@@ -17,7 +17,7 @@ from jupyter_client.provisioning.factory import KernelProvisionerFactory
 
 from gateway_provisioners.core.errors import ConfigurationError, ImagePullError, KernelExited, NotAuthorized
 
-from ...support.kernels import interrupt_running_cell, run_code
+from ...support.kernels import interrupt_running_cell, run_code, shell_answers
 from .conftest import OWNER, Variant, make_variant
 
 pytestmark = pytest.mark.integration
@@ -74,6 +74,25 @@ async def test_execute_restart_in_place_and_shutdown(variant: Variant, environ_m
     finally:
         await km.shutdown_kernel(now=True)
     assert variant.wait_nothing_left(kernel_id, timeout=5), "container or service left after shutdown"
+
+
+@pytest.mark.parametrize("variant", MAIN, indirect=True)
+async def test_encrypted_kernel_channels(variant: Variant) -> None:
+    # Server-assigned (bridge) and callback (Swarm, host network) modes both hand the server's Curve keys to the agent.
+    km = AsyncKernelManager(
+        kernel_name=variant.spec("gp-docker-curve", metadata={"supported_encryption": ["curve"]}),
+        transport_encryption="required",
+    )
+    await km.start_kernel()
+    try:
+        info = km.get_connection_info()
+        assert info["curve_publickey"]
+        content, out = await run_code(km, "print(6 * 7)")
+        assert content["status"] == "ok" and out.strip() == "42"
+        assert await shell_answers(info, curve=True, timeout=30)
+        assert not await shell_answers(info, curve=False, timeout=2)
+    finally:
+        await km.shutdown_kernel(now=True)
 
 
 @pytest.mark.parametrize("variant", MAIN, indirect=True)

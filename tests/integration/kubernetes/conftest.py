@@ -60,10 +60,12 @@ def provisioner_config(kubeconfig: str, **extra: Any) -> dict[str, Any]:
 def k8s_spec(jupyter_path: Path, kubeconfig: str):  # type: ignore[no-untyped-def]
     """Write a kernel spec named ``name`` for kubernetes-provisioner with ``config`` overrides; returns the name."""
 
-    def write(name: str = "gp-k8s", argv: list[str] | None = None, **config: Any) -> str:
+    def write(
+        name: str = "gp-k8s", argv: list[str] | None = None, metadata: dict[str, Any] | None = None, **config: Any
+    ) -> str:
         write_kernel_spec(
             jupyter_path, name, argv=argv, provisioner="kubernetes-provisioner",
-            config=provisioner_config(kubeconfig, **config),
+            config=provisioner_config(kubeconfig, **config), metadata=metadata,
         )  # fmt: skip
         return name
 

@@ -11,7 +11,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from gateway_provisioners.provisioners.kubernetes import KubernetesProvisioner
 
-from ...support.kernels import interrupt_running_cell, run_code
+from ...support.kernels import interrupt_running_cell, run_code, shell_answers
 from .conftest import NAMESPACE
 from .emulator import KubeEmulator
 from .kubelet import Kubelet
@@ -117,3 +117,20 @@ async def test_second_launch_reuses_the_shared_watch(kube: KubeEmulator, kubelet
         assert "".join(out).strip() == "second"
     finally:
         await asyncio.gather(first.shutdown_kernel(now=True), second.shutdown_kernel(now=True))
+
+
+async def test_encrypted_kernel_channels(kube: KubeEmulator, kubelet: Kubelet, k8s_spec) -> None:
+    # The Curve secret key travels like the launch token, in the kernel's Secret, never in the pod spec.
+    name = k8s_spec("gp-k8s-curve", metadata={"supported_encryption": ["curve"]})
+    km = AsyncKernelManager(kernel_name=name, transport_encryption="required")
+    await km.start_kernel()
+    try:
+        info = km.get_connection_info()
+        pod = kube.get("pods", NAMESPACE, pod_name(km))
+        assert info["curve_secretkey"] not in json.dumps(pod)
+        assert await shell_answers(info, curve=True, timeout=30)
+        assert not await shell_answers(info, curve=False, timeout=2)
+        _, out = await run_code(km, "print('sealed')")
+        assert out.strip() == "sealed"
+    finally:
+        await km.shutdown_kernel(now=True)

@@ -44,9 +44,17 @@ def ssh_config(keys: SSHKeys, hosts: list[str], **extra: Any) -> dict[str, Any]:
 def ssh_spec(jupyter_path: Path, ssh_keys: SSHKeys, sshd: SSHServer):  # type: ignore[no-untyped-def]
     """Write a distributed-provisioner kernel spec; returns its name."""
 
-    def write(name: str = "gp-ssh", hosts: list[str] | None = None, argv: list[str] | None = None, **extra: Any) -> str:
+    def write(
+        name: str = "gp-ssh",
+        hosts: list[str] | None = None,
+        argv: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> str:
         config = ssh_config(ssh_keys, hosts or [sshd.address], **extra)
-        write_kernel_spec(jupyter_path, name, argv=argv, provisioner="distributed-provisioner", config=config)
+        write_kernel_spec(
+            jupyter_path, name, argv=argv, provisioner="distributed-provisioner", config=config, metadata=metadata
+        )
         return name
 
     return write

@@ -17,7 +17,14 @@ from jupyter_client.manager import AsyncKernelManager
 from gateway_provisioners.core.errors import BackendUnavailable, ConfigurationError, LaunchTimeout
 from gateway_provisioners.provisioners.distributed import DistributedProvisioner
 from tests.conftest import pid_gone
-from tests.support.kernels import hostname_of, interrupt_running_cell, kernel_pid, reattach_in_new_process, run_code
+from tests.support.kernels import (
+    hostname_of,
+    interrupt_running_cell,
+    kernel_pid,
+    reattach_in_new_process,
+    run_code,
+    shell_answers,
+)
 from tests.support.sshd import SSHServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -208,6 +215,21 @@ async def test_tunnelled_kernel_on_a_namespace_host(ssh_spec, netns_hosts: list[
         assert km.get_connection_info() == ports
     finally:
         await km.shutdown_kernel()
+
+
+async def test_encrypted_kernel_channels_to_a_namespace_host(ssh_spec, netns_hosts: list[SSHServer]) -> None:  # type: ignore[no-untyped-def]
+    # Without a tunnel the kernel's channels cross the veth link: CurveZMQ encrypts them end to end.
+    name = ssh_spec("gp-ssh-curve", hosts=[netns_hosts[0].address], metadata={"supported_encryption": ["curve"]})
+    km = AsyncKernelManager(kernel_name=name, transport_encryption="required")
+    await km.start_kernel()
+    try:
+        info = km.get_connection_info()
+        assert info["ip"] == netns_hosts[0].host and info["curve_publickey"]
+        assert await hostname_of(km) == "gpt-h1"
+        assert await shell_answers(info, curve=True, timeout=30)
+        assert not await shell_answers(info, curve=False, timeout=2)
+    finally:
+        await km.shutdown_kernel(now=True)
 
 
 async def test_host_with_stopped_sshd_is_skipped(ssh_spec, netns_hosts: list[SSHServer]) -> None:  # type: ignore[no-untyped-def]
