@@ -13,6 +13,7 @@ import contextlib
 import errno
 import logging
 import socket
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from .core.broker import ConnectionBroker
@@ -171,14 +172,38 @@ def _peer(writer: asyncio.StreamWriter) -> str:
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
 
-_shared_brokers: dict[int, ConnectionBroker] = {}
-_shared_listeners: dict[int, ResponseListener] = {}
-_shared_locks: dict[int, asyncio.Lock] = {}
+@dataclass
+class _LoopShare:
+    """What one event loop's kernels share: the broker, the listener, and the lock that starts it once."""
+
+    loop: asyncio.AbstractEventLoop
+    broker: ConnectionBroker = field(default_factory=ConnectionBroker)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    listener: ResponseListener | None = None
+
+
+_shares: dict[int, _LoopShare] = {}
+
+
+def _share() -> _LoopShare:
+    """The running loop's share. Shares of loops that have closed (each ``asyncio.run`` makes a new loop) are dropped
+    first, closing their listener so that its port is free again."""
+    loop = asyncio.get_running_loop()
+    for key, share in list(_shares.items()):
+        if share.loop.is_closed():
+            if share.listener is not None:
+                with contextlib.suppress(Exception):
+                    share.listener.close()  # on a closed loop this still closes the listening sockets
+            del _shares[key]
+    share = _shares.get(id(loop))
+    if share is None or share.loop is not loop:
+        share = _shares[id(loop)] = _LoopShare(loop)
+    return share
 
 
 def shared_broker() -> ConnectionBroker:
     """The process's one connection broker for the running event loop."""
-    return _shared_brokers.setdefault(id(asyncio.get_running_loop()), ConnectionBroker())
+    return _share().broker
 
 
 async def shared_listener(**settings: object) -> ResponseListener:
@@ -186,11 +211,10 @@ async def shared_listener(**settings: object) -> ResponseListener:
 
     Later calls return the same listener whatever their settings: one port serves every callback-mode kernel.
     """
-    loop_id = id(asyncio.get_running_loop())
-    async with _shared_locks.setdefault(loop_id, asyncio.Lock()):
-        listener = _shared_listeners.get(loop_id)
-        if listener is None:
-            listener = ResponseListener(shared_broker(), **settings)  # type: ignore[arg-type]
+    share = _share()
+    async with share.lock:
+        if share.listener is None:
+            listener = ResponseListener(share.broker, **settings)  # type: ignore[arg-type]
             await listener.start()
-            _shared_listeners[loop_id] = listener
-        return listener
+            share.listener = listener
+        return share.listener

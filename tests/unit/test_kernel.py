@@ -379,3 +379,40 @@ async def test_real_agent_through_the_local_backend(tmp_path: Path) -> None:
     assert kernel.phase is KernelPhase.TERMINATED
     assert kernel.poll() is not None
     assert kernel.handle is None
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("ends_with_resource", [True, False])
+async def test_platform_ending_the_resource_ends_a_ready_kernel(tmp_path: Path, ends_with_resource: bool) -> None:
+    from gateway_provisioners.adapters.local import LocalBackend
+
+    class Backend(LocalBackend):
+        kernel_ends_with_resource = ends_with_resource
+
+    backend = Backend(log_dir=str(tmp_path))
+    kernel = RemoteKernel(backend, "platform-ends")
+    spec = LaunchSpec(
+        "platform-ends",
+        [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(tmp_path))},
+        kernel_ip="127.0.0.1",
+        launch_timeout=60,
+    )
+    await kernel.start(spec)
+    handle = kernel.handle
+    assert handle is not None
+    try:
+        # The platform says the resource is gone (a service removed from outside) while the agent still answers.
+        handle.update(Observation(PlatformState.GONE, reason="service removed", exit_code=137))
+        if ends_with_resource:
+            assert kernel.phase is KernelPhase.FAILED and kernel.poll() == 137
+            assert not kernel.agent_alive, "a restart must not reuse an agent whose resource is going away"
+            assert "service removed" in str(kernel.lifecycle.error)
+        else:
+            assert kernel.phase is KernelPhase.READY and kernel.poll() is None and kernel.agent_alive
+    finally:
+        await kernel.shutdown(grace=1)  # the agent still ends on the shutdown request
+        while handle.observation.state is not PlatformState.EXITED:  # the backend sees the agent process end
+            await asyncio.wait_for(handle.wait_changed(), 10)
+        await backend.close()
+    assert kernel.handle is None

@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import pytest
 
 from gateway_provisioners.core.broker import ConnectionBroker
 from gateway_provisioners.core.handshake import MAX_PAYLOAD_BYTES, encode_token, new_token, seal_payload
-from gateway_provisioners.listener import ResponseListener
+from gateway_provisioners.listener import ResponseListener, shared_broker, shared_listener
 
 HOST = "127.0.0.1"
 WAIT = 5.0  # generous upper bound for anything that should happen at once; tests never wait this long when passing
@@ -529,3 +530,24 @@ async def test_agent_of_another_protocol_version_is_told_what_the_server_speaks(
         with pytest.raises(RuntimeError, match=r"speaks protocol \[2\]"):
             await asyncio.wait_for(agent_module.Agent.call_back(agent_stand_in(listener), envelope), WAIT)
         assert_pending(broker, launch)
+
+
+def test_listener_of_a_finished_event_loop_frees_its_port() -> None:
+    # Each asyncio.run() is a new loop with its own shared listener; one left by a finished loop must not keep its port.
+    async def start_shared() -> tuple[ResponseListener, ConnectionBroker]:
+        return await shared_listener(ip="127.0.0.1", port=0), shared_broker()
+
+    first, first_broker = asyncio.run(start_shared())
+    port = int(first.address.rsplit(":", 1)[1])
+
+    async def rebind() -> tuple[ResponseListener, ConnectionBroker]:
+        listener, broker = await start_shared()  # drops the finished loop's share
+        probe = socket.socket()
+        try:
+            probe.bind(("127.0.0.1", port))  # the port is free again
+        finally:
+            probe.close()
+        return listener, broker
+
+    second, second_broker = asyncio.run(rebind())
+    assert second is not first and second_broker is not first_broker

@@ -176,6 +176,7 @@ class DockerBackend(Backend):
     """
 
     name: ClassVar[str] = "docker"
+    kernel_ends_with_resource: ClassVar[bool] = True  # the container holds the agent
     modes: ClassVar[tuple[ConnectionMode, ...]] = (ConnectionMode.ASSIGNED, ConnectionMode.CALLBACK)
 
     def __init__(self, engine: DockerEngine, request: ContainerRequest | None = None) -> None:

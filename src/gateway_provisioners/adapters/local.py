@@ -40,6 +40,7 @@ class LocalBackend(Backend):
     """
 
     name: ClassVar[str] = "local"
+    kernel_ends_with_resource: ClassVar[bool] = True  # the observed process is the agent itself
     modes: ClassVar[tuple[ConnectionMode, ...]] = (
         ConnectionMode.STDOUT,
         ConnectionMode.CALLBACK,

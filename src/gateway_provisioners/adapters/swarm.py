@@ -93,22 +93,25 @@ class ServiceTracker:
         services = {h.data["service_id"]: h for h in list(self.handles.values()) if h.data.get("service_id")}
         if not services:
             return
-        try:
-            tasks = await self.engine.call(self.engine.api.tasks, filters={"service": list(services)})
-        except self.engine.docker.errors.NotFound:
-            # One of the services was removed (from outside, or by a terminate in flight): find which, then retry.
-            existing = {s["ID"] for s in await self.engine.call(self.engine.api.services)}
-            for sid, handle in services.items():
-                if sid not in existing and handle.observation.state is not PlatformState.GONE:
-                    handle.update(
-                        Observation(
-                            PlatformState.GONE, reason="service removed", exit_code=handle.observation.exit_code
+        for _ in range(3):
+            try:
+                tasks = await self.engine.call(self.engine.api.tasks, filters={"service": list(services)})
+                break
+            except self.engine.docker.errors.NotFound:
+                # A service was removed (from outside, or by a terminate in flight): find which, then ask again.
+                existing = {s["ID"] for s in await self.engine.call(self.engine.api.services)}
+                for sid, handle in services.items():
+                    if sid not in existing and handle.observation.state is not PlatformState.GONE:
+                        handle.update(
+                            Observation(
+                                PlatformState.GONE, reason="service removed", exit_code=handle.observation.exit_code
+                            )
                         )
-                    )
-            services = {sid: h for sid, h in services.items() if sid in existing}
-            if not services:
-                return
-            tasks = await self.engine.call(self.engine.api.tasks, filters={"service": list(services)})
+                services = {sid: h for sid, h in services.items() if sid in existing}
+                if not services:
+                    return
+        else:
+            return  # services keep disappearing (a mass shutdown): the next round sees what is left
         newest: dict[str, dict[str, Any]] = {}
         for task in tasks:
             sid = task.get("ServiceID")
@@ -218,6 +221,7 @@ class SwarmBackend(Backend):
     """
 
     name: ClassVar[str] = "swarm"
+    kernel_ends_with_resource: ClassVar[bool] = True  # the service's task holds the agent
     modes: ClassVar[tuple[ConnectionMode, ...]] = (ConnectionMode.ASSIGNED, ConnectionMode.CALLBACK)
 
     def __init__(self, engine: DockerEngine, request: ContainerRequest | None = None) -> None:

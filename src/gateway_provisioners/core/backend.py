@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -58,11 +58,18 @@ class BackendHandle:
     data: dict[str, Any] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _payloads: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue, repr=False)
+    _listeners: list[Callable[[Observation], None]] = field(default_factory=list, repr=False, compare=False)
 
     def update(self, observation: Observation) -> None:
         """Called by the adapter's observer with each new reading."""
         self.observation = observation
         self._changed.set()
+        for listener in list(self._listeners):
+            listener(observation)
+
+    def subscribe(self, listener: Callable[[Observation], None]) -> None:
+        """Call ``listener`` with every later reading (synchronously, from :meth:`update`)."""
+        self._listeners.append(listener)
 
     def deliver_payload(self, payload: bytes) -> None:
         """Called by an adapter that reads the agent's output (stdout mode) with a sealed connection payload."""
@@ -88,6 +95,11 @@ class Backend(abc.ABC):
     name: ClassVar[str] = "backend"
     #: The connection modes this backend supports; the first is its default.
     modes: ClassVar[tuple[ConnectionMode, ...]] = (ConnectionMode.CALLBACK,)
+    #: Whether the platform resource this backend observes holds the agent, so that an observation that is over
+    #: (exited, failed, gone) after the kernel is ready ends the kernel even while its agent still answers: a Swarm
+    #: service removed or a YARN application killed from outside is stopped by the platform only seconds later.
+    #: False where the agent outlives what the backend observes (an SSH session).
+    kernel_ends_with_resource: ClassVar[bool] = False
 
     @abc.abstractmethod
     async def submit(self, spec: LaunchSpec) -> BackendHandle:

@@ -84,6 +84,7 @@ class RemoteKernel:
         self._token: bytes | None = None
         self._control: ControlConnection | None = None
         self._exit_diagnostics: list[str] = []
+        self._platform_ended = False  # the platform ended the agent's resource: no restart in place
 
     # --- state ------------------------------------------------------------------------------------------------------
 
@@ -94,7 +95,7 @@ class RemoteKernel:
     @property
     def agent_alive(self) -> bool:
         """The agent still answers, so the kernel can be restarted in place."""
-        return self._control is not None and self._control.is_open
+        return not self._platform_ended and self._control is not None and self._control.is_open
 
     def poll(self) -> int | None:
         """``None`` while the kernel process runs (or is starting), else its exit code. A cache read."""
@@ -119,7 +120,7 @@ class RemoteKernel:
             raise ConfigurationError("callback mode needs a response address (GP_RESPONSE_IP / GP_RESPONSE_PORT)")
         if self.lifecycle.phase.is_final:
             self.lifecycle.restart_from_new()
-        self.spec, self._token, self.exit_code = spec, spec.token, None
+        self.spec, self._token, self.exit_code, self._platform_ended = spec, spec.token, None, False
         deadline = time.monotonic() + spec.launch_timeout
         needs_payload = spec.mode in (ConnectionMode.CALLBACK, ConnectionMode.STDOUT)
         payload = self.broker.expect(self.kernel_id, spec.token) if needs_payload else None
@@ -136,6 +137,7 @@ class RemoteKernel:
         finally:
             self.broker.forget(self.kernel_id)
         self.lifecycle.move_to(KernelPhase.READY, f"kernel ready at {self.connection_info['ip']}")
+        self._follow_platform()
         return dict(self.connection_info)
 
     async def _await_connection(
@@ -283,6 +285,34 @@ class RemoteKernel:
             return []
 
     # --- the running kernel -----------------------------------------------------------------------------------------
+
+    def _follow_platform(self) -> None:
+        """Once ready, let the platform end the kernel where its resource holds the agent (see the Backend's
+        ``kernel_ends_with_resource``). Elsewhere the agent's control connection alone says whether the kernel lives."""
+        handle = self.handle
+        if handle is None or not self.backend.kernel_ends_with_resource:
+            return
+
+        def on_observation(observation: Observation) -> None:
+            if handle is not self.handle or not observation.state.is_over:
+                return
+            if self.phase not in (KernelPhase.READY, KernelPhase.EXITED):
+                return  # starting, restarting or shutting down: those paths follow the platform themselves
+            self._platform_ended = True
+            if self.exit_code is None:
+                self.exit_code = observation.exit_code if observation.exit_code is not None else -int(signal.SIGKILL)
+            self.lifecycle.fail(
+                KernelExited(
+                    f"the platform ended the kernel's {self.backend.name} resource "
+                    f"({observation.reason or observation.state.value})",
+                    hint="",
+                    exit_code=self.exit_code,
+                    diagnostics=self._exit_diagnostics,
+                )
+            )
+
+        handle.subscribe(on_observation)
+        on_observation(handle.observation)
 
     def _on_agent_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -441,4 +471,5 @@ class RemoteKernel:
         kernel.lifecycle.move_to(KernelPhase.READY, "reattached")
         if kernel.exit_code is not None:
             kernel.lifecycle.move_to(KernelPhase.EXITED, f"kernel exited with code {kernel.exit_code}")
+        kernel._follow_platform()
         return kernel

@@ -167,6 +167,28 @@ async def test_container_killed_from_outside_is_dead_within_3s(variant: Variant)
     assert variant.wait_nothing_left(km.kernel_id, timeout=5)
 
 
+@pytest.mark.parametrize("variant", ["swarm-host"], indirect=True)
+async def test_service_removed_from_outside_leaves_the_other_kernels_alone(variant: Variant) -> None:
+    # The batched task query names every tracked service; one removed service must not blind it to the others.
+    name = variant.spec()
+    gone, kept = AsyncKernelManager(kernel_name=name), AsyncKernelManager(kernel_name=name)
+    await asyncio.gather(gone.start_kernel(), kept.start_kernel())
+    try:
+        (service,) = variant.services(gone.kernel_id)
+        service.remove()
+
+        async def dead() -> bool:
+            return not await gone.is_alive()
+
+        assert await wait_for(dead, 3), "a removed service must poll as dead within 3 s"
+        assert await kept.is_alive()
+        _, out = await run_code(kept, "print('still here')")
+        assert out.strip() == "still here"
+    finally:
+        await asyncio.gather(*(km.shutdown_kernel(now=True) for km in (gone, kept)))
+    assert variant.wait_nothing_left(gone.kernel_id, timeout=5) and variant.wait_nothing_left(kept.kernel_id, timeout=5)
+
+
 @pytest.mark.parametrize("variant", MAIN, indirect=True)
 async def test_reattach_from_provisioner_info(variant: Variant) -> None:
     km = AsyncKernelManager(kernel_name=variant.spec())

@@ -109,6 +109,7 @@ class KubernetesBackend(Backend):
     """
 
     name: ClassVar[str] = "kubernetes"
+    kernel_ends_with_resource: ClassVar[bool] = True  # the pod holds the agent
     modes: ClassVar[tuple[ConnectionMode, ...]] = (ConnectionMode.ASSIGNED, ConnectionMode.CALLBACK)
 
     def __init__(self, hub: KubeHub, settings: PodSettings | None = None) -> None:

@@ -145,6 +145,7 @@ class YarnBackend(Backend):
     """
 
     name: ClassVar[str] = "yarn"
+    kernel_ends_with_resource: ClassVar[bool] = True  # the application's AM container holds the agent
     modes: ClassVar[tuple[ConnectionMode, ...]] = (ConnectionMode.CALLBACK,)
 
     def __init__(
