@@ -29,9 +29,10 @@ SPEC_NAME = "gp-demo"
 
 
 def write_demo_spec(
-    root: Path, provisioner: str = "local-agent-provisioner", config: dict[str, Any] | None = None
+    root: Path, provisioner: str = "local-agent-provisioner", config: dict[str, Any] | None = None, curve: bool = True
 ) -> Path:
-    """A kernel spec under ``root/kernels/gp-demo`` whose argv is ipykernel's own command."""
+    """A kernel spec under ``root/kernels/gp-demo`` whose argv is ipykernel's own command; with ``curve`` it declares
+    that the kernel serves CurveZMQ (ipykernel 7.4 does)."""
     spec_dir = root / "kernels" / SPEC_NAME
     spec_dir.mkdir(parents=True, exist_ok=True)
     spec = {
@@ -41,6 +42,8 @@ def write_demo_spec(
         "interrupt_mode": "signal",
         "metadata": {"kernel_provisioner": {"provisioner_name": provisioner, "config": config or {}}},
     }
+    if curve:
+        spec["metadata"]["supported_encryption"] = ["curve"]  # type: ignore[index]
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=2))
     return spec_dir
 
@@ -58,12 +61,12 @@ class PhaseLog(logging.Handler):
             click.echo(f"  {time.monotonic() - self.start:7.3f}s  phase: {message.split('] ', 1)[-1]}")
 
 
-async def run_demo(username: str, provisioner: str, remote_host: str | None) -> None:
+async def run_demo(username: str, provisioner: str, remote_host: str | None, curve: bool) -> None:
     async with contextlib.AsyncExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gp-demo-")))
         if provisioner == "local":
             click.echo("provisioner: local-agent-provisioner")
-            write_demo_spec(tmp)
+            write_demo_spec(tmp, curve=curve)
         else:
             config: dict[str, Any] = {"remote_python": sys.executable, "remote_user": getpass.getuser()}
             if remote_host:
@@ -75,11 +78,11 @@ async def run_demo(username: str, provisioner: str, remote_host: str | None) -> 
                 config.update(remote_hosts=[server.address], known_hosts=str(server.known_hosts),
                               client_keys=[str(server.client_key)])  # fmt: skip
             click.echo(f"provisioner: distributed-provisioner, host {config['remote_hosts'][0]}")
-            write_demo_spec(tmp, "distributed-provisioner", config)
-        await drive_kernel(tmp, username)
+            write_demo_spec(tmp, "distributed-provisioner", config, curve=curve)
+        await drive_kernel(tmp, username, curve)
 
 
-async def drive_kernel(tmp: Path, username: str) -> None:
+async def drive_kernel(tmp: Path, username: str, curve: bool) -> None:
     from jupyter_client.manager import AsyncKernelManager
 
     start = time.monotonic()
@@ -88,13 +91,15 @@ async def drive_kernel(tmp: Path, username: str) -> None:
         click.echo(f"  {time.monotonic() - start:7.3f}s  {text} ({(time.monotonic() - since) * 1000:.0f} ms)")
 
     os.environ["JUPYTER_PATH"] = str(tmp) + os.pathsep + os.environ.get("JUPYTER_PATH", "")
-    km = AsyncKernelManager(kernel_name=SPEC_NAME)
+    km = AsyncKernelManager(kernel_name=SPEC_NAME, transport_encryption="auto" if curve else "disabled")
     km.log.addHandler(PhaseLog(start))
     km.log.setLevel(logging.INFO)
     km.log.propagate = False
     t = time.monotonic()
     await km.start_kernel(env={**os.environ, "KERNEL_USERNAME": username})
     step(f"start_kernel() returned, kernel at {km.ip}:{km.shell_port}", t)
+    sealed = km.get_connection_info().get("curve_publickey")
+    click.echo(f"           kernel channels: {'CurveZMQ-encrypted' if sealed else 'signed, not encrypted'}")
     kc = km.client()
     kc.start_channels()
     await kc.wait_for_ready(timeout=60)
@@ -156,10 +161,13 @@ def _echo_stream(msg: dict[str, Any]) -> None:
               help="distributed-provisioner over SSH, or local-agent-provisioner.")  # fmt: skip
 @click.option("--remote-host", default=None,
               help="A real SSH host ([user@]host[:port]) to use instead of the embedded server.")  # fmt: skip
-def main(username: str, provisioner: str, remote_host: str | None) -> None:
+@click.option("--curve/--no-curve", default=None,
+              help="Encrypt the kernel's channels with CurveZMQ (default: on, except with --remote-host, whose "
+                   "ipykernel may be too old to read Curve keys).")  # fmt: skip
+def main(username: str, provisioner: str, remote_host: str | None, curve: bool | None) -> None:
     """Launch a real ipykernel through gateway-provisioners and print each phase with its time."""
     click.echo("gateway-provisioners demo: a real kernel through jupyter_client's AsyncKernelManager")
-    asyncio.run(run_demo(username, provisioner, remote_host))
+    asyncio.run(run_demo(username, provisioner, remote_host, remote_host is None if curve is None else curve))
 
 
 if __name__ == "__main__":

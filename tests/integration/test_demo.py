@@ -24,6 +24,7 @@ def test_demo_runs_the_whole_lifecycle(provisioner: str) -> None:
     for phase in ("submitted", "starting", "connecting", "ready", "restarting", "terminated"):
         assert f"phase: {phase} (" in out, f"phase {phase} missing from:\n{out}"
     assert "kernel says: 6 * 7 = 42" in out
+    assert "kernel channels: CurveZMQ-encrypted" in out
     assert "interrupted a sleeping cell: KeyboardInterrupt" in out
     assert "restarted in place, same ports" in out
     assert "kernel says: after restart: 42" in out
