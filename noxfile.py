@@ -1,4 +1,7 @@
-"""nox sessions: `nox -s tests`, `nox -s lint`, `nox -s benchmarks`. The README's scripts/test.sh is what CI runs."""
+"""nox sessions: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s benchmarks`, `nox -s k8s_real_cluster`.
+
+The README's scripts/test.sh is what CI runs.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,13 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", *SOURCES)
     session.run("ruff", "format", "--check", *SOURCES)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy over the library (the SDKs without type information are treated as Any)."""
+    session.install(".[all]", "mypy")
+    session.run("mypy", "--ignore-missing-imports", "src")
 
 
 @nox.session

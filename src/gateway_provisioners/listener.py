@@ -195,9 +195,10 @@ def _share() -> _LoopShare:
                 with contextlib.suppress(Exception):
                     share.listener.close()  # on a closed loop this still closes the listening sockets
             del _shares[key]
-    share = _shares.get(id(loop))
-    if share is None or share.loop is not loop:
-        share = _shares[id(loop)] = _LoopShare(loop)
+    found = _shares.get(id(loop))
+    if found is not None and found.loop is loop:
+        return found
+    share = _shares[id(loop)] = _LoopShare(loop)
     return share
 
 

@@ -99,15 +99,15 @@ class ServiceTracker:
                 break
             except self.engine.docker.errors.NotFound:
                 # A service was removed (from outside, or by a terminate in flight): find which, then ask again.
-                existing = {s["ID"] for s in await self.engine.call(self.engine.api.services)}
+                alive = {s["ID"] for s in await self.engine.call(self.engine.api.services)}
                 for sid, handle in services.items():
-                    if sid not in existing and handle.observation.state is not PlatformState.GONE:
+                    if sid not in alive and handle.observation.state is not PlatformState.GONE:
                         handle.update(
                             Observation(
                                 PlatformState.GONE, reason="service removed", exit_code=handle.observation.exit_code
                             )
                         )
-                services = {sid: h for sid, h in services.items() if sid in existing}
+                services = {sid: h for sid, h in services.items() if sid in alive}
                 if not services:
                     return
         else:
@@ -197,7 +197,7 @@ class ServiceTracker:
             with contextlib.suppress(self.engine.docker.errors.APIError):
                 info = await self.engine.call(self.engine.api.inspect_container, container_id)
                 networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
-                settings = networks.get(network) or next(iter(networks.values()), {})
+                settings: dict[str, Any] = networks.get(network) or next(iter(networks.values()), {})
                 return settings.get("IPAddress") or None
         return None
 

@@ -17,9 +17,10 @@ import getpass
 import json
 import os
 import signal
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import zmq
+from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, Union, default, validate
 from traitlets import Set as SetTrait
@@ -133,7 +134,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     ).tag(config=True)
 
     #: Per-launch values this provisioner accepts from clients, checked before anything starts.
-    param_schema: tuple[Param, ...] = COMMON_PARAMS
+    param_schema: ClassVar[tuple[Param, ...]] = COMMON_PARAMS
 
     @default("launch_timeout")
     def _default_launch_timeout(self) -> float:
@@ -283,7 +284,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             public, secret = zmq.curve_keypair()
         return _text(public), _text(secret)
 
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         """Start phase: launch (or restart in place) and return the connection info once the kernel is ready."""
         assert self._spec is not None, "pre_launch must run first"
         if self.kernel is not None and self.kernel.agent_alive:
@@ -297,7 +298,8 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             if self._spec.mode is ConnectionMode.CALLBACK:
                 self._spec.response_address = (await self._listener()).address
             info = await self.kernel.start(self._spec)
-        self.connection_info = {**info, "key": str(info["key"]).encode()}
+        # jupyter_client types the key as text but signs with bytes: hand it bytes, as its local provisioner does.
+        self.connection_info = cast(KernelConnectionInfo, {**info, "key": str(info["key"]).encode()})
         return self.connection_info
 
     async def poll(self) -> int | None:
@@ -348,7 +350,8 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
         """Persistence: reattach to a kernel launched by another server process."""
         await super().load_provisioner_info(provisioner_info)
-        self.connection_info = {**self.connection_info, "key": _text(self.connection_info.get("key", "")).encode()}
+        key = _text(self.connection_info.get("key", "")).encode()
+        self.connection_info = cast(KernelConnectionInfo, {**self.connection_info, "key": key})
         saved = provisioner_info.get("gateway_provisioners")
         if saved:
             self.kernel = await RemoteKernel.restore(self.make_backend(), saved, broker=shared_broker())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from jupyter_client.connect import KernelConnectionInfo
 from traitlets import Any as AnyTrait
 from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, Union, default, validate
 
@@ -125,8 +126,8 @@ class KubernetesProvisioner(RemoteProvisionerBase):
         config=True
     )
     node_selector = Dict(help="nodeSelector of every kernel pod.").tag(config=True)
-    tolerations = List(help="Tolerations of every kernel pod.").tag(config=True)
-    kernel_role_rules = List(
+    tolerations: List[dict[str, Any]] = List(help="Tolerations of every kernel pod.").tag(config=True)
+    kernel_role_rules: List[dict[str, Any]] = List(
         help="Rules of the Role a kernel gets in its own namespace (shared_namespace false); [] for none.",
     ).tag(config=True)
 
@@ -259,7 +260,7 @@ class KubernetesProvisioner(RemoteProvisionerBase):
         )  # fmt: skip
         return KubernetesBackend(shared_hub(self.kubeconfig, self.kube_context, self.watch_timeout), settings)
 
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         """Start phase. A restart whose agent is gone replaces the pod but keeps a per-kernel namespace."""
         if self.kernel is not None and not self.kernel.agent_alive and self.kernel.handle is not None:
             self.kernel.handle.data["restarting"] = True

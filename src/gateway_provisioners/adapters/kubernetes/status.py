@@ -82,7 +82,7 @@ def observe(pod: dict[str, Any] | None, unschedulable_for: float = 0.0, unschedu
             return _failed(ImagePullError(f"cannot pull image {image} ({why}: {message or 'no message'})"), ip, node)
         if why == "CrashLoopBackOff":
             code, exit_why = _exit(pod)
-            error = KernelExited(
+            error: LaunchError = KernelExited(
                 f"the kernel container keeps crashing (CrashLoopBackOff; last exit {code}: {exit_why or 'unknown'})",
                 exit_code=code,
             )

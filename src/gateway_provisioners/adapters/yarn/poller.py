@@ -151,18 +151,18 @@ class ApplicationPoller:
             for tag in app_tags(app):
                 by_tag[tag] = app  # one launch tag is one application; the newest wins if ever two
         for item in list(self._followed.values()):
-            app = by_tag.get(item.tag)
-            if app is None:
+            found = by_tag.get(item.tag)
+            if found is None:
                 await self._missing(item)
             else:
                 item.missing = 0
-                await self._seen(item, app)
+                await self._seen(item, found)
         now = time.monotonic()
         for tag, (until, user) in list(self._abandoned.items()):
-            app = by_tag.get(tag)
-            if app is not None and not is_final(app):
-                self._spawn(self._kill(str(app["id"]), user))
-            elif app is not None or now > until:
+            late = by_tag.get(tag)
+            if late is not None and not is_final(late):
+                self._spawn(self._kill(str(late["id"]), user))
+            elif late is not None or now > until:
                 self._abandoned.pop(tag, None)
 
     async def _seen(self, item: Followed, app: dict[str, Any]) -> None:
