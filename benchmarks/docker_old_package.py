@@ -160,9 +160,11 @@ def remove_containers() -> int:
     import docker
 
     client = docker.from_env()
-    found = client.containers.list(all=True, filters={"label": f"org.jupyter.gp.owner={OURS_OWNER}"})
-    found += [c for c in client.containers.list(all=True, filters={"label": "app=gateway-provisioners"})
-              if c.name.startswith(f"{OLD_USER}-")]  # fmt: skip
+    found = client.containers.list(
+        all=True, ignore_removed=True, filters={"label": f"org.jupyter.gp.owner={OURS_OWNER}"}
+    )
+    theirs = client.containers.list(all=True, ignore_removed=True, filters={"label": "app=gateway-provisioners"})
+    found += [c for c in theirs if c.name.startswith(f"{OLD_USER}-")]
     for container in {c.id: c for c in found}.values():
         container.remove(force=True)
     return len({c.id for c in found})

@@ -183,7 +183,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         results["stall"] = await probe.stop()
         results["rss_end"] = rss_mib()
-        for container in client.containers.list(all=True, filters={"label": f"org.jupyter.gp.owner={OWNER}"}):
+        for container in client.containers.list(
+            all=True, ignore_removed=True, filters={"label": f"org.jupyter.gp.owner={OWNER}"}
+        ):
             container.remove(force=True)
         if args.swarm:
             for service in client.services.list(filters={"label": f"org.jupyter.gp.owner={OWNER}"}):

@@ -64,7 +64,7 @@ def docker_client() -> Iterator[Any]:
         client.services.list(filters={"label": f"{OWNER_LABEL}={OWNER}"}) if _swarm_state(client) == "active" else []
     ):
         service.remove()
-    for container in client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={OWNER}"}):
+    for container in client.containers.list(all=True, ignore_removed=True, filters={"label": f"{OWNER_LABEL}={OWNER}"}):
         container.remove(force=True)
     client.close()
 
@@ -167,7 +167,9 @@ class Variant:
         return kernel_name
 
     def containers(self, kernel_id: str) -> list[Any]:
-        return self.client.containers.list(all=True, filters={"label": f"{KERNEL_LABEL}={kernel_id}"})
+        return self.client.containers.list(
+            all=True, ignore_removed=True, filters={"label": f"{KERNEL_LABEL}={kernel_id}"}
+        )
 
     def services(self, kernel_id: str) -> list[Any]:
         if not self.swarm:

@@ -326,7 +326,9 @@ async def test_jupyter_execute_through_a_spec_from_jupyter_docker_spec(variant: 
     outputs = json.loads(notebook.read_text())["cells"][0]["outputs"]
     text = "".join(outputs[0]["text"])
     assert text == "answer 42 /opt/gp-kernel\n", text  # ran in the image's kernel venv, not on this host
-    leftovers = variant.client.containers.list(all=True, filters={"label": f"org.jupyter.gp.owner={OWNER}"})
+    leftovers = variant.client.containers.list(
+        all=True, ignore_removed=True, filters={"label": f"org.jupyter.gp.owner={OWNER}"}
+    )
     assert not leftovers
 
 
