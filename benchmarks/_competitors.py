@@ -7,6 +7,7 @@ competitor's own Python, so its RSS and event-loop stalls are its own.
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,3 +57,14 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = {key: [value for part in parts for value in part.get(key, [])] for key in SERIES}
     merged["concurrent"] = [part["concurrent"] for part in parts]
     return merged
+
+
+def burst_figures(merged: dict[str, Any]) -> tuple[list[float], int, float, float]:
+    """From :func:`merge_parts`' result: each burst's all-ready wall time, the failed starts, the longest event-loop
+    stall of any launch (seconds) and the median RSS with the burst's kernels up (MiB)."""
+    bursts = merged["concurrent"]
+    walls = [c["all_ready_s"] for c in bursts]
+    failures = sum(c["count"] - c["ok"] for c in bursts)
+    stall = max(merged["launch_stall"] + [c["stall_s"] for c in bursts])
+    rss = statistics.median([c["rss_mib_with_kernels"] for c in bursts])
+    return walls, failures, stall, rss

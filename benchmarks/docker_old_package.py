@@ -44,7 +44,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from _competitors import merge_parts, old_package_python, run_driver  # noqa: E402
+from _competitors import burst_figures, merge_parts, old_package_python, run_driver  # noqa: E402
 from _measure import summary  # noqa: E402
 
 OLD_IMAGE = "gp-anchor-kernel:0.5.0"
@@ -186,10 +186,7 @@ def report(results: dict[str, dict[str, Any]], floor_times: list[float], args: a
         "| — |",
     ]
     for label, data in results.items():
-        walls = [c["all_ready_s"] for c in data["concurrent"]]
-        failures = sum(c["count"] - c["ok"] for c in data["concurrent"])
-        stall = max(data["launch_stall"] + [c["stall_s"] for c in data["concurrent"]])
-        rss = med([c["rss_mib_with_kernels"] for c in data["concurrent"]])
+        walls, failures, stall, rss = burst_figures(data)
         rows.append(
             f"| {label} | {summary(data['startup'])} | +{(med(data['startup']) - base) * 1000:.0f} ms | "
             f"{summary(data['restart'])} | {summary(data['shutdown'])} | "

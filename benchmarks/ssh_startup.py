@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # for tests.support.sshd
 from tests.support.sshd import SSHKeys, run_sshd  # noqa: E402
 
-from _competitors import merge_parts, old_package_python, run_driver  # noqa: E402
+from _competitors import burst_figures, merge_parts, old_package_python, run_driver  # noqa: E402
 from _measure import summary  # noqa: E402
 
 ARGV = ["-m", "ipykernel_launcher", "-f", "{connection_file}"]
@@ -58,10 +58,7 @@ def report(results: dict[str, dict[str, Any]], runs: int, concurrency: int) -> s
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, data in results.items():
-        walls = [c["all_ready_s"] for c in data["concurrent"]]
-        failures = sum(c["count"] - c["ok"] for c in data["concurrent"])
-        stall = max(data["launch_stall"] + [c["stall_s"] for c in data["concurrent"]])
-        rss = med([c["rss_mib_with_kernels"] for c in data["concurrent"]])
+        walls, failures, stall, rss = burst_figures(data)
         rows.append(
             f"| {label} | {summary(data['startup'])} | {med(data['startup']) / med(local['startup']):.2f}x | "
             f"{summary(data['restart'])} | {summary(data['shutdown'])} | {summary(data['gone'])} | "

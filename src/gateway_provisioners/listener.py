@@ -18,6 +18,7 @@ from types import TracebackType
 
 from .core.broker import ConnectionBroker
 from .core.handshake import MAX_PAYLOAD_BYTES, Reply, make_reply
+from .per_loop import PerLoop
 
 log = logging.getLogger("gateway_provisioners.listener")
 
@@ -176,30 +177,21 @@ def _peer(writer: asyncio.StreamWriter) -> str:
 class _LoopShare:
     """What one event loop's kernels share: the broker, the listener, and the lock that starts it once."""
 
-    loop: asyncio.AbstractEventLoop
     broker: ConnectionBroker = field(default_factory=ConnectionBroker)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     listener: ResponseListener | None = None
 
+    def release(self) -> None:
+        """Its loop has closed: free the listener's port (a closed loop still closes the listening sockets)."""
+        if self.listener is not None:
+            self.listener.close()
 
-_shares: dict[int, _LoopShare] = {}
+
+_shares: PerLoop[_LoopShare] = PerLoop(release=_LoopShare.release)
 
 
 def _share() -> _LoopShare:
-    """The running loop's share. Shares of loops that have closed (each ``asyncio.run`` makes a new loop) are dropped
-    first, closing their listener so that its port is free again."""
-    loop = asyncio.get_running_loop()
-    for key, share in list(_shares.items()):
-        if share.loop.is_closed():
-            if share.listener is not None:
-                with contextlib.suppress(Exception):
-                    share.listener.close()  # on a closed loop this still closes the listening sockets
-            del _shares[key]
-    found = _shares.get(id(loop))
-    if found is not None and found.loop is loop:
-        return found
-    share = _shares[id(loop)] = _LoopShare(loop)
-    return share
+    return _shares.get(None, _LoopShare)
 
 
 def shared_broker() -> ConnectionBroker:

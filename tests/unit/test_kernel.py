@@ -339,19 +339,24 @@ async def test_shutdown_after_a_failed_start_is_safe() -> None:
 # --- the whole success path with the real agent ---------------------------------------------------------------------
 
 
+def ipykernel_spec(kernel_id: str, home: Path) -> LaunchSpec:
+    """A real ipykernel of this interpreter, on loopback."""
+    return LaunchSpec(
+        kernel_id,
+        [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(home))},
+        kernel_ip="127.0.0.1",
+        launch_timeout=60,
+    )
+
+
 @pytest.mark.integration
 async def test_real_agent_through_the_local_backend(tmp_path: Path) -> None:
     from gateway_provisioners.adapters.local import LocalBackend
 
     backend = LocalBackend(log_dir=str(tmp_path))
     kernel = RemoteKernel(backend, "local-success")
-    spec = LaunchSpec(
-        "local-success",
-        [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(tmp_path))},
-        kernel_ip="127.0.0.1",
-        launch_timeout=60,
-    )
+    spec = ipykernel_spec("local-success", tmp_path)
     try:
         info = await kernel.start(spec)
         assert kernel.phase is KernelPhase.READY
@@ -391,13 +396,7 @@ async def test_platform_ending_the_resource_ends_a_ready_kernel(tmp_path: Path, 
 
     backend = Backend(log_dir=str(tmp_path))
     kernel = RemoteKernel(backend, "platform-ends")
-    spec = LaunchSpec(
-        "platform-ends",
-        [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(tmp_path))},
-        kernel_ip="127.0.0.1",
-        launch_timeout=60,
-    )
+    spec = ipykernel_spec("platform-ends", tmp_path)
     await kernel.start(spec)
     handle = kernel.handle
     assert handle is not None

@@ -26,6 +26,7 @@ from .docker_common import (
     ContainerRequest,
     DockerEngine,
     engine_message,
+    signal_in_container,
     tail_text,
 )
 
@@ -249,10 +250,7 @@ class DockerBackend(Backend):
             host_config["mem_limit"] = request.memory
         if request.gpus:
             host_config["device_requests"] = [docker.types.DeviceRequest(count=request.gpus, capabilities=[["gpu"]])]
-        mounts = [
-            docker.types.Mount(target, source, type="bind" if source.startswith("/") else "volume", read_only=ro)
-            for source, target, ro in request.parsed_mounts()
-        ]
+        mounts = request.docker_mounts(docker.types)
         if mounts:
             host_config["mounts"] = mounts
         try:
@@ -302,19 +300,10 @@ class DockerBackend(Backend):
 
     async def signal(self, handle: BackendHandle, signum: int) -> None:
         """Signal the kernel's process group inside the container, or the agent (the container's main process)."""
-        container_id = handle.data.get("container_id")
-        if not container_id or handle.observation.state.is_over:
-            return
-        docker = self.engine.docker
-        pgid = handle.data.get("kernel_pgid")
-        with contextlib.suppress(docker.errors.APIError):
-            if pgid:
-                exec_id = await self.engine.call(
-                    self.engine.api.exec_create, container_id, ["sh", "-c", f"kill -{int(signum)} -- -{int(pgid)}"]
-                )
-                await self.engine.call(self.engine.api.exec_start, exec_id["Id"])
-            else:
-                await self.engine.call(self.engine.api.kill, container_id, signal=int(signum))
+        if not handle.observation.state.is_over:
+            await signal_in_container(
+                self.engine, handle.data.get("container_id"), handle.data.get("kernel_pgid"), signum
+            )
 
     async def log_tail(self, handle: BackendHandle, lines: int = 20) -> list[str]:
         container_id = handle.data.get("container_id")

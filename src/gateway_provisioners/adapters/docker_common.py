@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import BackendUnavailable, ConfigurationError
+from ..per_loop import PerLoop
 
 log = logging.getLogger("gateway_provisioners.docker")
 
@@ -85,6 +86,13 @@ class ContainerRequest:
     def parsed_mounts(self) -> list[tuple[str, str, bool]]:
         return [parse_mount(text) for text in self.mounts]
 
+    def docker_mounts(self, types: Any) -> list[Any]:
+        """The mounts as the SDK's ``types.Mount``: a bind for an absolute source, else a named volume."""
+        return [
+            types.Mount(target, source, type="bind" if source.startswith("/") else "volume", read_only=read_only)
+            for source, target, read_only in self.parsed_mounts()
+        ]
+
 
 def parse_mount(text: str) -> tuple[str, str, bool]:
     """``source:target[:ro|rw]`` → (source, target, read_only). Both paths absolute, or a named volume as source."""
@@ -133,6 +141,20 @@ def engine_message(exc: BaseException) -> str:
     explanation = getattr(exc, "explanation", None)
     text = explanation.decode() if isinstance(explanation, bytes) else explanation
     return str(text or exc).strip().splitlines()[0] if str(text or exc).strip() else type(exc).__name__
+
+
+async def signal_in_container(engine: DockerEngine, container_id: str | None, pgid: int | None, signum: int) -> None:
+    """Signal the kernel's process group inside the container (an exec of ``kill``), or, before the agent reported
+    the group, the container's main process, the agent. Engine errors are ignored: the container may be ending."""
+    if not container_id:
+        return
+    with contextlib.suppress(engine.docker.errors.APIError):
+        if pgid:
+            command = ["sh", "-c", f"kill -{int(signum)} -- -{int(pgid)}"]
+            exec_id = await engine.call(engine.api.exec_create, container_id, command)
+            await engine.call(engine.api.exec_start, exec_id["Id"])
+        else:
+            await engine.call(engine.api.kill, container_id, signal=int(signum))
 
 
 class DockerEngine:
@@ -342,18 +364,12 @@ def _close_quietly(stream: Any) -> None:
         stream.close()
 
 
-_engines: dict[tuple[int, str | None], DockerEngine] = {}
+_engines: PerLoop[DockerEngine] = PerLoop()
 
 
 def shared_engine(base_url: str | None = None, pool_size: int = DEFAULT_POOL_SIZE) -> DockerEngine:
     """The process's one :class:`DockerEngine` for ``base_url`` on the running loop."""
-    loop = asyncio.get_running_loop()
-    key = (id(loop), base_url)
-    engine = _engines.get(key)
-    if engine is None or engine._closed or engine.loop is not loop:
-        engine = DockerEngine(base_url, pool_size)
-        _engines[key] = engine
-    return engine
+    return _engines.get(base_url, lambda: DockerEngine(base_url, pool_size), usable=lambda engine: not engine._closed)
 
 
 def kernel_ids(items: Sequence[dict[str, Any]]) -> list[str]:

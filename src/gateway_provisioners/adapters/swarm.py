@@ -27,6 +27,7 @@ from .docker_common import (
     ContainerRequest,
     DockerEngine,
     engine_message,
+    signal_in_container,
     tail_text,
 )
 
@@ -266,10 +267,7 @@ class SwarmBackend(Backend):
         self, request: ContainerRequest, spec: LaunchSpec, name: str, image: str, params: dict[str, Any]
     ) -> dict[str, Any]:
         types = self.engine.docker.types
-        mounts = [
-            types.Mount(target, source, type="bind" if source.startswith("/") else "volume", read_only=ro)
-            for source, target, ro in request.parsed_mounts()
-        ]
+        mounts = request.docker_mounts(types)
         container = types.ContainerSpec(
             image=image,
             command=request.command,
@@ -330,19 +328,10 @@ class SwarmBackend(Backend):
 
     async def signal(self, handle: BackendHandle, signum: int) -> None:
         """Signal the task's container on this node (kernel process group when known, else the agent)."""
-        container_id = handle.data.get("container_id")
-        if not container_id or handle.observation.state.is_over:
-            return
-        api = self.engine.api
-        pgid = handle.data.get("kernel_pgid")
-        with contextlib.suppress(self.engine.docker.errors.APIError):
-            if pgid:
-                exec_id = await self.engine.call(
-                    api.exec_create, container_id, ["sh", "-c", f"kill -{int(signum)} -- -{int(pgid)}"]
-                )
-                await self.engine.call(api.exec_start, exec_id["Id"])
-            else:
-                await self.engine.call(api.kill, container_id, signal=int(signum))
+        if not handle.observation.state.is_over:
+            await signal_in_container(
+                self.engine, handle.data.get("container_id"), handle.data.get("kernel_pgid"), signum
+            )
 
     async def log_tail(self, handle: BackendHandle, lines: int = 20) -> list[str]:
         service_id = handle.data.get("service_id")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from traitlets import Bool, Float, Int, List, Unicode, Union, default
 
 from ..adapters.ssh import SSHBackend, SSHSettings, load_selector
 from ..core.backend import Backend
 from ..core.launch import COMMON_PARAMS, ConnectionMode, Param, parse_bool, split_list
+from ..per_loop import PerLoop
 from .base import RemoteProvisionerBase, _checked, env_default
 
 REMOTE_HOST_PARAM = Param(
@@ -82,7 +82,7 @@ class DistributedProvisioner(RemoteProvisionerBase):
 
     # One backend per process and configuration: every kernel on a host shares its SSH connection, and
     # round-robin and least-connection see every kernel of the process.
-    _backends: ClassVar[dict[tuple[Any, ...], SSHBackend]] = {}
+    _backends: ClassVar[PerLoop[SSHBackend]] = PerLoop()  # SSH connections belong to one event loop
 
     @default("remote_hosts")
     def _default_remote_hosts(self) -> list[str]:
@@ -157,14 +157,13 @@ class DistributedProvisioner(RemoteProvisionerBase):
             "tunnel": self.tunnel_kernel_ports,
         }
         hosts = split_list(self.remote_hosts)
-        loop = id(asyncio.get_running_loop())  # SSH connections belong to one event loop
-        key = (loop, tuple(hosts), self.load_balancing_algorithm, repr(settings), tuple(sorted(options.items())))
-        backend = self._backends.get(key)
-        if backend is None:
+        key = (tuple(hosts), self.load_balancing_algorithm, repr(settings), tuple(sorted(options.items())))
+
+        def make() -> SSHBackend:
             selector = _checked(lambda: load_selector(self.load_balancing_algorithm), "load_balancing_algorithm")
-            backend = SSHBackend(hosts, settings, selector=selector, **options)  # type: ignore[arg-type]
-            self._backends[key] = backend
-        return backend
+            return SSHBackend(hosts, settings, selector=selector, **options)  # type: ignore[arg-type]
+
+        return self._backends.get(key, make)
 
     def kernel_ip(self) -> str:
         return "0.0.0.0"

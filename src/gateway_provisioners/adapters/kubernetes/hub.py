@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ...per_loop import PerLoop
 from .client import KubeClient
 from .watcher import PodWatcher
 
@@ -91,25 +92,15 @@ class KubeHub:
         await self.client.close()
 
 
-_HUBS: dict[tuple[int, str, str], KubeHub] = {}
+_HUBS: PerLoop[KubeHub] = PerLoop()
 
 
 def shared_hub(kubeconfig: str = "", context: str = "", watch_timeout: float = 300.0) -> KubeHub:
     """This process's hub for the cluster named by ``kubeconfig`` and ``context`` (in the running event loop)."""
-    loop = asyncio.get_running_loop()
-    key = (id(loop), kubeconfig, context)
-    hub = _HUBS.get(key)
-    if hub is None or getattr(hub, "_loop", None) is not loop:
-        hub = KubeHub(KubeClient(kubeconfig, context), watch_timeout)
-        hub._loop = loop  # type: ignore[attr-defined]
-        _HUBS[key] = hub
-    return hub
+    return _HUBS.get((kubeconfig, context), lambda: KubeHub(KubeClient(kubeconfig, context), watch_timeout))
 
 
 async def close_hubs() -> None:
     """Close the hubs of the running loop (a server's shutdown, the end of a test)."""
-    loop = asyncio.get_running_loop()
-    for key, hub in list(_HUBS.items()):
-        if getattr(hub, "_loop", None) is loop:
-            _HUBS.pop(key, None)
-            await hub.close()
+    for hub in _HUBS.pop_running():
+        await hub.close()

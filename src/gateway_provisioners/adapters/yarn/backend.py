@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from ...core.backend import Backend, BackendHandle, Observation, PlatformState
 from ...core.errors import ConfigurationError, LaunchError
 from ...core.launch import ConnectionMode, LaunchSpec
+from ...per_loop import PerLoop
 from .client import ResourceManagerClient
 from .observe import LIBRARY_TAG, app_sort_key, app_tags, is_final, kernel_tag, launch_tag, observe
 from .poller import ApplicationPoller, Followed
@@ -84,7 +85,7 @@ async def kill_application(
 class YarnShared:
     """The per-process, per-ResourceManager part: one client and one poller, whatever the number of kernel specs."""
 
-    _instances: ClassVar[dict[tuple[Any, ...], YarnShared]] = {}
+    _instances: ClassVar[PerLoop[YarnShared]] = PerLoop()
 
     def __init__(self, client: ResourceManagerClient, interval: float, startup_interval: float) -> None:
         self.client = client
@@ -106,19 +107,18 @@ class YarnShared:
         interval: float = 15.0,
         startup_interval: float = 1.0,
     ) -> YarnShared:
-        key = (id(asyncio.get_running_loop()), endpoints, verify, kerberos, service_user)
-        shared = cls._instances.get(key)
-        if shared is None:
+        def make() -> YarnShared:
             client = ResourceManagerClient(endpoints, verify=verify, kerberos=kerberos, service_user=service_user)
-            shared = cls._instances[key] = cls(client, interval, startup_interval)
-        return shared
+            return cls(client, interval, startup_interval)
+
+        return cls._instances.get((endpoints, verify, kerberos, service_user), make)
 
     @classmethod
     async def close_all(cls) -> None:
-        for shared in list(cls._instances.values()):
+        """Close the running loop's clients and pollers (a server's shutdown, the end of a test)."""
+        for shared in cls._instances.pop_running():
             await shared.poller.close()
             shared.client.close()
-        cls._instances.clear()
 
 
 class YarnBackend(Backend):
