@@ -218,6 +218,34 @@ async def test_kernel_phases_are_logged_without_secrets(jupyter_path: Path, capl
     assert key not in text and token not in text
 
 
-def test_no_agent_processes_linger_after_failures() -> None:
-    mine = [p for p in psutil.Process().children(recursive=True) if "gp_agent.py" in " ".join(p.cmdline())]
-    assert all(pid_gone(p.pid, 2) for p in mine)
+def agent_pids() -> set[int]:
+    """This test process's descendants that run the agent."""
+    found = set()
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "gp_agent.py" in " ".join(proc.cmdline()) and proc.status() != psutil.STATUS_ZOMBIE:
+                found.add(proc.pid)
+        except psutil.Error:  # ended while we looked
+            continue
+    return found
+
+
+async def test_no_agent_process_lingers_after_a_failed_launch(jupyter_path: Path) -> None:
+    argv = [sys.executable, "-c", "import sys, time; time.sleep(0.5); sys.exit(3)", "{connection_file}"]
+    write_kernel_spec(jupyter_path, "gp-broken", argv=argv, config={"launch_timeout": 30})
+    before = agent_pids()
+    seen: set[int] = set()
+
+    async def watch_agents() -> None:  # the launch's agent lives for about half a second: note it while it does
+        while True:
+            seen.update(agent_pids() - before)
+            await asyncio.sleep(0.02)
+
+    watcher = asyncio.ensure_future(watch_agents())
+    try:
+        with pytest.raises(KernelExited):
+            await AsyncKernelManager(kernel_name="gp-broken").start_kernel()
+    finally:
+        watcher.cancel()
+    assert seen, "the failed launch's agent was never seen running"
+    assert all(pid_gone(pid, 2) for pid in seen), "the agent of a failed launch is still running"

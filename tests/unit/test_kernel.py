@@ -1,22 +1,19 @@
-"""Unit tests of ``RemoteKernel`` with an in-test fake backend that the test drives by hand.
+"""Unit tests of ``RemoteKernel`` with a scripted backend that the test drives by hand.
 
-The fake stands in for a cluster: it returns a :class:`BackendHandle` from ``submit`` and the test pushes the
-platform's observations (or the agent's stdout payload) into that handle, exactly as an adapter's shared observer
-would. One further test runs the whole success path with the real agent through the local backend.
+The library's :class:`~gateway_provisioners.testing.ScriptedBackend` stands in for a cluster: it returns a
+:class:`BackendHandle` from ``submit`` and the test pushes the platform's observations (or the agent's stdout payload)
+into that handle, exactly as an adapter's shared observer would. The whole success path with the real agent is in
+tests/integration/test_kernel_local_backend.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
-from gateway_provisioners.core.backend import Backend, BackendHandle, Observation, PlatformState
+from gateway_provisioners.core.backend import BackendHandle, Observation, PlatformState
 from gateway_provisioners.core.errors import (
     ConfigurationError,
     HandshakeRejected,
@@ -31,6 +28,7 @@ from gateway_provisioners.core.handshake import new_token, seal_payload
 from gateway_provisioners.core.kernel import RemoteKernel
 from gateway_provisioners.core.launch import ConnectionMode, LaunchSpec
 from gateway_provisioners.core.lifecycle import KernelPhase
+from gateway_provisioners.testing import ScriptedBackend
 
 KERNEL_ID = "0c6e2f52-kernel-under-test"
 LOG_TAIL = ["agent: starting kernel", "kernel: ImportError: no module named foo"]
@@ -42,47 +40,15 @@ FAILED_PAYLOAD = {
 }
 
 
-class FakeBackend(Backend):
-    """A backend whose platform is the test: ``submit`` hands the new handle to the test through ``handles``."""
-
-    name: ClassVar[str] = "fake"
-    modes: ClassVar[tuple[ConnectionMode, ...]] = (ConnectionMode.STDOUT, ConnectionMode.CALLBACK)
-
-    def __init__(self, initial: PlatformState = PlatformState.PENDING) -> None:
-        self.initial = initial
-        self.handles: asyncio.Queue[BackendHandle] = asyncio.Queue()
-        self.submitted: list[LaunchSpec] = []
-        self.terminated: list[tuple[BackendHandle, float]] = []
-        self.signals: list[int] = []
-
-    async def submit(self, spec: LaunchSpec) -> BackendHandle:
-        self.submitted.append(spec)
-        handle = BackendHandle(spec.kernel_id, data={"launch": len(self.submitted)})
-        handle.update(Observation(self.initial, reason=f"fake {self.initial.value}"))
-        self.handles.put_nowait(handle)
-        return handle
-
-    async def terminate(self, handle: BackendHandle, grace: float = 0.0) -> None:
-        self.terminated.append((handle, grace))
-        handle.update(Observation(PlatformState.GONE, reason="terminated"))
-
-    async def signal(self, handle: BackendHandle, signum: int) -> None:
-        self.signals.append(signum)
-
-    async def log_tail(self, handle: BackendHandle, lines: int = 20) -> list[str]:
-        return list(LOG_TAIL)
-
-    def serialize(self, handle: BackendHandle) -> dict[str, Any]:
-        return dict(handle.data)
-
-    async def restore(self, data: dict[str, Any]) -> BackendHandle:
-        return BackendHandle(KERNEL_ID, data=dict(data))
+def scripted_backend(initial: PlatformState = PlatformState.PENDING) -> ScriptedBackend:
+    """The library's scripted backend, answering ``log_tail`` with :data:`LOG_TAIL`."""
+    return ScriptedBackend(initial=initial, log_lines=LOG_TAIL)
 
 
 class Launch:
     """A ``RemoteKernel.start`` running in a task, with its backend and the progress events it emitted."""
 
-    def __init__(self, backend: FakeBackend, spec: LaunchSpec, kernel: RemoteKernel | None = None) -> None:
+    def __init__(self, backend: ScriptedBackend, spec: LaunchSpec, kernel: RemoteKernel | None = None) -> None:
         self.backend, self.spec = backend, spec
         self.kernel = kernel or RemoteKernel(backend, spec.kernel_id)
         self.events: list[ProgressEvent] = []
@@ -101,7 +67,7 @@ class Launch:
         return future
 
     async def handle(self) -> BackendHandle:
-        return await asyncio.wait_for(self.backend.handles.get(), 5)
+        return await self.backend.next_handle()
 
     async def failure(self, expected: type[BaseException], timeout: float = 5) -> Any:
         with pytest.raises(expected) as caught:
@@ -132,7 +98,7 @@ def assert_cleaned_up(launch: Launch, handle: BackendHandle, error: BaseExceptio
 
 
 async def test_platform_failure_fails_start_at_once_with_its_error() -> None:
-    launch = Launch(FakeBackend(), make_spec(launch_timeout=60))
+    launch = Launch(scripted_backend(), make_spec(launch_timeout=60))
     handle = await launch.handle()
     error = ImagePullError("cannot pull image 'kernel-py:nope'", diagnostics=["Back-off pulling image"])
     handle.update(Observation(PlatformState.FAILED, reason="ImagePullBackOff", error=error))
@@ -143,7 +109,7 @@ async def test_platform_failure_fails_start_at_once_with_its_error() -> None:
 
 
 async def test_platform_failure_without_a_typed_error() -> None:
-    launch = Launch(FakeBackend(), make_spec())
+    launch = Launch(scripted_backend(), make_spec())
     handle = await launch.handle()
     handle.update(Observation(PlatformState.FAILED, reason="application FAILED", diagnostics=["queue: default"]))
     error = await launch.failure(LaunchError)
@@ -154,7 +120,7 @@ async def test_platform_failure_without_a_typed_error() -> None:
 
 
 async def test_platform_failure_already_known_at_submit() -> None:
-    backend = FakeBackend()
+    backend = scripted_backend()
     kernel = RemoteKernel(backend, KERNEL_ID)
     error = Unschedulable("0/3 nodes are available: insufficient memory")
 
@@ -173,7 +139,7 @@ async def test_platform_failure_already_known_at_submit() -> None:
 
 @pytest.mark.parametrize("state", [PlatformState.EXITED, PlatformState.GONE])
 async def test_agent_ending_during_start_is_kernel_exited_with_diagnostics(state: PlatformState) -> None:
-    launch = Launch(FakeBackend(initial=PlatformState.STARTING), make_spec())
+    launch = Launch(scripted_backend(initial=PlatformState.STARTING), make_spec())
     handle = await launch.handle()
     handle.update(Observation(state, exit_code=2, reason="agent exit code 2", diagnostics=["Traceback", "SyntaxError"]))
     error = await launch.failure(KernelExited)
@@ -186,7 +152,7 @@ async def test_agent_ending_during_start_is_kernel_exited_with_diagnostics(state
 
 
 async def test_agent_ending_without_diagnostics_reports_the_log_tail() -> None:
-    launch = Launch(FakeBackend(initial=PlatformState.STARTING), make_spec())
+    launch = Launch(scripted_backend(initial=PlatformState.STARTING), make_spec())
     handle = await launch.handle()
     handle.update(Observation(PlatformState.EXITED, exit_code=1))
     error = await launch.failure(KernelExited)
@@ -196,7 +162,7 @@ async def test_agent_ending_without_diagnostics_reports_the_log_tail() -> None:
 
 
 async def test_platform_phases_are_mirrored_into_the_lifecycle() -> None:
-    launch = Launch(FakeBackend(), make_spec())
+    launch = Launch(scripted_backend(), make_spec())
     handle = await launch.handle()
     starting = launch.reached(KernelPhase.STARTING)
     handle.update(Observation(PlatformState.STARTING, reason="container started"))
@@ -211,7 +177,7 @@ async def test_platform_phases_are_mirrored_into_the_lifecycle() -> None:
 
 
 async def test_stdout_failed_payload_is_kernel_exited_with_exit_code_and_log_tail() -> None:
-    launch = Launch(FakeBackend(initial=PlatformState.STARTING), make_spec(mode=ConnectionMode.STDOUT))
+    launch = Launch(scripted_backend(initial=PlatformState.STARTING), make_spec(mode=ConnectionMode.STDOUT))
     handle = await launch.handle()
     handle.deliver_payload(seal_payload(launch.spec.token, KERNEL_ID, FAILED_PAYLOAD).encode())
     error = await launch.failure(KernelExited)
@@ -223,7 +189,7 @@ async def test_stdout_failed_payload_is_kernel_exited_with_exit_code_and_log_tai
 
 async def test_callback_failed_payload_is_kernel_exited() -> None:
     spec = make_spec(mode=ConnectionMode.CALLBACK, response_address="127.0.0.1:8877")
-    launch = Launch(FakeBackend(initial=PlatformState.STARTING), spec)
+    launch = Launch(scripted_backend(initial=PlatformState.STARTING), spec)
     handle = await launch.handle()
     payload = {"status": "failed", "exit_code": 3, "log_tail": ["boom"]}
     assert launch.kernel.broker.accept(seal_payload(spec.token, KERNEL_ID, payload), peer="test") == ("accepted", "")
@@ -240,7 +206,7 @@ async def test_callback_failed_payload_is_kernel_exited() -> None:
     ids=["wrong-token", "another-kernel"],
 )
 async def test_rejected_stdout_payload_is_handshake_rejected(kernel_id: str, token: str | None, code: str) -> None:
-    launch = Launch(FakeBackend(initial=PlatformState.STARTING), make_spec(mode=ConnectionMode.STDOUT))
+    launch = Launch(scripted_backend(initial=PlatformState.STARTING), make_spec(mode=ConnectionMode.STDOUT))
     handle = await launch.handle()
     sealing_token = launch.spec.token if token == "own" else new_token()
     handle.deliver_payload(seal_payload(sealing_token, kernel_id, {"status": "ready", "ip": "1.2.3.4"}).encode())
@@ -250,7 +216,7 @@ async def test_rejected_stdout_payload_is_handshake_rejected(kernel_id: str, tok
 
 
 async def test_garbage_on_stdout_is_handshake_rejected() -> None:
-    launch = Launch(FakeBackend(initial=PlatformState.STARTING), make_spec())
+    launch = Launch(scripted_backend(initial=PlatformState.STARTING), make_spec())
     handle = await launch.handle()
     handle.deliver_payload(b"GP-CONNECTION-INFO but not an envelope")
     error = await launch.failure(HandshakeRejected)
@@ -261,12 +227,12 @@ async def test_garbage_on_stdout_is_handshake_rejected() -> None:
 
 
 async def test_launch_timeout() -> None:
-    launch = Launch(FakeBackend(), make_spec(launch_timeout=0.3))
+    launch = Launch(scripted_backend(), make_spec(launch_timeout=0.3))
     handle = await launch.handle()
     loop = asyncio.get_running_loop()
     began = loop.time()
-    error = await launch.failure(LaunchTimeout, timeout=5)
-    assert loop.time() - began < 3
+    error = await launch.failure(LaunchTimeout, timeout=5)  # the deadline, not the test's own wait, ended it
+    assert loop.time() - began >= 0.3
     assert "0.3 s" in error.reason
     assert error.diagnostics[0].startswith("platform state: pending")
     assert error.diagnostics[1:] == LOG_TAIL
@@ -275,7 +241,7 @@ async def test_launch_timeout() -> None:
 
 
 async def test_launch_timeout_ignores_unrelated_wakeups() -> None:
-    launch = Launch(FakeBackend(), make_spec(launch_timeout=0.3))
+    launch = Launch(scripted_backend(), make_spec(launch_timeout=0.3))
     handle = await launch.handle()
     handle.update(Observation(PlatformState.PENDING, reason="still queued"))
     await launch.failure(LaunchTimeout)
@@ -283,7 +249,7 @@ async def test_launch_timeout_ignores_unrelated_wakeups() -> None:
 
 
 async def test_callback_mode_needs_a_response_address() -> None:
-    backend = FakeBackend()
+    backend = scripted_backend()
     kernel = RemoteKernel(backend, KERNEL_ID)
     with pytest.raises(ConfigurationError, match="response address"):
         await kernel.start(make_spec(mode=ConnectionMode.CALLBACK))
@@ -293,7 +259,7 @@ async def test_callback_mode_needs_a_response_address() -> None:
 
 
 async def test_cancelled_start_leaves_nothing_running() -> None:
-    launch = Launch(FakeBackend(initial=PlatformState.STARTING), make_spec())
+    launch = Launch(scripted_backend(initial=PlatformState.STARTING), make_spec())
     handle = await launch.handle()
     launch.task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -305,7 +271,7 @@ async def test_cancelled_start_leaves_nothing_running() -> None:
 
 
 async def test_start_again_after_a_failed_start_starts_over() -> None:
-    backend = FakeBackend(initial=PlatformState.STARTING)
+    backend = scripted_backend(initial=PlatformState.STARTING)
     first = Launch(backend, make_spec())
     (await first.handle()).update(Observation(PlatformState.EXITED, exit_code=1))
     await first.failure(KernelExited)
@@ -324,7 +290,7 @@ async def test_start_again_after_a_failed_start_starts_over() -> None:
 
 
 async def test_shutdown_after_a_failed_start_is_safe() -> None:
-    launch = Launch(FakeBackend(), make_spec())
+    launch = Launch(scripted_backend(), make_spec())
     handle = await launch.handle()
     handle.update(Observation(PlatformState.FAILED, reason="nope"))
     await launch.failure(LaunchError)
@@ -334,84 +300,3 @@ async def test_shutdown_after_a_failed_start_is_safe() -> None:
     assert launch.kernel.handle is None
     with pytest.raises(LaunchError, match="not running"):
         launch.kernel.serialize()
-
-
-# --- the whole success path with the real agent ---------------------------------------------------------------------
-
-
-def ipykernel_spec(kernel_id: str, home: Path) -> LaunchSpec:
-    """A real ipykernel of this interpreter, on loopback."""
-    return LaunchSpec(
-        kernel_id,
-        [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(home))},
-        kernel_ip="127.0.0.1",
-        launch_timeout=60,
-    )
-
-
-@pytest.mark.integration
-async def test_real_agent_through_the_local_backend(tmp_path: Path) -> None:
-    from gateway_provisioners.adapters.local import LocalBackend
-
-    backend = LocalBackend(log_dir=str(tmp_path))
-    kernel = RemoteKernel(backend, "local-success")
-    spec = ipykernel_spec("local-success", tmp_path)
-    try:
-        info = await kernel.start(spec)
-        assert kernel.phase is KernelPhase.READY
-        assert info["ip"] == "127.0.0.1" and info["transport"] == "tcp" and info["key"]
-        ports = [info[name] for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")]
-        assert len(set(ports)) == 5
-        assert kernel.poll() is None and kernel.agent_alive
-        first_pid = kernel.kernel_pid
-        assert first_pid and os.getpgid(first_pid) == first_pid  # the kernel leads its own process group
-
-        await kernel.signal(0)
-        await kernel.interrupt()  # ipykernel ignores SIGINT while idle
-        assert kernel.poll() is None and kernel.phase is KernelPhase.READY
-
-        await kernel.kill_kernel()
-        assert await asyncio.wait_for(kernel.wait(), 30) == -signal.SIGKILL
-        assert kernel.phase is KernelPhase.EXITED and kernel.agent_alive
-
-        assert await kernel.restart(grace=1) == info  # same ports, same key
-        assert kernel.phase is KernelPhase.READY and kernel.poll() is None
-        assert kernel.kernel_pid not in (None, first_pid)
-    finally:
-        await kernel.shutdown(grace=1)
-        await backend.close()
-    assert kernel.phase is KernelPhase.TERMINATED
-    assert kernel.poll() is not None
-    assert kernel.handle is None
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize("ends_with_resource", [True, False])
-async def test_platform_ending_the_resource_ends_a_ready_kernel(tmp_path: Path, ends_with_resource: bool) -> None:
-    from gateway_provisioners.adapters.local import LocalBackend
-
-    class Backend(LocalBackend):
-        kernel_ends_with_resource = ends_with_resource
-
-    backend = Backend(log_dir=str(tmp_path))
-    kernel = RemoteKernel(backend, "platform-ends")
-    spec = ipykernel_spec("platform-ends", tmp_path)
-    await kernel.start(spec)
-    handle = kernel.handle
-    assert handle is not None
-    try:
-        # The platform says the resource is gone (a service removed from outside) while the agent still answers.
-        handle.update(Observation(PlatformState.GONE, reason="service removed", exit_code=137))
-        if ends_with_resource:
-            assert kernel.phase is KernelPhase.FAILED and kernel.poll() == 137
-            assert not kernel.agent_alive, "a restart must not reuse an agent whose resource is going away"
-            assert "service removed" in str(kernel.lifecycle.error)
-        else:
-            assert kernel.phase is KernelPhase.READY and kernel.poll() is None and kernel.agent_alive
-    finally:
-        await kernel.shutdown(grace=1)  # the agent still ends on the shutdown request
-        while handle.observation.state is not PlatformState.EXITED:  # the backend sees the agent process end
-            await asyncio.wait_for(handle.wait_changed(), 10)
-        await backend.close()
-    assert kernel.handle is None

@@ -258,7 +258,7 @@ def frame(data: bytes) -> bytes:
 
 
 def frame_length(header: bytes) -> int:
-    (length,) = struct.unpack(">I", header)
+    length: int = struct.unpack(">I", header)[0]
     if length > MAX_CONTROL_FRAME_BYTES:
         raise ProtocolError(f"control frame of {length} bytes exceeds {MAX_CONTROL_FRAME_BYTES}")
     return length

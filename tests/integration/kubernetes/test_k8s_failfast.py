@@ -16,6 +16,9 @@ from .kubelet import Kubelet
 pytestmark = pytest.mark.integration
 
 TIMEOUT = 60  # the launch deadline; every failure below must come long before it
+# Fail-fast means "not waiting for the deadline": a quarter of it leaves room for a loaded machine (they take about
+# 1 s here) and still tells a fail-fast path from a timeout.
+FAIL_FAST = TIMEOUT / 4
 
 
 async def start_failing(k8s_spec, image: str, **config) -> tuple[LaunchError, float, str]:  # type: ignore[no-untyped-def]
@@ -31,7 +34,7 @@ async def test_image_pull_failure(kube: KubeEmulator, kubelet: Kubelet, k8s_spec
     assert isinstance(error, ImagePullError)
     assert "ErrImagePull" in error.reason and "missing:pull-fail" in error.reason
     assert any("Failed to pull image" in line for line in error.diagnostics), error.diagnostics
-    assert elapsed < 5
+    assert elapsed < FAIL_FAST, f"reported after {elapsed:.1f} s"
     assert kube.get("pods", NAMESPACE, pod) is None  # nothing left behind
 
 
@@ -40,7 +43,7 @@ async def test_crash_loop(kube: KubeEmulator, kubelet: Kubelet, k8s_spec) -> Non
     assert isinstance(error, KernelExited) and "CrashLoopBackOff" in error.reason
     assert any("ModuleNotFoundError" in line for line in error.diagnostics), error.diagnostics
     assert any("BackOff" in line for line in error.diagnostics)
-    assert elapsed < 5
+    assert elapsed < FAIL_FAST, f"reported after {elapsed:.1f} s"
     assert kube.get("pods", NAMESPACE, pod) is None
 
 
@@ -49,7 +52,7 @@ async def test_pod_failed(kube: KubeEmulator, kubelet: Kubelet, k8s_spec) -> Non
     assert isinstance(error, KernelExited) and error.exit_code == 2
     assert "failed" in error.reason and "exit code 2" in error.reason
     assert any("cannot start the kernel" in line for line in error.diagnostics), error.diagnostics
-    assert elapsed < 5
+    assert elapsed < FAIL_FAST, f"reported after {elapsed:.1f} s"
 
 
 async def test_unschedulable_after_grace(kube: KubeEmulator, kubelet: Kubelet, k8s_spec) -> None:
@@ -57,7 +60,7 @@ async def test_unschedulable_after_grace(kube: KubeEmulator, kubelet: Kubelet, k
     assert isinstance(error, Unschedulable)
     assert "Insufficient cpu" in error.reason
     assert any("FailedScheduling" in line for line in error.diagnostics)
-    assert 1.5 <= elapsed < 5  # not before the grace (an autoscaler may add a node), and at once after it
+    assert 1.5 <= elapsed < FAIL_FAST  # not before the grace (an autoscaler may add a node), and at once after it
 
 
 async def test_kernel_exits_at_start(kube: KubeEmulator, kubelet: Kubelet, k8s_spec) -> None:
@@ -67,7 +70,7 @@ async def test_kernel_exits_at_start(kube: KubeEmulator, kubelet: Kubelet, k8s_s
     started = time.monotonic()
     with pytest.raises(LaunchError) as info:
         await km.start_kernel()
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < FAIL_FAST
     assert "no kernel here" in info.value.details()
 
 
