@@ -24,6 +24,9 @@ if command -v java >/dev/null; then extras="test,test-spark"; else extras="test"
 echo "== ruff"
 "$VENV/bin/ruff" check src launchers tests benchmarks docs/examples noxfile.py
 "$VENV/bin/ruff" format --check src launchers tests benchmarks docs/examples noxfile.py
+echo "== mypy (strict on the core)"
+"$VENV/bin/mypy" src
+"$VENV/bin/mypy" --strict src/gateway_provisioners/core
 echo "== pytest"
 # The tests import the installed wheel (src/ is not on the path), so the agent files shipped in it are what runs.
 exec "$PY" -m pytest -p no:cacheprovider -ra "$@"

@@ -25,7 +25,7 @@ PARAMS_KEY = "params.json"
 
 
 def default_template() -> str:
-    return resources.files(__package__).joinpath("templates", TEMPLATE_NAME).read_text()
+    return resources.files(__package__).joinpath("templates").joinpath(TEMPLATE_NAME).read_text()  # one part: 3.10
 
 
 def _scalar(value: Any) -> str:
