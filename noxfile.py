@@ -8,7 +8,7 @@ from __future__ import annotations
 import nox
 
 nox.options.sessions = ["lint", "tests"]
-SOURCES = ["src", "launchers", "tests", "benchmarks", "docs/examples", "noxfile.py"]
+SOURCES = ["src", "launchers", "tests", "benchmarks", "scripts", "docs/examples", "noxfile.py"]
 
 
 @nox.session

@@ -22,8 +22,8 @@ echo "== installing gateway-provisioners[test] into $VENV"
 if command -v java >/dev/null; then extras="test,test-spark"; else extras="test"; fi
 "$PY" -m pip install -q ".[$extras]"
 echo "== ruff"
-"$VENV/bin/ruff" check src launchers tests benchmarks docs/examples noxfile.py
-"$VENV/bin/ruff" format --check src launchers tests benchmarks docs/examples noxfile.py
+"$VENV/bin/ruff" check src launchers tests benchmarks scripts docs/examples noxfile.py
+"$VENV/bin/ruff" format --check src launchers tests benchmarks scripts docs/examples noxfile.py
 echo "== mypy (strict on the core)"
 "$VENV/bin/mypy" src
 "$VENV/bin/mypy" --strict src/gateway_provisioners/core

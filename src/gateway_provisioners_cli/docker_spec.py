@@ -67,7 +67,10 @@ def install(
 
 @main.command()
 @click.option("--swarm", is_flag=True, help="Reap Swarm services instead of containers.")
-@click.option("--owner", default=None, help="Owner label to reap (default: GP_DOCKER_OWNER or gateway-provisioners).")
+@click.option(
+    "--owner", envvar="GP_DOCKER_OWNER", default=None, help="Owner label to reap (default: GP_DOCKER_OWNER, else the "
+    "provisioner's default owner).",
+)  # fmt: skip
 @click.option(
     "--live",
     "live",
@@ -93,13 +96,12 @@ def reap(
     """
     from gateway_provisioners.adapters.docker_common import DEFAULT_OWNER, shared_engine
     from gateway_provisioners.core.errors import GatewayProvisionersError
-    from gateway_provisioners.provisioners.base import env_default
 
     live_ids: set[str] | None = set(live) if live else None
     if live_file is not None:
         data = json.load(live_file)  # type: ignore[arg-type]
         live_ids = (live_ids or set()) | {str(k["id"]) if isinstance(k, dict) else str(k) for k in data}
-    owner = owner or env_default("GP_DOCKER_OWNER", default=DEFAULT_OWNER)
+    owner = owner or DEFAULT_OWNER
 
     async def run() -> list[dict]:
         engine = shared_engine(docker_url)

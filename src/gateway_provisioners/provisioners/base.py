@@ -13,8 +13,8 @@ jupyter_client drives a kernel like this (hooks in order)::
 
 from __future__ import annotations
 
+import difflib
 import getpass
-import json
 import os
 import signal
 from typing import Any, ClassVar, cast
@@ -22,8 +22,7 @@ from typing import Any, ClassVar, cast
 import zmq
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
-from traitlets import Bool, Float, Int, List, TraitError, Unicode, Union, default, validate
-from traitlets import Set as SetTrait
+from traitlets import TraitError
 
 from ..core.backend import Backend
 from ..core.errors import ConfigurationError
@@ -36,174 +35,84 @@ from ..core.launch import (
     Param,
     build_kernel_env,
     check_user,
-    parse_bool,
     parse_user_list,
+    split_list,
     validate_kernel_values,
 )
 from ..core.port_range import PortRange
 from ..listener import DEFAULT_PORT, shared_broker, shared_listener
-
-
-def env_default(*names: str, default: str = "") -> str:
-    """The first of ``names`` set in the server's environment, else ``default``. Read when a provisioner is created."""
-    for name in names:
-        value = os.environ.get(name)
-        if value is not None and value.strip() != "":
-            return value
-    return default
-
-
-def env_number(name: str, kind: type, default: str, minimum: float | None = None, maximum: float | None = None) -> Any:
-    """A number from the server's environment (else ``default``), checked: a bad value fails in one line naming it."""
-    return _checked(lambda: Param(name, kind, minimum, maximum).parse(env_default(name, default=default)), name)
-
-
-def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    """One of ``choices`` from the server's environment (else ``default``); another word fails in one line naming it."""
-    return str(_checked(lambda: Param(name, choices=choices).parse(env_default(name, default=default)), name))
-
-
-def env_json(name: str, kind: type) -> Any:
-    """A JSON value of type ``kind`` from the server's environment, or ``None`` when unset; a bad one fails in one
-    line naming the variable."""
-    raw = env_default(name)
-    if not raw:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise TraitError(f"{name} is not valid JSON ({exc})") from None
-    if not isinstance(value, kind):
-        raise TraitError(f"{name} must be a JSON {'list' if kind is list else 'object'}, got {type(value).__name__}")
-    return value
+from .settings import Flag, Integer, NameList, NameSet, Number, Ports, Text, setting
 
 
 class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     """Base of every gateway-provisioners provisioner. Subclasses implement :meth:`make_backend`."""
 
-    launch_timeout = Float(
-        help="""Seconds from launch until the kernel must be ready, end to end (GP_LAUNCH_TIMEOUT, else
-        KERNEL_LAUNCH_TIMEOUT; default 30). A client's KERNEL_LAUNCH_TIMEOUT (1..3600) overrides it per launch.
-        A launch that fails earlier (the kernel exits, the platform reports a terminal state) fails at once.""",
-    ).tag(config=True)
-
-    authorized_users = Union(
-        [SetTrait(Unicode()), Unicode()],
-        help="""Users allowed to start kernels (KERNEL_USERNAME, else the server's user). Empty allows everyone not in
-        unauthorized_users. A comma-separated string is accepted (GP_AUTHORIZED_USERS).""",
-    ).tag(config=True)
-
-    unauthorized_users = Union(
-        [SetTrait(Unicode()), Unicode()],
-        help="""Users never allowed to start kernels; checked before authorized_users. Default 'root'
-        (GP_UNAUTHORIZED_USERS, comma-separated).""",
-    ).tag(config=True)
-
-    port_range = Unicode(
-        help="""Ports the kernel may use on its host, 'lower..upper' (at least 6 ports), or '0..0' for any
-        (GP_PORT_RANGE).""",
-    ).tag(config=True)
-
-    env_allowlist = Union(
-        [List(Unicode()), Unicode()],
-        help="""Names of server environment variables passed to kernels besides KERNEL_* values and the kernel spec's
-        env. The server's environment is otherwise never copied into a kernel (GP_ENV_ALLOWLIST, comma-separated).""",
-    ).tag(config=True)
-
-    connection_mode = Unicode(
-        help="""How the kernel's connection info comes back: 'callback' (the agent connects to the response
-        listener), 'stdout' (on the channel that started it) or 'assigned' (the server chooses the ports). Default:
-        the backend's preferred mode (GP_CONNECTION_MODE).""",
-    ).tag(config=True)
-
-    response_ip = Unicode(
-        help="""Address agents call back to in callback mode, and that the response listener binds (GP_RESPONSE_IP;
-        default: this machine's first non-loopback address).""",
-    ).tag(config=True)
-
-    response_port = Int(
-        min=0, max=65535, help="First port tried for the response listener (GP_RESPONSE_PORT, 8877; 0 = any)."
-    ).tag(config=True)
-
-    response_port_retries = Int(
-        min=0, help="Further ports tried when the response port is taken (GP_RESPONSE_PORT_RETRIES, 10)."
-    ).tag(config=True)
-
-    response_addr_any = Bool(
-        help="Bind the response listener on all interfaces, still advertising response_ip (GP_RESPONSE_ADDR_ANY)."
-    ).tag(config=True)
+    launch_timeout = setting(
+        Number, "GP_LAUNCH_TIMEOUT", "KERNEL_LAUNCH_TIMEOUT", default=30.0, minimum=1, maximum=3600,
+        help="""Seconds from launch until the kernel must be ready, end to end; a launch that fails earlier fails at
+        once. A client's KERNEL_LAUNCH_TIMEOUT overrides it per launch.""",
+    )  # fmt: skip
+    authorized_users = setting(
+        NameSet, "GP_AUTHORIZED_USERS", default=set(), default_doc="empty: everyone not denied",
+        help="Users allowed to start kernels (KERNEL_USERNAME, else the server's user); empty allows everyone not "
+        "in unauthorized_users.",
+    )  # fmt: skip
+    unauthorized_users = setting(
+        NameSet, "GP_UNAUTHORIZED_USERS", default={"root"}, empty_is_set=True,
+        limits_doc="the variable set but empty denies nobody",
+        help="Users never allowed to start kernels; checked before authorized_users.",
+    )  # fmt: skip
+    port_range = setting(
+        Ports, "GP_PORT_RANGE", default=PortRange(),
+        limits_doc="`0..0` or empty (any port), else 1024 ≤ lower ≤ upper ≤ 65535 with at least 6 ports",
+        help="Ports the kernel and its agent may use on the kernel's host.",
+    )  # fmt: skip
+    env_allowlist = setting(
+        NameList, "GP_ENV_ALLOWLIST", default=[],
+        help="Names of server environment variables passed to kernels besides KERNEL_* values and the kernel spec's "
+        "env; the server's environment is otherwise never copied into a kernel.",
+    )  # fmt: skip
+    connection_mode = setting(
+        Text, "GP_CONNECTION_MODE", default=lambda p: p.backend_modes()[0].value,
+        default_doc="the provisioner's preferred mode", check=lambda v, name, p: p.check_mode(v, name),
+        limits_doc="one of the provisioner's modes",
+        help="How the kernel's connection info comes back: 'callback' (the agent connects to the response "
+        "listener), 'stdout' (on the channel that started it) or 'assigned' (the server chooses the ports).",
+    )  # fmt: skip
+    response_ip = setting(
+        Text, "GP_RESPONSE_IP", default=lambda p: p.default_response_ip(), default_doc="per provisioner",
+        help="Address agents call back to in callback mode, and that the response listener binds.",
+    )  # fmt: skip
+    response_port = setting(
+        Integer, "GP_RESPONSE_PORT", default=DEFAULT_PORT, minimum=0, maximum=65535,
+        help="First port tried for the response listener; 0 = any.",
+    )  # fmt: skip
+    response_port_retries = setting(
+        Integer, "GP_RESPONSE_PORT_RETRIES", default=10, minimum=0, maximum=1000,
+        help="Further ports tried when the response port is taken.",
+    )  # fmt: skip
+    response_addr_any = setting(
+        Flag, "GP_RESPONSE_ADDR_ANY", default=False,
+        help="Bind the response listener on all interfaces, still advertising response_ip.",
+    )  # fmt: skip
 
     #: Per-launch values this provisioner accepts from clients, checked before anything starts.
     param_schema: ClassVar[tuple[Param, ...]] = COMMON_PARAMS
 
-    @default("launch_timeout")
-    def _default_launch_timeout(self) -> float:
-        raw = env_default("GP_LAUNCH_TIMEOUT", "KERNEL_LAUNCH_TIMEOUT", default="30")
-        return _checked(lambda: LAUNCH_TIMEOUT.parse(raw), "GP_LAUNCH_TIMEOUT")
-
-    @validate("launch_timeout")
-    def _validate_launch_timeout(self, proposal: dict[str, Any]) -> float:
-        return _checked(lambda: LAUNCH_TIMEOUT.parse(str(proposal["value"])), "launch_timeout")
-
-    @default("authorized_users")
-    def _default_authorized_users(self) -> set[str]:
-        return parse_user_list(env_default("GP_AUTHORIZED_USERS"))
-
-    @default("unauthorized_users")
-    def _default_unauthorized_users(self) -> set[str]:
-        # Set but empty means "deny nobody", so this one does not go through env_default.
-        return parse_user_list(os.environ.get("GP_UNAUTHORIZED_USERS", "root"))
-
-    @default("port_range")
-    def _default_port_range(self) -> str:
-        value = env_default("GP_PORT_RANGE", default="0..0")
-        _checked(lambda: PortRange.parse(value), "GP_PORT_RANGE")
-        return value
-
-    @validate("port_range")
-    def _validate_port_range(self, proposal: dict[str, Any]) -> str:
-        _checked(lambda: PortRange.parse(proposal["value"]), "port_range")
-        return str(proposal["value"])
-
-    @default("env_allowlist")
-    def _default_env_allowlist(self) -> list[str]:
-        return sorted(parse_user_list(env_default("GP_ENV_ALLOWLIST")))
-
-    @default("connection_mode")
-    def _default_connection_mode(self) -> str:
-        return self._check_mode(env_default("GP_CONNECTION_MODE", default=self.backend_modes()[0].value))
-
-    @validate("connection_mode")
-    def _validate_connection_mode(self, proposal: dict[str, Any]) -> str:
-        return self._check_mode(proposal["value"])
-
-    def _check_mode(self, value: str) -> str:
+    def check_mode(self, value: str, name: str = "connection_mode") -> str:
         allowed = [mode.value for mode in self.backend_modes()]
         if value not in allowed:
-            raise TraitError(f"connection_mode {value!r} is not one of {', '.join(allowed)} for this provisioner")
+            raise ConfigurationError(f"{name} {value!r} is not one of {', '.join(allowed)} for this provisioner")
         return str(value)
 
-    @default("response_ip")
-    def _default_response_ip(self) -> str:
-        return env_default("GP_RESPONSE_IP") or _first_public_ip()
-
-    @default("response_port")
-    def _default_response_port(self) -> int:
-        raw = env_default("GP_RESPONSE_PORT", default=str(DEFAULT_PORT))
-        return _checked(lambda: Param("GP_RESPONSE_PORT", int, 0, 65535).parse(raw), "GP_RESPONSE_PORT")
-
-    @default("response_port_retries")
-    def _default_response_port_retries(self) -> int:
-        raw = env_default("GP_RESPONSE_PORT_RETRIES", default="10")
-        return _checked(lambda: Param("GP_RESPONSE_PORT_RETRIES", int, 0, 1000).parse(raw), "GP_RESPONSE_PORT_RETRIES")
-
-    @default("response_addr_any")
-    def _default_response_addr_any(self) -> bool:
-        return _checked(
-            lambda: parse_bool(env_default("GP_RESPONSE_ADDR_ANY", default="false"), "GP_RESPONSE_ADDR_ANY")
-        )
+    def default_response_ip(self) -> str:
+        """``response_ip`` when neither configured nor in the environment."""
+        return first_public_ip()
 
     def __init__(self, **kwargs: Any) -> None:
+        unknown = sorted(set(kwargs) - set(self.class_trait_names()) - {"parent", "config"})
+        if unknown:  # a kernel spec's misspelled setting would otherwise be dropped without a word
+            raise TraitError(unknown_settings(type(self), unknown))
         super().__init__(**kwargs)
         self.kernel: RemoteKernel | None = None
         self._spec: LaunchSpec | None = None
@@ -254,7 +163,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             kernel_name=getattr(self.parent, "kernel_name", "") or self.kernel_spec.display_name,
             language=self.kernel_spec.language,
             mode=ConnectionMode(self.connection_mode),
-            port_range=PortRange.parse(self.port_range),
+            port_range=self.port_range,
             launch_timeout=float(values.get("KERNEL_LAUNCH_TIMEOUT") or self.launch_timeout),
             kernel_ip=self.kernel_ip(),
             cwd=values.get("KERNEL_WORKING_DIR"),
@@ -379,11 +288,21 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         )  # fmt: skip
 
 
-LAUNCH_TIMEOUT = next(p for p in COMMON_PARAMS if p.name == "KERNEL_LAUNCH_TIMEOUT")
+def unknown_settings(cls: type, names: list[str]) -> str:
+    """One line for settings ``cls`` does not have, with the nearest known name of each."""
+    known = cls.class_trait_names(config=True)  # type: ignore[attr-defined]
+    hints = []
+    for name in names:
+        near = difflib.get_close_matches(name, known, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+    return (
+        f"{cls.__name__} has no setting {', '.join(hints)}: check the kernel spec's "
+        "metadata.kernel_provisioner.config (docs/configuration.md lists every setting)"
+    )
 
 
-def _checked(parse: Any, setting: str = "") -> Any:
-    """Run ``parse``; turn a :class:`ConfigurationError` into the TraitError traitlets reports."""
+def checked(parse: Any, setting: str = "") -> Any:
+    """Run ``parse``; turn a :class:`ConfigurationError` into the TraitError traitlets reports, naming ``setting``."""
     try:
         return parse()
     except ConfigurationError as exc:
@@ -394,13 +313,13 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _first_public_ip() -> str:
+def first_public_ip() -> str:
     """Like the older package: the first non-loopback address not matching GP_PROHIBITED_LOCAL_IPS; else 127.0.0.1."""
     import re
 
     from jupyter_client.localinterfaces import public_ips
 
-    prohibited = [re.compile(p.strip()) for p in env_default("GP_PROHIBITED_LOCAL_IPS").split(",") if p.strip()]
+    prohibited = [re.compile(p) for p in split_list(os.environ.get("GP_PROHIBITED_LOCAL_IPS", ""))]
     for ip in public_ips():
         if not any(p.match(ip) for p in prohibited):
             return ip

@@ -8,15 +8,16 @@ ports on the host and calls back to the response listener.
 
 from __future__ import annotations
 
+import os
 from typing import Any
-
-from traitlets import Bool, List, TraitError, Unicode, Union, default, validate
+from urllib.parse import urlparse
 
 from ..adapters.docker_common import DEFAULT_OWNER, ContainerRequest, parse_id, parse_memory, parse_mount
 from ..core.backend import Backend
 from ..core.errors import ConfigurationError, NotAuthorized
-from ..core.launch import COMMON_PARAMS, ConnectionMode, Param, parse_bool, parse_user_list, split_list
-from .base import RemoteProvisionerBase, env_choice, env_default
+from ..core.launch import COMMON_PARAMS, ConnectionMode, Param, parse_user_list, split_list
+from .base import RemoteProvisionerBase
+from .settings import Flag, NameList, Sequence, Text, setting
 
 PULL_POLICIES = ("never", "missing", "always")
 
@@ -34,138 +35,76 @@ DOCKER_PARAMS: tuple[Param, ...] = (
 class DockerProvisioner(RemoteProvisionerBase):
     """Run each kernel (with its agent) in a Docker container."""
 
-    image_name = Unicode(
-        help="""The kernel image; it must contain the agent (jupyter-image-bootstrap). GP_DOCKER_IMAGE, else
-        GP_IMAGE_NAME. A client's KERNEL_IMAGE is used only when it is this image or listed in allowed_images.""",
-    ).tag(config=True)
-
-    allowed_images = Union(
-        [List(Unicode()), Unicode()],
-        help="Images a client may choose with KERNEL_IMAGE besides image_name (GP_DOCKER_ALLOWED_IMAGES, comma list).",
-    ).tag(config=True)
-
-    network = Unicode(
-        help="""Network the kernel containers join (GP_DOCKER_NETWORK; default 'bridge', Swarm 'host'). On 'host' the
-        agent picks free host ports and calls back; on any other network the server assigns the ports and reads the
-        container's IP from the engine, so the server must be able to reach that network.""",
-    ).tag(config=True)
-
-    docker_url = Unicode(
-        help="The engine's address, e.g. unix:///var/run/docker.sock (GP_DOCKER_URL; default: DOCKER_HOST or local)."
-    ).tag(config=True)
-
-    host_ip = Unicode(
-        help="""Where kernels on host networking are reached and bind (GP_DOCKER_HOST_IP). Default 127.0.0.1 for a
-        local engine (kernels listen on loopback only), else the host of DOCKER_HOST.""",
-    ).tag(config=True)
-
-    image_pull_policy = Unicode(
-        help="""'never' (the image must be on the engine), 'missing' (pull when absent) or 'always'
-        (GP_DOCKER_PULL_POLICY, default 'missing'). A failed pull fails the launch at once with the engine's reason.""",
-    ).tag(config=True)
-
-    owner = Unicode(
-        help="""Value of the owner label on every container or service this server creates; the reaper removes only
-        resources with its own owner (GP_DOCKER_OWNER, default 'gateway-provisioners').""",
-    ).tag(config=True)
-
-    kernel_uid = Unicode(help="User id kernels run as unless KERNEL_UID is given (GP_DOCKER_UID, 1000).").tag(
-        config=True
+    image_name = setting(
+        Text, "GP_DOCKER_IMAGE", "GP_IMAGE_NAME", default="",
+        help="The kernel image; it must contain the agent (jupyter-image-bootstrap). A client's KERNEL_IMAGE is used "
+        "only when it is this image or listed in allowed_images.",
+    )  # fmt: skip
+    allowed_images = setting(
+        NameList, "GP_DOCKER_ALLOWED_IMAGES", default=[],
+        help="Images a client may choose with KERNEL_IMAGE besides image_name.",
+    )  # fmt: skip
+    network = setting(
+        Text, "GP_DOCKER_NETWORK", default=lambda p: "host" if p.swarm else "bridge",
+        default_doc='`"bridge"`; Swarm `"host"`',
+        help="Network the kernel containers join. On 'host' the agent picks free host ports and calls back; on any "
+        "other network the server assigns the ports and reads the container's IP from the engine, so the server must "
+        "be able to reach that network.",
+    )  # fmt: skip
+    docker_url = setting(
+        Text, "GP_DOCKER_URL", default="", default_doc="DOCKER_HOST, else the local engine",
+        help="The engine's address, e.g. unix:///var/run/docker.sock.",
+    )  # fmt: skip
+    host_ip = setting(
+        Text, "GP_DOCKER_HOST_IP", default=lambda p: p.default_host_ip(),
+        default_doc='`"127.0.0.1"` for a local engine, else the host of DOCKER_HOST',
+        help="Where kernels on host networking are reached and bind (on a local engine they listen on loopback only).",
+    )  # fmt: skip
+    image_pull_policy = setting(
+        Text, "GP_DOCKER_PULL_POLICY", default="missing", choices=PULL_POLICIES,
+        help="'never' (the image must be on the engine), 'missing' (pull when absent) or 'always'. A failed pull "
+        "fails the launch at once with the engine's reason.",
+    )  # fmt: skip
+    owner = setting(
+        Text, "GP_DOCKER_OWNER", default=DEFAULT_OWNER,
+        help="Value of the owner label on every container or service this server creates; the reaper removes only "
+        "resources with its own owner.",
+    )  # fmt: skip
+    kernel_uid = setting(Text, "GP_DOCKER_UID", default="1000", help="User id kernels run as unless KERNEL_UID is "
+                         "given.")  # fmt: skip
+    kernel_gid = setting(Text, "GP_DOCKER_GID", default="100", help="Group id kernels run as unless KERNEL_GID is "
+                         "given.")  # fmt: skip
+    allow_root = setting(
+        Flag, "GP_DOCKER_ALLOW_ROOT", default=False,
+        help="Allow kernels to run as user or group 0 (by default '0' and '00' are refused).",
+    )  # fmt: skip
+    allow_working_dir = setting(
+        Flag, "GP_DOCKER_ALLOW_WORKING_DIR", default=False,
+        help="Honour a client's KERNEL_WORKING_DIR: bind-mount that host folder at the same path and start the "
+        "kernel there (otherwise the value is ignored with a warning).",
+    )  # fmt: skip
+    mounts = setting(
+        NameList, "GP_DOCKER_MOUNTS", default=[], help="Operator mounts for every kernel, 'source:target[:ro|rw]'."
     )
-    kernel_gid = Unicode(help="Group id kernels run as unless KERNEL_GID is given (GP_DOCKER_GID, 100).").tag(
-        config=True
-    )
-
-    allow_root = Bool(
-        help="Allow kernels to run as user or group 0 (GP_DOCKER_ALLOW_ROOT, default false: '0' and '00' are refused)."
-    ).tag(config=True)
-
-    allow_working_dir = Bool(
-        help="""Honour a client's KERNEL_WORKING_DIR: bind-mount that host folder at the same path and start the
-        kernel there (GP_DOCKER_ALLOW_WORKING_DIR, default false: the value is ignored with a warning).""",
-    ).tag(config=True)
-
-    mounts = Union(
-        [List(Unicode()), Unicode()],
-        help="Operator mounts for every kernel, 'source:target[:ro|rw]' (GP_DOCKER_MOUNTS, comma-separated).",
-    ).tag(config=True)
-
-    agent_command = List(
-        Unicode(),
-        help="Command that runs the agent in the image; empty uses the image's ENTRYPOINT (jupyter-image-bootstrap's).",
-    ).tag(config=True)
+    agent_command = setting(
+        Sequence, default=[], default_doc="the image's ENTRYPOINT (jupyter-image-bootstrap's)",
+        help="Command that runs the agent in the image.",
+    )  # fmt: skip
 
     param_schema = DOCKER_PARAMS
     swarm = False
 
-    @default("image_name")
-    def _default_image_name(self) -> str:
-        return env_default("GP_DOCKER_IMAGE", "GP_IMAGE_NAME")
-
-    @default("allowed_images")
-    def _default_allowed_images(self) -> list[str]:
-        return sorted(parse_user_list(env_default("GP_DOCKER_ALLOWED_IMAGES")))
-
-    @default("network")
-    def _default_network(self) -> str:
-        return env_default("GP_DOCKER_NETWORK", default="host" if self.swarm else "bridge")
-
-    @default("docker_url")
-    def _default_docker_url(self) -> str:
-        return env_default("GP_DOCKER_URL")
-
-    @default("host_ip")
-    def _default_host_ip(self) -> str:
-        from urllib.parse import urlparse
-
-        explicit = env_default("GP_DOCKER_HOST_IP")
-        url = self.docker_url or env_default("DOCKER_HOST")
-        if explicit:
-            return explicit
-        if url.startswith("tcp://") or url.startswith("ssh://"):
+    def default_host_ip(self) -> str:
+        url = self.docker_url or os.environ.get("DOCKER_HOST", "")
+        if url.startswith(("tcp://", "ssh://")):
             return urlparse(url).hostname or "127.0.0.1"
         return "127.0.0.1"
 
-    @default("image_pull_policy")
-    def _default_image_pull_policy(self) -> str:
-        return env_choice("GP_DOCKER_PULL_POLICY", "missing", PULL_POLICIES)
-
-    @validate("image_pull_policy")
-    def _validate_pull_policy(self, proposal: dict[str, Any]) -> str:
-        if proposal["value"] not in PULL_POLICIES:
-            raise TraitError(f"image_pull_policy {proposal['value']!r} is not one of {', '.join(PULL_POLICIES)}")
-        return str(proposal["value"])
-
-    @default("owner")
-    def _default_owner(self) -> str:
-        return env_default("GP_DOCKER_OWNER", default=DEFAULT_OWNER)
-
-    @default("kernel_uid")
-    def _default_kernel_uid(self) -> str:
-        return env_default("GP_DOCKER_UID", default="1000")
-
-    @default("kernel_gid")
-    def _default_kernel_gid(self) -> str:
-        return env_default("GP_DOCKER_GID", default="100")
-
-    @default("allow_root")
-    def _default_allow_root(self) -> bool:
-        return parse_bool(env_default("GP_DOCKER_ALLOW_ROOT", default="false"), "GP_DOCKER_ALLOW_ROOT")
-
-    @default("allow_working_dir")
-    def _default_allow_working_dir(self) -> bool:
-        return parse_bool(env_default("GP_DOCKER_ALLOW_WORKING_DIR", default="false"), "GP_DOCKER_ALLOW_WORKING_DIR")
-
-    @default("mounts")
-    def _default_mounts(self) -> list[str]:
-        return [m.strip() for m in env_default("GP_DOCKER_MOUNTS").split(",") if m.strip()]
-
-    @default("response_ip")
-    def _default_response_ip(self) -> str:
+    def default_response_ip(self) -> str:
         # Host-network kernels share the host's loopback with a local server.
         if self.network == "host" and self.host_ip.startswith("127."):
-            return env_default("GP_RESPONSE_IP", default="127.0.0.1")
-        return super()._default_response_ip()
+            return "127.0.0.1"
+        return super().default_response_ip()
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

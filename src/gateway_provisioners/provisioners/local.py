@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import sys
 
-from traitlets import Unicode, default
-
 from ..adapters.local import LocalBackend
 from ..core.backend import Backend
-from ..core.launch import ConnectionMode
-from .base import RemoteProvisionerBase, env_default
+from ..core.launch import ConnectionMode, split_list
+from .base import RemoteProvisionerBase
+from .settings import NameList, Text, setting
 
 # What a local kernel needs from the server's environment to behave like jupyter_client's own local kernels.
 LOCAL_ENV_ALLOWLIST = (
@@ -26,29 +25,24 @@ LOCAL_ENV_ALLOWLIST = (
 class LocalAgentProvisioner(RemoteProvisionerBase):
     """Run the kernel as a local process under the gateway-provisioners agent."""
 
-    python = Unicode(
-        help="Interpreter running the agent; it replaces a bare 'python' in the kernel's argv (default: the server's)."
-    ).tag(config=True)
+    python = setting(
+        Text, default=lambda p: sys.executable, default_doc="the server's interpreter",
+        help="Interpreter running the agent; it replaces a bare 'python' in the kernel's argv.",
+    )  # fmt: skip
+    kernel_log_dir = setting(
+        Text, "GP_KERNEL_LOG_DIR", default="", default_doc="the temporary folder",
+        help="Folder for each kernel's log file, kernel-<id>.log.",
+    )  # fmt: skip
+    env_allowlist = setting(
+        NameList, "GP_ENV_ALLOWLIST", default=sorted(LOCAL_ENV_ALLOWLIST),
+        parse=lambda raw, name: sorted(set(LOCAL_ENV_ALLOWLIST) | set(split_list(raw))),
+        default_doc="the variables a local kernel needs (below)", limits_doc="the variable adds to the default",
+        help="Names of server environment variables passed to kernels besides KERNEL_* values and the kernel spec's "
+        "env; the server's environment is otherwise never copied into a kernel.",
+    )  # fmt: skip
 
-    kernel_log_dir = Unicode(
-        help="Folder for each kernel's log file, kernel-<id>.log (GP_KERNEL_LOG_DIR; default: the temporary folder)."
-    ).tag(config=True)
-
-    @default("python")
-    def _default_python(self) -> str:
-        return sys.executable
-
-    @default("kernel_log_dir")
-    def _default_kernel_log_dir(self) -> str:
-        return env_default("GP_KERNEL_LOG_DIR")
-
-    @default("env_allowlist")
-    def _default_env_allowlist(self) -> list[str]:
-        return sorted(set(LOCAL_ENV_ALLOWLIST) | set(super()._default_env_allowlist()))
-
-    @default("response_ip")
-    def _default_response_ip(self) -> str:
-        return env_default("GP_RESPONSE_IP", default="127.0.0.1")  # the agent runs here
+    def default_response_ip(self) -> str:
+        return "127.0.0.1"  # the agent runs here
 
     def backend_modes(self) -> tuple[ConnectionMode, ...]:
         return LocalBackend.modes

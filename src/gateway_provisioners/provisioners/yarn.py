@@ -14,13 +14,12 @@ import getpass
 import os
 import shlex
 
-from traitlets import Bool, Float, List, Unicode, default
-
 from ..adapters.yarn import YarnBackend, YarnShared
 from ..core.backend import Backend
 from ..core.errors import ConfigurationError
 from ..core.launch import COMMON_PARAMS, ConnectionMode, Param, parse_bool
-from .base import RemoteProvisionerBase, env_default, env_number
+from .base import RemoteProvisionerBase
+from .settings import Flag, Number, Sequence, Text, parse_command, setting
 
 YARN_PARAMS: tuple[Param, ...] = (
     *COMMON_PARAMS,
@@ -36,122 +35,59 @@ class YarnProvisioner(RemoteProvisionerBase):
 
     param_schema = YARN_PARAMS
 
-    yarn_endpoint = Unicode(
-        help="""ResourceManager web address, http(s)://host:8088 (GP_YARN_ENDPOINT). Several may be given separated by
-        commas. Empty: read yarn-site.xml from YARN_CONF_DIR / HADOOP_CONF_DIR, including the HA list.""",
-    ).tag(config=True)
-
-    alt_yarn_endpoint = Unicode(
-        help="Second ResourceManager for high availability (GP_ALT_YARN_ENDPOINT); the active one is used."
-    ).tag(config=True)
-
-    yarn_endpoint_security_enabled = Bool(
-        help="Authenticate to the RM with Kerberos/SPNEGO (GP_YARN_ENDPOINT_SECURITY_ENABLED; extra 'yarn-kerberos')."
-    ).tag(config=True)
-
-    impersonation_enabled = Bool(
-        help="""Run the application as the kernel's user (GP_IMPERSONATION_ENABLED): spark-submit gets --proxy-user
-        KERNEL_USERNAME, dask-yarn gets DASK_YARN__USER. REST submission always submits as the kernel's user under
-        simple auth.""",
-    ).tag(config=True)
-
-    yarn_cert_bundle = Unicode(
-        help="TLS verification for an https RM: 'true', 'false' or a CA bundle path (GP_YARN_CERT_BUNDLE; true)."
-    ).tag(config=True)
-
-    yarn_service_user = Unicode(
-        help="User of the shared status queries under simple auth (GP_YARN_USER; default: the server's user)."
-    ).tag(config=True)
-
-    submit_command = List(
-        Unicode(),
-        help="""The command that submits the kernel, e.g. ['spark-submit'], ['/opt/spark/bin/spark-submit',
-        '--conf', 'spark.x=y'] or ['dask-yarn', 'submit'] (GP_YARN_SUBMIT_COMMAND, shell-quoted). Empty: submit
-        through the RM's REST API.""",
-    ).tag(config=True)
-
-    spark_opts = Unicode(help="Further options for the submit command, shell-quoted (SPARK_OPTS).").tag(config=True)
-
-    queue = Unicode(help="Queue when the request gives no KERNEL_QUEUE (GP_YARN_QUEUE; 'default').").tag(config=True)
-
-    remote_python = Unicode(
-        help="Python on the cluster's nodes that runs the agent and a 'python' kernel argv (GP_YARN_PYTHON; python3)."
-    ).tag(config=True)
-
-    am_memory = Unicode(help="AM container memory without KERNEL_DRIVER_MEMORY (GP_YARN_AM_MEMORY; 1g).").tag(
-        config=True
-    )
-
-    poll_interval = Float(
-        help="""Seconds between the shared RM queries once every kernel runs (GP_YARN_POLL_INTERVAL; 15). One query
-        serves every kernel of this server.""",
-    ).tag(config=True)
-
-    startup_poll_interval = Float(
-        help="Seconds between the shared RM queries while a launch waits for YARN (GP_YARN_STARTUP_POLL_INTERVAL; 1)."
-    ).tag(config=True)
-
-    shutdown_wait_time = Float(
-        help="Seconds to wait for a killed application's final state (GP_YARN_SHUTDOWN_WAIT_TIME; 15)."
-    ).tag(config=True)
-
-    @default("yarn_endpoint")
-    def _default_yarn_endpoint(self) -> str:
-        return env_default("GP_YARN_ENDPOINT")
-
-    @default("alt_yarn_endpoint")
-    def _default_alt_yarn_endpoint(self) -> str:
-        return env_default("GP_ALT_YARN_ENDPOINT")
-
-    @default("yarn_endpoint_security_enabled")
-    def _default_security(self) -> bool:
-        return parse_bool(
-            env_default("GP_YARN_ENDPOINT_SECURITY_ENABLED", default="false"), "GP_YARN_ENDPOINT_SECURITY_ENABLED"
-        )
-
-    @default("impersonation_enabled")
-    def _default_impersonation(self) -> bool:
-        return parse_bool(env_default("GP_IMPERSONATION_ENABLED", default="false"), "GP_IMPERSONATION_ENABLED")
-
-    @default("yarn_cert_bundle")
-    def _default_cert_bundle(self) -> str:
-        return env_default("GP_YARN_CERT_BUNDLE", default="true")
-
-    @default("yarn_service_user")
-    def _default_service_user(self) -> str:
-        return env_default("GP_YARN_USER") or getpass.getuser()
-
-    @default("submit_command")
-    def _default_submit_command(self) -> list[str]:
-        return shlex.split(env_default("GP_YARN_SUBMIT_COMMAND"))
-
-    @default("spark_opts")
-    def _default_spark_opts(self) -> str:
-        return env_default("SPARK_OPTS")
-
-    @default("queue")
-    def _default_queue(self) -> str:
-        return env_default("GP_YARN_QUEUE", default="default")
-
-    @default("remote_python")
-    def _default_remote_python(self) -> str:
-        return env_default("GP_YARN_PYTHON", default="python3")
-
-    @default("am_memory")
-    def _default_am_memory(self) -> str:
-        return env_default("GP_YARN_AM_MEMORY", default="1g")
-
-    @default("poll_interval")
-    def _default_poll_interval(self) -> float:
-        return env_number("GP_YARN_POLL_INTERVAL", float, "15", 0.1, 3600)
-
-    @default("startup_poll_interval")
-    def _default_startup_poll_interval(self) -> float:
-        return env_number("GP_YARN_STARTUP_POLL_INTERVAL", float, "1", 0.05, 60)
-
-    @default("shutdown_wait_time")
-    def _default_shutdown_wait_time(self) -> float:
-        return env_number("GP_YARN_SHUTDOWN_WAIT_TIME", float, "15", 0, 3600)
+    yarn_endpoint = setting(
+        Text, "GP_YARN_ENDPOINT", default="", default_doc="from yarn-site.xml in YARN_CONF_DIR or HADOOP_CONF_DIR",
+        help="ResourceManager web address, http(s)://host:8088; several may be given separated by commas. Empty: "
+        "read yarn-site.xml, including the HA list.",
+    )  # fmt: skip
+    alt_yarn_endpoint = setting(
+        Text, "GP_ALT_YARN_ENDPOINT", default="",
+        help="Second ResourceManager for high availability; the active one is used.",
+    )  # fmt: skip
+    yarn_endpoint_security_enabled = setting(
+        Flag, "GP_YARN_ENDPOINT_SECURITY_ENABLED", default=False,
+        help="Authenticate to the RM with Kerberos/SPNEGO (extra 'yarn-kerberos').",
+    )  # fmt: skip
+    impersonation_enabled = setting(
+        Flag, "GP_IMPERSONATION_ENABLED", default=False,
+        help="Run the application as the kernel's user: spark-submit gets --proxy-user KERNEL_USERNAME, dask-yarn "
+        "gets DASK_YARN__USER. REST submission always submits as the kernel's user under simple auth.",
+    )  # fmt: skip
+    yarn_cert_bundle = setting(
+        Text, "GP_YARN_CERT_BUNDLE", default="true", limits_doc="`true`, `false` or the path of a PEM file",
+        help="TLS verification for an https RM: 'true', 'false' or a CA bundle path.",
+    )  # fmt: skip
+    yarn_service_user = setting(
+        Text, "GP_YARN_USER", default=lambda p: getpass.getuser(), default_doc="the server's user",
+        help="User of the shared status queries under simple auth.",
+    )  # fmt: skip
+    submit_command = setting(
+        Sequence, "GP_YARN_SUBMIT_COMMAND", default=[], parse=parse_command,
+        default_doc="empty: submit through the RM's REST API", limits_doc="the variable is shell-quoted",
+        help="The command that submits the kernel, e.g. ['spark-submit'], ['/opt/spark/bin/spark-submit', '--conf', "
+        "'spark.x=y'] or ['dask-yarn', 'submit'].",
+    )  # fmt: skip
+    spark_opts = setting(Text, "SPARK_OPTS", default="", help="Further options for the submit command, shell-quoted.")
+    queue = setting(Text, "GP_YARN_QUEUE", default="default", help="Queue when the request gives no KERNEL_QUEUE.")
+    remote_python = setting(
+        Text, "GP_YARN_PYTHON", default="python3",
+        help="Python on the cluster's nodes that runs the agent and a 'python' kernel argv.",
+    )  # fmt: skip
+    am_memory = setting(Text, "GP_YARN_AM_MEMORY", default="1g", help="AM container memory without "
+                        "KERNEL_DRIVER_MEMORY.")  # fmt: skip
+    poll_interval = setting(
+        Number, "GP_YARN_POLL_INTERVAL", default=15.0, minimum=0.1, maximum=3600,
+        help="Seconds between the shared RM queries once every kernel runs; one query serves every kernel of this "
+        "server.",
+    )  # fmt: skip
+    startup_poll_interval = setting(
+        Number, "GP_YARN_STARTUP_POLL_INTERVAL", default=1.0, minimum=0.05, maximum=60,
+        help="Seconds between the shared RM queries while a launch waits for YARN.",
+    )  # fmt: skip
+    shutdown_wait_time = setting(
+        Number, "GP_YARN_SHUTDOWN_WAIT_TIME", default=15.0, minimum=0, maximum=3600,
+        help="Seconds to wait for a killed application's final state.",
+    )  # fmt: skip
 
     def endpoints(self) -> tuple[str, ...]:
         """The RM addresses in order: yarn_endpoint (comma-separated allowed), then alt_yarn_endpoint."""
