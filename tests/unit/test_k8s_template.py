@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("jinja2", reason="the k8s extra (jinja2) is not installed")
 pytest.importorskip("yaml", reason="the k8s extra (pyyaml) is not installed")
 
-from gateway_provisioners.adapters.kubernetes.backend import KubernetesBackend, PodSettings
+from gateway_provisioners.adapters.kubernetes import KubernetesBackend, PodSettings
 from gateway_provisioners.adapters.kubernetes.hub import KubeHub
 from gateway_provisioners.adapters.kubernetes.pod_template import (
     deep_merge,

@@ -168,6 +168,9 @@ class LaunchSpec:
     token: bytes = field(default_factory=new_token, repr=False)
     # CurveZMQ: the kernel's server key pair (Z85 public, secret) for encrypted kernel channels; None for plain ZMQ.
     curve_keys: tuple[str, str] | None = field(default=None, repr=False)
+    # The backend's own checked request (a pod's or a container's choices), decided from the per-launch values before
+    # the backend sees the launch, so that policy is checked in one place and the backend only builds.
+    request: Any = None
 
     def __post_init__(self) -> None:
         if not self.argv:

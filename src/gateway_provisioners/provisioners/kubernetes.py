@@ -14,10 +14,10 @@ from typing import Any
 
 from jupyter_client.connect import KernelConnectionInfo
 
-from ..adapters.kubernetes import KubernetesBackend, PodSettings, shared_hub
-from ..adapters.kubernetes.backend import DEFAULT_AGENT_PATH, DEFAULT_KERNEL_ROLE_RULES
+from ..adapters.kubernetes import KubernetesBackend, PodSettings, pod_request, shared_hub
 from ..adapters.kubernetes.params import K8S_PARAMS
 from ..adapters.kubernetes.pod_template import load_template
+from ..adapters.kubernetes.request import DEFAULT_AGENT_PATH, DEFAULT_KERNEL_ROLE_RULES
 from ..core.backend import Backend
 from ..core.errors import ConfigurationError
 from ..core.launch import COMMON_PARAMS, ConnectionMode, parse_user_list
@@ -158,13 +158,13 @@ class KubernetesProvisioner(RemoteProvisionerBase):
     def kernel_ip(self) -> str:
         return self.kernel_bind_ip
 
-    def make_backend(self) -> Backend:
-        """A backend with this kernel spec's pod settings, on the process's shared client and watches."""
+    def pod_settings(self) -> PodSettings:
+        """The operator's pod settings of this kernel spec."""
         hook = self.modify_pod_hook
         if isinstance(hook, str) and hook:
             module, _, attr = hook.partition(":")
             hook = getattr(importlib.import_module(module), attr)
-        settings = PodSettings(
+        return PodSettings(
             namespace=self.namespace, shared_namespace=self.shared_namespace,
             allow_client_namespace=self.allow_client_namespace, image=self.image_name,
             allowed_images=tuple(parse_user_list(self.allowed_images)), image_pull_policy=self.image_pull_policy,
@@ -178,7 +178,20 @@ class KubernetesProvisioner(RemoteProvisionerBase):
             allow_client_volumes=self.allow_client_volumes, unschedulable_grace=self.unschedulable_grace,
             kernel_role_rules=tuple(self.kernel_role_rules),
         )  # fmt: skip
-        return KubernetesBackend(shared_hub(self.kubeconfig, self.kube_context, self.watch_timeout), settings)
+
+    def make_backend(self) -> Backend:
+        """A backend with this kernel spec's pod settings, on the process's shared client and watches."""
+        return KubernetesBackend(
+            shared_hub(self.kubeconfig, self.kube_context, self.watch_timeout), self.pod_settings()
+        )
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Start phase: the base checks the user and the KERNEL_* values; here they become the pod's choices, checked
+        against the operator's settings before anything is created."""
+        kwargs = await super().pre_launch(**kwargs)
+        assert self._spec is not None
+        self._spec.request = pod_request(self._spec, self.pod_settings())
+        return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         """Start phase. A restart whose agent is gone replaces the pod but keeps a per-kernel namespace."""

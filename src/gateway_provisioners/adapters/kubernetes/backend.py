@@ -14,78 +14,22 @@ import base64
 import contextlib
 import json
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...core.backend import Backend, BackendHandle, Observation, PlatformState
-from ...core.errors import ConfigurationError, LaunchError, NotAuthorized
+from ...core.errors import ConfigurationError, LaunchError
 from ...core.handshake import encode_token
 from ...core.launch import ConnectionMode, LaunchSpec
-from . import params as kparams
 from .client import KubeApiError
 from .hub import COMPONENT, KERNEL_ID_LABEL, MANAGED_BY, MANAGED_BY_VALUE, KubeHub
 from .pod_template import PARAMS_KEY, TOKEN_DIR, TOKEN_KEY, deep_merge, enforce_security, load_template, render_pod
+from .request import PodRequest, PodSettings, label_value, pod_request
 from .status import event_lines, is_unschedulable, observe
 
 log = logging.getLogger("gateway_provisioners.kubernetes")
-
-DEFAULT_AGENT_PATH = "/usr/local/share/gateway-provisioners/gp_agent.py"
-# What a kernel in its own namespace may do there by default: what a Spark driver needs to run its executors.
-DEFAULT_KERNEL_ROLE_RULES: tuple[dict[str, Any], ...] = (
-    {"apiGroups": [""], "resources": ["pods", "services", "configmaps", "persistentvolumeclaims"],
-     "verbs": ["get", "list", "watch", "create", "delete"]},
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-)  # fmt: skip
-
-PodHook = Callable[[dict[str, Any], LaunchSpec], Awaitable[dict[str, Any] | None]]
-
-
-@dataclass
-class PodSettings:
-    """The operator's choices for one kernel spec's pods (the provisioner fills this from its traits)."""
-
-    namespace: str = "default"
-    shared_namespace: bool = True
-    allow_client_namespace: bool = False
-    namespace_prefix: str = ""
-    image: str = "gateway-provisioners/kernel-py:latest"
-    allowed_images: tuple[str, ...] = ()
-    image_pull_policy: str = "IfNotPresent"
-    service_account: str = "default"
-    allowed_service_accounts: tuple[str, ...] = ()
-    template: str = ""  # the template's text; empty: the shipped default
-    extra_pod_config: dict[str, Any] = field(default_factory=dict)
-    modify_pod_hook: PodHook | None = None
-    uid: int | None = 1000
-    gid: int | None = 100
-    prohibited_uids: tuple[int, ...] = (0,)
-    prohibited_gids: tuple[int, ...] = (0,)
-    python: str = "python3"
-    agent_path: str = DEFAULT_AGENT_PATH
-    agent_args: tuple[str, ...] = ()
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = field(default_factory=list)
-    allow_client_scheduling: bool = False
-    allow_client_volumes: bool = False
-    gpu_resource: str = "nvidia.com/gpu"
-    labels: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
-    unschedulable_grace: float = 30.0
-    kernel_role_rules: tuple[dict[str, Any], ...] = DEFAULT_KERNEL_ROLE_RULES
-
-
-def label_value(text: str) -> str:
-    """``text`` as a valid label value (63 chars of [A-Za-z0-9-_.], alphanumeric at both ends)."""
-    value = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("-_.")
-    return value
-
-
-def dns_label(text: str) -> str:
-    value = re.sub(r"[^a-z0-9-]", "-", text.lower())[:63].strip("-")
-    return value or "kernel"
 
 
 @dataclass
@@ -123,57 +67,16 @@ class KubernetesBackend(Backend):
 
     # --- building the pod -------------------------------------------------------------------------------------------
 
-    def namespace_for(self, spec: LaunchSpec) -> tuple[str, bool]:
-        """(namespace, whether this launch owns it)."""
-        s = self.settings
-        requested = spec.values.get("KERNEL_NAMESPACE")
-        if requested and requested != s.namespace:
-            if not s.allow_client_namespace:
-                raise NotAuthorized(
-                    f"KERNEL_NAMESPACE={requested!r} is not allowed: kernels run in {s.namespace!r} "
-                    "(the operator may set allow_client_namespace, GP_ALLOW_CLIENT_NAMESPACE)"
-                )
-            return requested, False
-        if s.shared_namespace or requested:
-            return s.namespace, False
-        base = f"{s.namespace_prefix}{spec.username}-{spec.kernel_id}" if spec.username else spec.kernel_id
-        return dns_label(base), True
-
     def plan(self, spec: LaunchSpec) -> PodPlan:
-        """Build the pod for ``spec`` (no request yet). Raises :class:`ConfigurationError` on a value not allowed."""
+        """Build the pod for ``spec`` (no request yet) from its checked :class:`PodRequest`.
+
+        The request is decided before the backend sees the launch (the provisioner's ``pre_launch``); a launch that
+        comes without one (an embedder calling the backend directly) is checked here, by the same function.
+        """
         s, values = self.settings, spec.values
-        namespace, owns = self.namespace_for(spec)
-        pod_name = values.get("KERNEL_POD_NAME") or dns_label(f"kernel-{spec.kernel_id}")
-        image = values.get("KERNEL_IMAGE") or s.image
-        if values.get("KERNEL_IMAGE") and s.allowed_images and image not in s.allowed_images:
-            raise NotAuthorized(f"KERNEL_IMAGE={image!r} is not in allowed_images (GP_ALLOWED_IMAGES)")
-        account = values.get("KERNEL_SERVICE_ACCOUNT_NAME") or s.service_account
-        if account != s.service_account and account not in s.allowed_service_accounts:
-            raise NotAuthorized(
-                f"KERNEL_SERVICE_ACCOUNT_NAME={account!r} is not in allowed_service_accounts "
-                "(GP_ALLOWED_SERVICE_ACCOUNTS)"
-            )
-        uid, gid = values.get("KERNEL_UID", s.uid), values.get("KERNEL_GID", s.gid)
-        if uid is not None and int(uid) in {int(u) for u in s.prohibited_uids}:
-            raise NotAuthorized(f"KERNEL_UID={uid} is prohibited (prohibited_uids, GP_PROHIBITED_UIDS)")
-        if gid is not None and int(gid) in {int(g) for g in s.prohibited_gids}:
-            raise NotAuthorized(f"KERNEL_GID={gid} is prohibited (prohibited_gids, GP_PROHIBITED_GIDS)")
-        node_selector, tolerations = dict(s.node_selector), list(s.tolerations)
-        volumes: list[dict[str, Any]] = []
-        mounts: list[dict[str, Any]] = []
-        scheduling = [v for v in ("KERNEL_NODE_SELECTOR", "KERNEL_TOLERATIONS") if spec.env.get(v)]
-        if scheduling and not s.allow_client_scheduling:
-            raise NotAuthorized(f"{', '.join(scheduling)} not allowed here (allow_client_scheduling)")
-        if spec.env.get("KERNEL_NODE_SELECTOR"):
-            node_selector.update(kparams.node_selector(spec.env["KERNEL_NODE_SELECTOR"]))
-        if spec.env.get("KERNEL_TOLERATIONS"):
-            tolerations.extend(kparams.tolerations(spec.env["KERNEL_TOLERATIONS"]))
-        if (spec.env.get("KERNEL_VOLUMES") or spec.env.get("KERNEL_VOLUME_MOUNTS")) and not s.allow_client_volumes:
-            raise NotAuthorized("KERNEL_VOLUMES / KERNEL_VOLUME_MOUNTS not allowed here (allow_client_volumes)")
-        if spec.env.get("KERNEL_VOLUMES"):
-            volumes.extend(kparams.volumes(spec.env["KERNEL_VOLUMES"]))
-        if spec.env.get("KERNEL_VOLUME_MOUNTS"):
-            mounts.extend(kparams.volume_mounts(spec.env["KERNEL_VOLUME_MOUNTS"]))
+        request = spec.request if isinstance(spec.request, PodRequest) else pod_request(spec, s)
+        namespace, owns, pod_name = request.namespace, request.owns_namespace, request.pod_name
+        volumes, mounts = list(request.volumes), list(request.volume_mounts)
         secret_name = f"{pod_name}-launch"[:253]
         volumes.append({"name": "gp-launch", "secret": {"secretName": secret_name, "defaultMode": 0o400}})
         mounts.append({"name": "gp-launch", "mountPath": TOKEN_DIR, "readOnly": True})
@@ -198,12 +101,12 @@ class KubernetesBackend(Backend):
         context = {
             "pod_name": pod_name, "namespace": namespace, "labels": labels, "annotations": annotations,
             "kernel_id": spec.kernel_id, "kernel_username": spec.username, "kernel_name": spec.kernel_name,
-            "language": spec.language, "image": image, "image_pull_policy": s.image_pull_policy,
-            "service_account": account, "automount_service_account_token": owns,
-            "node_selector": node_selector, "tolerations": tolerations,
-            "uid": None if uid is None else int(uid), "gid": None if gid is None else int(gid),
+            "language": spec.language, "image": request.image, "image_pull_policy": s.image_pull_policy,
+            "service_account": request.service_account, "automount_service_account_token": owns,
+            "node_selector": request.node_selector, "tolerations": request.tolerations,
+            "uid": request.uid, "gid": request.gid,
             "command": [s.python, s.agent_path, "--params", params_file, "--token-file", token_file, *s.agent_args],
-            "env": env, "working_dir": spec.cwd or "", "resources": self._resources(values),
+            "env": env, "working_dir": spec.cwd or "", "resources": request.resources,
             "volumes": volumes, "volume_mounts": mounts, "secret_name": secret_name, "token_file": token_file,
             "values": {k: v for k, v in values.items()},
         }  # fmt: skip
@@ -213,24 +116,6 @@ class KubernetesBackend(Backend):
         pod.setdefault("metadata", {}).update(name=pod_name, namespace=namespace)
         pod["metadata"].setdefault("labels", {}).update({k: v for k, v in labels.items() if k != "kernel_username"})
         return PodPlan(namespace, pod, secret_name, owns, params)
-
-    def _resources(self, values: dict[str, Any]) -> dict[str, Any]:
-        requests: dict[str, Any] = {}
-        limits: dict[str, Any] = {}
-        for name, key in (("CPUS", "cpu"), ("MEMORY", "memory")):
-            if values.get(f"KERNEL_{name}"):
-                requests[key] = str(values[f"KERNEL_{name}"])
-            if values.get(f"KERNEL_{name}_LIMIT"):
-                limits[key] = str(values[f"KERNEL_{name}_LIMIT"])
-        gpus = values.get("KERNEL_GPUS_LIMIT") or values.get("KERNEL_GPUS")
-        if gpus:
-            limits[self.settings.gpu_resource] = int(gpus)  # extended resources are set as limits
-        result: dict[str, Any] = {}
-        if requests:
-            result["requests"] = requests
-        if limits:
-            result["limits"] = limits
-        return result
 
     # --- the port ---------------------------------------------------------------------------------------------------
 
