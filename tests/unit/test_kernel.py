@@ -8,8 +8,11 @@ would. One further test runs the whole success path with the real agent through 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
+import struct
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,10 +27,12 @@ from gateway_provisioners.core.errors import (
     KernelExited,
     LaunchError,
     LaunchTimeout,
+    ProtocolError,
     Unschedulable,
 )
+from gateway_provisioners.core.control import ControlConnection
 from gateway_provisioners.core.events import ProgressEvent
-from gateway_provisioners.core.handshake import new_token, seal_payload
+from gateway_provisioners.core.handshake import encode_token, new_token, seal_payload
 from gateway_provisioners.core.kernel import RemoteKernel
 from gateway_provisioners.core.launch import ConnectionMode, LaunchSpec
 from gateway_provisioners.core.lifecycle import KernelPhase
@@ -415,3 +420,91 @@ async def test_platform_ending_the_resource_ends_a_ready_kernel(tmp_path: Path, 
             await asyncio.wait_for(handle.wait_changed(), 10)
         await backend.close()
     assert kernel.handle is None
+
+
+# --- a rogue process on the agent's port (issue 11) ---------------------------------------------------------------
+
+
+async def rogue_agent_port(hello: bytes) -> tuple[asyncio.AbstractServer, int]:
+    """A loopback server that answers every connection with ``hello`` as its first frame, as a squatter could."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(struct.pack(">I", len(hello)) + hello)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+            await reader.read()  # until the server gives up on us
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def saved_kernel(port: int) -> dict[str, Any]:
+    return {
+        "kernel_id": KERNEL_ID,
+        "backend": "fake",
+        "handle": {},
+        "token": encode_token(new_token()),
+        "agent_address": ["127.0.0.1", port],
+        "connection_info": {"ip": "127.0.0.1", "shell_port": 1, "key": "k"},
+        "spec": {"argv": ["python"], "launch_timeout": 5},
+    }
+
+
+ROGUE_HELLOS = {
+    "nonce-is-a-number": {"gp": 2, "kernel_id": KERNEL_ID, "nonce": 123},
+    "nonce-missing": {"gp": 2, "kernel_id": KERNEL_ID},
+    "nonce-not-base64": {"gp": 2, "kernel_id": KERNEL_ID, "nonce": "!!"},
+    "nonce-wrong-length": {"gp": 2, "kernel_id": KERNEL_ID, "nonce": "AAAA"},
+    "not-an-object": [1, 2],
+    "other-kernel": {"gp": 2, "kernel_id": "someone-else", "nonce": "AAAAAAAAAAAAAAAAAAAAAA=="},
+    "other-version": {"gp": 3, "kernel_id": KERNEL_ID, "nonce": "AAAAAAAAAAAAAAAAAAAAAA=="},
+}
+
+
+@pytest.mark.parametrize(
+    "hello",
+    [json.dumps(hello).encode() for hello in ROGUE_HELLOS.values()] + [b"\xff not json", b"[" * 60_000],
+    ids=[*ROGUE_HELLOS, "not-json", "deep-nesting"],
+)
+async def test_reattach_to_a_rogue_port_reports_the_kernel_dead(hello: bytes) -> None:
+    server, port = await rogue_agent_port(hello)
+    try:
+        kernel = await asyncio.wait_for(RemoteKernel.restore(FakeBackend(), saved_kernel(port), timeout=3), 10)
+    finally:
+        server.close()
+    assert kernel.phase is KernelPhase.FAILED
+    assert kernel.poll() is not None
+    assert isinstance(kernel.lifecycle.error, (ProtocolError, LaunchError)), repr(kernel.lifecycle.error)
+
+
+async def test_fuzzed_agent_hellos_raise_only_typed_errors() -> None:
+    from .mutate import mutations
+
+    valid = json.dumps({"gp": 2, "kernel_id": KERNEL_ID, "nonce": "AAECAwQFBgcICQoLDA0ODw==", "agent_version": "0.1.0"})
+    hellos = iter(mutations([valid.encode()], 150, seed=13))
+    current: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hello = current[-1]
+        writer.write(struct.pack(">I", len(hello)) + hello)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()  # then hang up: a valid-looking hello still never gets its ping answered
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for hello in hellos:
+            current.append(hello)
+            control = ControlConnection(KERNEL_ID, new_token())
+            try:
+                await control.open("127.0.0.1", port, timeout=2)
+            except (ProtocolError, ConnectionError, asyncio.IncompleteReadError):
+                pass  # typed: a protocol error, or the peer hung up
+            else:
+                raise AssertionError(f"a rogue hello was accepted: {hello[:200]!r}")
+            finally:
+                await control.close()
+    finally:
+        server.close()
