@@ -132,15 +132,18 @@ async def test_hostile_server_hello_is_dropped_quietly(agent: RunningAgent, hell
     assert "control connection from" in logged, logged
 
 
+FORGED = "2026-01-01 00:00:00,000 gp-agent INFO server authenticated"
+
+
 async def test_agent_log_lines_cannot_be_forged_by_a_peer(agent: RunningAgent) -> None:
     reader, writer = await asyncio.open_connection(HOST, agent.port)
     try:
         await asyncio.wait_for(read_frame(reader), 5)
-        forged = {"gp": "2\n2026-01-01 gp-agent INFO server authenticated", "nonce": base64.b64encode(bytes(16)).decode()}
+        forged = {"gp": f"2\n{FORGED}", "nonce": base64.b64encode(bytes(16)).decode()}
         body = json.dumps(forged).encode()
         writer.write(struct.pack(">I", len(body)) + body)
         await writer.drain()
         assert await asyncio.wait_for(reader.read(), 5) == b""
     finally:
         writer.close()
-    assert "\n2026-01-01 gp-agent INFO server authenticated" not in agent.stderr.read_text()
+    assert f"\n{FORGED}" not in agent.stderr.read_text()

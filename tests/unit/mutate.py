@@ -70,7 +70,7 @@ def _mutate_bytes(rng: random.Random, data: bytes) -> bytes:
 def _mutate_json(rng: random.Random, data: bytes) -> bytes:
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # an earlier mutation broke it, or nested it deep
         return _mutate_bytes(rng, data)
     if not isinstance(obj, dict) or not obj:
         return _mutate_bytes(rng, data)

@@ -444,7 +444,7 @@ def test_deeply_nested_sealed_plaintext_is_malformed() -> None:
 
 
 def test_deeply_nested_control_message_is_refused() -> None:
-    server, agent = make_pair()
+    _, agent = make_pair()
     counter = struct.pack(">Q", 0)
     keys = hs.control_keys(TOKEN, "kernel-a", bytes(16), bytes(range(16)))
     body = AESGCM(keys["s2a"]).encrypt(b"\0\0\0\0" + counter, b"[" * DEEP, b"s2a" + counter)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import pytest
 
 from gateway_provisioners.core.backend import Backend, BackendHandle, Observation, PlatformState
+from gateway_provisioners.core.control import ControlConnection
 from gateway_provisioners.core.errors import (
     ConfigurationError,
     HandshakeRejected,
@@ -30,7 +31,6 @@ from gateway_provisioners.core.errors import (
     ProtocolError,
     Unschedulable,
 )
-from gateway_provisioners.core.control import ControlConnection
 from gateway_provisioners.core.events import ProgressEvent
 from gateway_provisioners.core.handshake import encode_token, new_token, seal_payload
 from gateway_provisioners.core.kernel import RemoteKernel

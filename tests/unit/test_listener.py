@@ -407,20 +407,20 @@ async def test_flood_of_bad_connections_does_not_delay_a_legitimate_launch(broke
         await accept_now(broker, listener, expect(broker))
 
 
-async def test_connections_beyond_max_connections_are_answered_busy(broker: ConnectionBroker) -> None:
+async def test_connections_beyond_max_connections_make_the_oldest_give_way(broker: ConnectionBroker) -> None:
     launch = expect(broker)
     async with ResponseListener(broker, HOST, 0, read_timeout=5, max_connections=2) as listener:
         silent = [await asyncio.open_connection(HOST, listener.port) for _ in range(2)]
         try:
-            busy = await exchange(listener, b"")
-            assert_rejected(busy, "busy")
-            assert_pending(broker, launch)
-
-            # One silent connection gives up; its slot serves the next launch.
-            first_reader, first_writer = silent[0]
-            first_writer.write_eof()
-            assert_rejected(await read_reply(first_reader), "malformed")
+            # A third connection is served; the oldest silent one is answered "busy" and closed to make room.
             await accept_now(broker, listener, launch)
+            assert_rejected(await read_reply(silent[0][0]), "busy")
+            assert listener.connections <= 2
+
+            # The other silent connection still has its slot, and is judged when it gives up.
+            second_reader, second_writer = silent[1]
+            second_writer.write_eof()
+            assert_rejected(await read_reply(second_reader), "malformed")
         finally:
             for _, writer in silent:
                 await close(writer)
@@ -643,6 +643,30 @@ asyncio.run(main())
 """
 
 
+# The real agent's side, in a process of its own (like a real agent: it writes the moment it is connected), retrying
+# "busy" and dropped connections until it is accepted or the deadline passes.
+AGENT_ATTEMPTS = r"""
+import json, socket, sys, time
+port, line, deadline = int(sys.argv[1]), sys.argv[2].encode() + b"\n", time.monotonic() + float(sys.argv[3])
+attempts = 0
+while time.monotonic() < deadline:
+    attempts += 1
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(line)
+            reply = json.loads(sock.makefile("rb").readline())
+    except (OSError, ValueError):
+        time.sleep(0.05)
+        continue
+    if reply.get("status") == "accepted":
+        print("ACCEPTED", attempts, flush=True)
+        break
+    time.sleep(0.05)
+else:
+    print("GAVE UP after", attempts, "attempts", flush=True)
+"""
+
+
 async def test_descriptor_exhaustion_is_bounded_and_a_real_agent_gets_through(tmp_path: Path) -> None:
     fd_limit, peers, flood_seconds = 128, 400, 3.0
     launch = Launch(f"kernel-{uuid.uuid4()}", new_token(), asyncio.get_running_loop().create_future())
@@ -679,19 +703,13 @@ async def test_descriptor_exhaustion_is_bounded_and_a_real_agent_gets_through(tm
         flood = [asyncio.ensure_future(peer()) for _ in range(peers)]
         try:
             await asyncio.sleep(flood_seconds / 3)  # the flood is under way
-            accepted_at = None
-            for _ in range(20):  # an agent retries "busy" and dropped connections, as the real one does
-                with contextlib.suppress(OSError, ValueError, AssertionError, asyncio.TimeoutError):
-                    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 2)
-                    writer.write(launch.line())
-                    await writer.drain()
-                    reply = json.loads(await asyncio.wait_for(reader.readline(), 5))
-                    writer.close()
-                    if reply.get("status") == "accepted":
-                        accepted_at = time.monotonic()
-                        break
-                await asyncio.sleep(0.1)
-            assert accepted_at is not None and accepted_at < stop, "the real agent did not get through the flood"
+            window = stop - time.monotonic()
+            agent = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", AGENT_ATTEMPTS, str(port), launch.envelope(), str(window),
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            agent_output, _ = await asyncio.wait_for(agent.communicate(), window + 10)
+            assert agent_output.startswith(b"ACCEPTED"), f"the real agent did not get through: {agent_output!r}"
             done = await asyncio.wait_for(proc.stdout.readline(), 10)
             assert done == f"ACCEPTED {launch.info['key']}\n".encode()
             await asyncio.wait_for(asyncio.gather(*flood), flood_seconds + 10)

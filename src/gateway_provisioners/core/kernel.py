@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import time
 from typing import Any
@@ -34,8 +33,9 @@ from .events import EventLog
 from .handshake import Reply, decode_token, encode_token, new_token
 from .launch import ConnectionMode, LaunchSpec
 from .lifecycle import KernelLifecycle, KernelPhase
+from .logsafe import safe_logger
 
-log = logging.getLogger("gateway_provisioners.kernel")
+log = safe_logger("gateway_provisioners.kernel")
 
 CONNECTION_KEYS = (
     "ip", "transport", "signature_scheme", "kernel_name", "key",
