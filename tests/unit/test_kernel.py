@@ -508,3 +508,20 @@ async def test_fuzzed_agent_hellos_raise_only_typed_errors() -> None:
                 await control.close()
     finally:
         server.close()
+
+
+async def test_a_kernels_output_cannot_forge_server_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    # A kernel user prints what they like; the agent's failed payload carries it into the server's log.
+    forged = "2026-01-01 00:00:00 INFO kernel admin-kernel started as root"
+    tail = [f"x\r\n{forged}", "\x1b[2J"]
+    payload = {"status": "failed", "exit_code": 1, "reason": f"boom\n{forged}", "log_tail": tail}
+    launch = Launch(FakeBackend(initial=PlatformState.STARTING), make_spec(mode=ConnectionMode.STDOUT))
+    handle = await launch.handle()
+    handle.deliver_payload(seal_payload(launch.spec.token, KERNEL_ID, payload).encode())
+    error = await launch.failure(KernelExited)
+    assert "\n" not in str(error)
+    assert len(error.details().splitlines()) == 1 + len(payload["log_tail"])  # one line each, escaped
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert forged in logged  # still said, but never at the start of a line
+    assert not [line for line in logged.splitlines() if line.startswith(forged)]
+    assert "\x1b" not in logged
