@@ -525,3 +525,16 @@ async def test_a_kernels_output_cannot_forge_server_log_lines(caplog: pytest.Log
     assert forged in logged  # still said, but never at the start of a line
     assert not [line for line in logged.splitlines() if line.startswith(forged)]
     assert "\x1b" not in logged
+
+
+@pytest.mark.parametrize("changes", [{"agent_port": [1]}, {"agent_port": "x"}, {"shell_port": None}, {"key": 5}])
+async def test_mistyped_ready_payload_is_handshake_rejected(changes: dict[str, Any]) -> None:
+    ready = {"status": "ready", "ip": "127.0.0.1", "key": "k", "agent_port": 40000}
+    ready.update({name: 40001 + i for i, name in enumerate(("shell_port", "iopub_port", "stdin_port", "hb_port"))})
+    ready.update(control_port=40005, **changes)
+    launch = Launch(FakeBackend(initial=PlatformState.STARTING), make_spec(mode=ConnectionMode.STDOUT))
+    handle = await launch.handle()
+    handle.deliver_payload(seal_payload(launch.spec.token, KERNEL_ID, ready).encode())
+    error = await launch.failure(HandshakeRejected)
+    assert "not usable" in str(error)
+    assert_cleaned_up(launch, handle, error)

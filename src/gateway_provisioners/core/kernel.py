@@ -194,6 +194,13 @@ class RemoteKernel:
                 exit_code=code,
                 diagnostics=info.get("log_tail") or [],
             )
+        # Sealed with the token, so from the agent; still bytes from the network: what the server uses must be typed.
+        bad = [name for name in ("agent_port", *PORT_KEYS) if not _is_port(info.get(name))]
+        if bad or not isinstance(info.get("key"), str) or not isinstance(info.get("ip", ""), str):
+            raise HandshakeRejected(
+                f"the agent's connection info is not usable: {', '.join(bad) or 'key or ip'} missing or mistyped",
+                hint="Install the agent that matches the server's gateway-provisioners",
+            )
         if self.phase is not KernelPhase.CONNECTING:
             self.lifecycle.move_to(KernelPhase.CONNECTING, "connection info received")
         return info
@@ -473,3 +480,10 @@ class RemoteKernel:
             kernel.lifecycle.move_to(KernelPhase.EXITED, f"kernel exited with code {kernel.exit_code}")
         kernel._follow_platform()
         return kernel
+
+
+PORT_KEYS = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
+
+
+def _is_port(value: Any) -> bool:
+    return type(value) is int and 0 < value < 65536
