@@ -22,6 +22,7 @@ import asyncio
 import base64
 import contextlib
 import ctypes
+import errno
 import json
 import logging
 import os
@@ -51,6 +52,7 @@ EXIT_STARTUP_FAILED = 3
 MAX_CONTROL_CONNECTIONS = 8
 AUTHENTICATE_WITHIN = 10.0  # seconds a control connection has for the server hello and the first sealed frame
 CALLBACK_MIN_SECONDS = 15.0  # callback retries last at least this long: longer than the listener's read deadline
+CALLBACK_REFUSALS = 5  # connection refused this many times in a row: nobody listens there, give up
 EXIT_BAD_PARAMS = 2
 
 log = logging.getLogger("gp-agent")
@@ -546,8 +548,9 @@ class Agent:
 
         Retries go on with growing pauses for ``ready_timeout`` (the server's launch deadline), and at least
         CALLBACK_MIN_SECONDS: longer than the listener holds an idle connection, so peers that fill its slots
-        cannot make the agent give up while its launch still waits. Values from the reply are escaped before they
-        reach an error message (and so the log).
+        cannot make the agent give up while its launch still waits. Only when nothing listens at the address
+        (refused or unreachable CALLBACK_REFUSALS times in a row) does it give up early. Values from the reply are
+        escaped before they reach an error message (and so the log).
         """
         address = self.params.get("response_address") or ""
         host, _, port = address.rpartition(":")
@@ -556,8 +559,8 @@ class Agent:
         host = host.strip("[]")
         seconds = max(CALLBACK_MIN_SECONDS, float(self.params.get("ready_timeout", 120)))
         deadline = time.monotonic() + seconds
-        last_error, attempt, pause = "no attempt", 0, 0.2
-        while time.monotonic() < deadline:
+        last_error, attempt, pause, refusals = "no attempt", 0, 0.2, 0
+        while time.monotonic() < deadline and refusals < CALLBACK_REFUSALS:
             attempt += 1
             try:
                 remaining = max(0.5, deadline - time.monotonic())
@@ -571,6 +574,10 @@ class Agent:
                 reply = load_json(line) if line.strip() else {}
             except (OSError, asyncio.TimeoutError, ValueError) as exc:
                 reply, last_error = None, f"{type(exc).__name__}: {printable(str(exc))}"
+                unreachable = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
+                refusals = refusals + 1 if isinstance(exc, OSError) and exc.errno in unreachable else 0
+            else:
+                refusals = 0
             if isinstance(reply, dict):
                 reason = reply.get("reason", "no reply")
                 if reply.get("status") == "accepted" or (reason == "replayed" and attempt > 1):
@@ -592,9 +599,7 @@ class Agent:
                 last_error = "unreadable reply"
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 1.5, 2.0)
-        raise RuntimeError(
-            f"cannot deliver the connection info to {address} within {seconds:g} s ({attempt} attempts): {last_error}"
-        )
+        raise RuntimeError(f"cannot deliver the connection info to {address} ({attempt} attempts): {last_error}")
 
     # -- control channel ---------------------------------------------------------------------------------------------
 

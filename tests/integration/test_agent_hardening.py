@@ -13,6 +13,7 @@ import json
 import os
 import struct
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,8 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from gateway_provisioners.adapters.local import LocalBackend
+from gateway_provisioners.core.broker import ConnectionBroker
 from gateway_provisioners.core.control import ControlConnection
 from gateway_provisioners.core.handshake import STDOUT_PREFIX, encode_token, new_token, open_payload, parse_envelope
+from gateway_provisioners.core.kernel import RemoteKernel
+from gateway_provisioners.core.launch import ConnectionMode, LaunchSpec, build_kernel_env
+from gateway_provisioners.listener import ResponseListener
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +153,34 @@ async def test_agent_log_lines_cannot_be_forged_by_a_peer(agent: RunningAgent) -
     finally:
         writer.close()
     assert f"\n{FORGED}" not in agent.stderr.read_text()
+
+
+async def test_callback_launch_succeeds_while_idle_peers_fill_the_listener(tmp_path: Path) -> None:
+    # Issue 11: 300 idle connections to the listener made a real callback-mode launch fail with "busy".
+    kernel_script = tmp_path / "stand_in_kernel.py"
+    kernel_script.write_text(STAND_IN_KERNEL)
+    broker = ConnectionBroker()
+    async with ResponseListener(broker, HOST, 0, read_timeout=10) as listener:
+        idle = [await asyncio.open_connection(HOST, listener.port) for _ in range(300)]
+        try:
+            kernel_id = str(uuid.uuid4())
+            kernel = RemoteKernel(LocalBackend(), kernel_id, broker=broker)
+            spec = LaunchSpec(
+                kernel_id,
+                [sys.executable, str(kernel_script), "{connection_file}"],
+                env=build_kernel_env(os.environ, {}, ["PATH"]),
+                kernel_ip=HOST,
+                launch_timeout=20,
+                mode=ConnectionMode.CALLBACK,
+                response_address=listener.address,
+            )
+            started = time.monotonic()
+            await kernel.start(spec)
+            try:
+                assert kernel.poll() is None
+                assert time.monotonic() - started < 10  # well before the idle connections' read deadline
+            finally:
+                await kernel.shutdown(grace=0)
+        finally:
+            for _, writer in idle:
+                writer.close()
