@@ -193,7 +193,7 @@ class ResponseListener:
                     self._no_descriptor(listening, exc)
                 return  # anything else (a peer that reset before we took it): the next wakeup goes on
             sock.setblocking(False)
-            if len(self._connections) >= self.max_connections:
+            if self._connections and len(self._connections) >= self.max_connections:
                 self._make_room()
             self._serve(sock, _peer(address))
 
@@ -207,7 +207,7 @@ class ResponseListener:
             or next(iter(self._connections))
         )
         del self._connections[victim]
-        victim.drop(make_reply(Reply.BUSY, "the listener is full; this connection waited longest: try again"))
+        victim.drop(make_reply(Reply.BUSY, "the listener is full and this connection had sent nothing: try again"))
 
     def _no_descriptor(self, listening: socket.socket, exc: OSError) -> None:
         """The process is out of descriptors. Give up one of ours so the next accept works; say so now and then."""

@@ -525,6 +525,8 @@ async def test_a_kernels_output_cannot_forge_server_log_lines(caplog: pytest.Log
     assert forged in logged  # still said, but never at the start of a line
     assert not [line for line in logged.splitlines() if line.startswith(forged)]
     assert "\x1b" not in logged
+    (failure,) = [record.getMessage() for record in caplog.records if "failed:" in record.getMessage()]
+    assert failure.count("\n  | ") == len(tail)  # the diagnostics stay one per line, each escaped
 
 
 @pytest.mark.parametrize("changes", [{"agent_port": [1]}, {"agent_port": "x"}, {"shell_port": None}, {"key": 5}])

@@ -280,7 +280,10 @@ class RemoteKernel:
             self.handle = None
         self.lifecycle.fail(exc if isinstance(exc, Exception) else LaunchError("launch cancelled"))
         if isinstance(exc, LaunchError):
-            log.warning("kernel %s on %s failed: %s", self.kernel_id, self.backend.name, exc.details())
+            # details() escapes every line it quotes and its line breaks are ours: it goes into the format string,
+            # which the log's escaping filter leaves alone (it escapes the arguments).
+            details = exc.details().replace("%", "%%")
+            log.warning(f"kernel %s on %s failed: {details}", self.kernel_id, self.backend.name)
         return exc
 
     async def _log_tail(self) -> list[str]:
