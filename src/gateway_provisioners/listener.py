@@ -21,8 +21,10 @@ import contextlib
 import errno
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import SupportsIndex
 
 from .core.broker import ConnectionBroker
 from .core.handshake import MAX_PAYLOAD_BYTES, Reply, make_reply
@@ -45,7 +47,7 @@ class _Reader(asyncio.StreamReader):
 
     received = False
 
-    def feed_data(self, data: bytes) -> None:
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
         self.received = self.received or bool(data)
         super().feed_data(data)
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import os
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any
 
 from .errors import ProtocolError
@@ -116,7 +116,8 @@ class ControlConnection:
             while True:
                 message = self._cipher.open(await _read_frame(self._reader))
                 if "reply" in message:
-                    future = self._pending.get(message["reply"]) if isinstance(message["reply"], Hashable) else None
+                    reply_id = message["reply"]
+                    future = self._pending.get(reply_id) if isinstance(reply_id, int) else None  # our ids are ints
                     if future is not None and not future.done():
                         future.set_result(message)
                 elif "event" in message:
