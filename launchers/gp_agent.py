@@ -22,6 +22,7 @@ import asyncio
 import base64
 import contextlib
 import ctypes
+import errno
 import json
 import logging
 import os
@@ -49,6 +50,9 @@ PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port
 LOG_TAIL_LINES = 20
 EXIT_STARTUP_FAILED = 3
 MAX_CONTROL_CONNECTIONS = 8
+AUTHENTICATE_WITHIN = 10.0  # seconds a control connection has for the server hello and the first sealed frame
+CALLBACK_MIN_SECONDS = 15.0  # callback retries last at least this long: longer than the listener's read deadline
+CALLBACK_REFUSALS = 5  # connection refused this many times in a row: nobody listens there, give up
 EXIT_BAD_PARAMS = 2
 
 log = logging.getLogger("gp-agent")
@@ -121,10 +125,28 @@ class FrameCipher:
         except self._protocol.InvalidTag:
             raise ValueError("control frame failed authentication") from None
         self._recv += 1
-        message = json.loads(body)
+        message = load_json(body)
         if not isinstance(message, dict):
             raise ValueError("control message is not an object")
         return message
+
+
+def load_json(data: Any) -> Any:
+    """``json.loads`` for bytes from outside: a nesting too deep for the parser is a ValueError like any bad JSON."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def printable(value: Any, limit: int = 200) -> str:
+    """A value from the network, fit for one log line: scalars only, control characters escaped, length bounded."""
+    if isinstance(value, list) and all(isinstance(item, (int, float, bool, type(None))) for item in value[:10]):
+        return "[" + ", ".join(printable(item) for item in value[:10]) + "]"  # e.g. a reply's "supported"
+    if not isinstance(value, (str, int, float, bool, type(None))):
+        return f"a JSON {'array' if isinstance(value, list) else 'object'}"
+    text = value[:limit] if isinstance(value, str) else repr(value)[:limit]
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def pack_frame(data: bytes) -> bytes:
@@ -304,6 +326,7 @@ class Agent:
         self.protocol: Optional[Protocol] = None
         self.clients: Dict[int, Tuple[asyncio.StreamWriter, FrameCipher]] = {}  # authenticated connections
         self.connections: set = set()  # all open control connections, authenticated or not
+        self.unauthenticated: Dict[int, asyncio.StreamWriter] = {}  # oldest first: the first to make room
         self.last_client_seen = time.monotonic()
         self.reported = False  # the connection info went out; from now on the server drives us
         self.busy = False  # a restart or shutdown is in progress: a kernel exit is expected
@@ -521,45 +544,62 @@ class Agent:
         self.reported = True
 
     async def call_back(self, envelope: str) -> None:
-        """Deliver the envelope to the server's response listener; retry what may pass (busy, timeout, no reply)."""
+        """Deliver the envelope to the server's response listener; retry what may pass (busy, timeout, no reply).
+
+        Retries go on with growing pauses for ``ready_timeout`` (the server's launch deadline), and at least
+        CALLBACK_MIN_SECONDS: longer than the listener holds an idle connection, so peers that fill its slots
+        cannot make the agent give up while its launch still waits. Only when nothing listens at the address
+        (refused or unreachable CALLBACK_REFUSALS times in a row) does it give up early. Values from the reply are
+        escaped before they reach an error message (and so the log).
+        """
         address = self.params.get("response_address") or ""
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"response_address {address!r} is not host:port")
         host = host.strip("[]")
-        last_error = "no attempt"
-        for attempt in range(5):
-            if attempt:
-                await asyncio.sleep(0.2 * attempt)
+        seconds = max(CALLBACK_MIN_SECONDS, float(self.params.get("ready_timeout", 120)))
+        deadline = time.monotonic() + seconds
+        last_error, attempt, pause, refusals = "no attempt", 0, 0.2, 0
+        while time.monotonic() < deadline and refusals < CALLBACK_REFUSALS:
+            attempt += 1
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 10)
-                writer.write(envelope.encode("utf-8") + b"\n")
-                await writer.drain()
-                line = await asyncio.wait_for(reader.readline(), 15)
-                writer.close()
-                reply = json.loads(line) if line.strip() else {}
+                remaining = max(0.5, deadline - time.monotonic())
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), min(10, remaining))
+                try:
+                    writer.write(envelope.encode("utf-8") + b"\n")
+                    await writer.drain()
+                    line = await asyncio.wait_for(reader.readline(), min(15, remaining))
+                finally:
+                    writer.close()
+                reply = load_json(line) if line.strip() else {}
             except (OSError, asyncio.TimeoutError, ValueError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-                continue
-            if not isinstance(reply, dict):
+                reply, last_error = None, f"{type(exc).__name__}: {printable(str(exc))}"
+                unreachable = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
+                refusals = refusals + 1 if isinstance(exc, OSError) and exc.errno in unreachable else 0
+            else:
+                refusals = 0
+            if isinstance(reply, dict):
+                reason = reply.get("reason", "no reply")
+                if reply.get("status") == "accepted" or (reason == "replayed" and attempt > 1):
+                    # "replayed" after a retry: an earlier attempt got through and only its reply was lost.
+                    log.info("connection info accepted by %s", address)
+                    return
+                if reason == "unsupported-version":
+                    raise RuntimeError(
+                        f"server at {address} speaks protocol {printable(reply.get('supported'))}, this agent speaks "
+                        f"{PROTOCOL_VERSION}: install matching versions of gateway-provisioners and the agent"
+                    )
+                if reason not in ("busy", "timeout", "no reply"):
+                    raise RuntimeError(
+                        f"server at {address} rejected the connection info: {printable(reason)} "
+                        f"{printable(reply.get('detail', ''))}"
+                    )
+                last_error = str(reason)
+            elif reply is not None:
                 last_error = "unreadable reply"
-                continue
-            reason = reply.get("reason", "no reply")
-            if reply.get("status") == "accepted" or (reason == "replayed" and attempt > 0):
-                # "replayed" after a retry: an earlier attempt got through and only its reply was lost.
-                log.info("connection info accepted by %s", address)
-                return
-            if reason == "unsupported-version":
-                raise RuntimeError(
-                    f"server at {address} speaks protocol {reply.get('supported')}, this agent speaks "
-                    f"{PROTOCOL_VERSION}: install matching versions of gateway-provisioners and the agent"
-                )
-            if reason not in ("busy", "timeout", "no reply"):
-                raise RuntimeError(
-                    f"server at {address} rejected the connection info: {reason} {reply.get('detail', '')}"
-                )
-            last_error = reason
-        raise RuntimeError(f"cannot deliver the connection info to {address}: {last_error}")
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 1.5, 2.0)
+        raise RuntimeError(f"cannot deliver the connection info to {address} ({attempt} attempts): {last_error}")
 
     # -- control channel ---------------------------------------------------------------------------------------------
 
@@ -575,34 +615,46 @@ class Agent:
         }
         client_id = id(writer)
         if len(self.connections) >= MAX_CONTROL_CONNECTIONS:
-            writer.close()  # a server needs one; more are someone probing
-            return
+            if not self.unauthenticated:
+                writer.close()  # every slot holds an authenticated server: more are someone probing
+                return
+            # Make room: the connection waiting longest to authenticate goes, so that peers who only connect cannot
+            # keep the server out (it authenticates within milliseconds of connecting).
+            oldest = next(iter(self.unauthenticated))
+            self.unauthenticated.pop(oldest).transport.abort()
+            self.connections.discard(oldest)
         self.connections.add(client_id)
+        self.unauthenticated[client_id] = writer
+        until = time.monotonic() + AUTHENTICATE_WITHIN  # for the hello and the first frame together
         try:
             writer.write(pack_frame(json.dumps(hello).encode()))
-            server_hello = json.loads(await asyncio.wait_for(read_frame(reader), 10))
+            server_hello = load_json(await asyncio.wait_for(read_frame(reader), AUTHENTICATE_WITHIN))
             if not isinstance(server_hello, dict):
                 raise ValueError("server hello is not a JSON object")
             if server_hello.get("gp") not in SUPPORTED_VERSIONS:
                 log.error(
-                    "server at %s speaks protocol %r, this agent speaks %s",
+                    "server at %s speaks protocol %s, this agent speaks %s",
                     peer,
-                    server_hello.get("gp"),
+                    printable(server_hello.get("gp")),
                     PROTOCOL_VERSION,
                 )
                 return
-            server_nonce = base64.b64decode(server_hello["nonce"])
+            if not isinstance(server_hello.get("nonce"), str):
+                raise ValueError("server hello has no nonce string")
+            server_nonce = base64.b64decode(server_hello["nonce"], validate=True)
             if len(server_nonce) != 16:
                 raise ValueError("server nonce must be 16 bytes")
             keys = self.protocol.control_keys(self.token, self.kernel_id, agent_nonce, server_nonce)
             cipher = self.protocol.cipher(keys)
             first = True
             while True:
-                # Until it authenticates, a peer gets 10 s; then the server may stay idle as long as it likes.
-                frame = await (asyncio.wait_for(read_frame(reader), 10) if first else read_frame(reader))
+                # Until it authenticates, a peer has until ``until``; then the server may stay idle as it likes.
+                reading = read_frame(reader)
+                frame = await (asyncio.wait_for(reading, max(0.1, until - time.monotonic())) if first else reading)
                 message = cipher.open(frame)
                 if first:  # authenticated: the peer holds the token
                     self.clients[client_id] = (writer, cipher)
+                    self.unauthenticated.pop(client_id, None)
                     first = False
                 reply = await self.handle(message)
                 reply["reply"] = message.get("id")
@@ -613,10 +665,11 @@ class Agent:
                     self.done.set()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, asyncio.CancelledError):
             pass  # the server went away, or the agent is ending
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("control connection from %s dropped: %s", peer, exc)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            log.warning("control connection from %s dropped: %s", peer, printable(str(exc)))
         finally:
             self.connections.discard(client_id)
+            self.unauthenticated.pop(client_id, None)
             if self.clients.pop(client_id, None) is not None:
                 self.last_client_seen = time.monotonic()  # only a server that authenticated counts for the watchdog
             writer.close()
@@ -829,7 +882,7 @@ def read_params(opts: argparse.Namespace) -> Dict[str, Any]:
         text = os.environ.get("GP_LAUNCH_PARAMS", "")
     if not text.strip():
         raise ValueError("no launch parameters: pass --params FILE, --params - (stdin) or set GP_LAUNCH_PARAMS")
-    params = json.loads(text)
+    params = load_json(text)
     if not isinstance(params, dict):
         raise ValueError("launch parameters must be a JSON object")
     token_file = opts.token_file or os.environ.get("GP_LAUNCH_TOKEN_FILE")
@@ -1007,7 +1060,7 @@ def reap(children: Dict[int, str]) -> None:
 
 def spawn(line: bytes, opts: argparse.Namespace, children: Dict[int, str], wake: Tuple[int, int]) -> None:
     try:
-        request = json.loads(line)
+        request = load_json(line)
         params = check_params(request["params"])
         child_opts = build_parser().parse_args([*request.get("args", []), "--log-level", opts.log_level])
     except (ValueError, KeyError, TypeError, SystemExit) as exc:

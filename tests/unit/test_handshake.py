@@ -419,3 +419,72 @@ def test_frame_over_the_limit_is_refused() -> None:
         hs.frame_length(struct.pack(">I", hs.MAX_CONTROL_FRAME_BYTES + 1))
     with pytest.raises(ProtocolError, match="exceeds"):
         hs.frame_length(b"\xff\xff\xff\xff")
+
+
+# --- hostile input (issue 11): deep nesting, fuzzing ---------------------------------------------------------------
+
+DEEP = 60_000  # far deeper than Python's recursion limit
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"[" * DEEP,
+        b'{"gp":2,"kernel_id":' + b"[" * DEEP + b"}",
+        base64.b64encode(b'{"version":1,"key":' + b"[" * 40_000 + b"}"),  # inside an older launcher's frame
+    ],
+    ids=["bare", "in-a-field", "in-a-v1-frame"],
+)
+def test_deeply_nested_envelope_is_malformed(data: bytes) -> None:
+    assert code_of(data) == Reply.MALFORMED
+
+
+def test_deeply_nested_sealed_plaintext_is_malformed() -> None:
+    assert code_of(seal_raw(b"[" * 40_000, "k")) == Reply.MALFORMED  # 40,000 stays under the envelope cap
+
+
+def test_deeply_nested_control_message_is_refused() -> None:
+    _, agent = make_pair()
+    counter = struct.pack(">Q", 0)
+    keys = hs.control_keys(TOKEN, "kernel-a", bytes(16), bytes(range(16)))
+    body = AESGCM(keys["s2a"]).encrypt(b"\0\0\0\0" + counter, b"[" * DEEP, b"s2a" + counter)
+    with pytest.raises(ProtocolError, match="not a JSON object"):
+        agent.open(counter + body)
+
+
+def test_fuzzed_envelopes_raise_only_envelope_errors() -> None:
+    from .mutate import mutations
+    from .test_vectors import PAYLOADS
+
+    tokens = {vector["envelope"].encode(): hs.decode_token(vector["token"]) for vector in PAYLOADS}
+    outcomes: dict[str, int] = {}
+    for data in mutations(list(tokens), 1500, seed=11):
+        try:
+            info = hs.open_payload(tokens.get(data, TOKEN), hs.parse_envelope(data))
+        except EnvelopeError as exc:
+            outcomes[exc.code] = outcomes.get(exc.code, 0) + 1
+        else:
+            assert isinstance(info, dict)
+            outcomes["opened"] = outcomes.get("opened", 0) + 1
+    # The mutations reached past the JSON parse: every framing check and the seal were exercised.
+    assert {Reply.MALFORMED, Reply.BAD_SEAL, Reply.UNSUPPORTED_VERSION} <= set(outcomes), outcomes
+
+
+def test_fuzzed_control_frames_raise_only_protocol_errors() -> None:
+    from .mutate import mutations
+    from .test_vectors import CONTROLS
+
+    frames = [bytes.fromhex(frame["sealed"]) for control in CONTROLS for frame in control["frames"]]
+    keys = {"s2a": bytes.fromhex(CONTROLS[0]["s2a"]), "a2s": bytes.fromhex(CONTROLS[0]["a2s"])}
+    for data in mutations(frames, 1000, seed=12):
+        for sending in ("s2a", "a2s"):
+            try:
+                message = hs.ControlCipher(keys, sending=sending).open(data)
+            except ProtocolError:
+                continue
+            assert data in frames and isinstance(message, dict)  # only an unchanged frame opens
+        try:
+            length = hs.frame_length(data[:4].ljust(4, b"\0"))
+        except ProtocolError:
+            continue
+        assert 0 <= length <= hs.MAX_CONTROL_FRAME_BYTES

@@ -9,11 +9,15 @@ tests/integration/test_kernel_local_backend.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import struct
 from typing import Any
 
 import pytest
 
 from gateway_provisioners.core.backend import BackendHandle, Observation, PlatformState
+from gateway_provisioners.core.control import ControlConnection
 from gateway_provisioners.core.errors import (
     ConfigurationError,
     HandshakeRejected,
@@ -21,10 +25,11 @@ from gateway_provisioners.core.errors import (
     KernelExited,
     LaunchError,
     LaunchTimeout,
+    ProtocolError,
     Unschedulable,
 )
 from gateway_provisioners.core.events import ProgressEvent
-from gateway_provisioners.core.handshake import new_token, seal_payload
+from gateway_provisioners.core.handshake import encode_token, new_token, seal_payload
 from gateway_provisioners.core.kernel import RemoteKernel
 from gateway_provisioners.core.launch import ConnectionMode, LaunchSpec
 from gateway_provisioners.core.lifecycle import KernelPhase
@@ -300,3 +305,123 @@ async def test_shutdown_after_a_failed_start_is_safe() -> None:
     assert launch.kernel.handle is None
     with pytest.raises(LaunchError, match="not running"):
         launch.kernel.serialize()
+
+
+# --- a rogue process on the agent's port (issue 11) ---------------------------------------------------------------
+
+
+async def rogue_agent_port(hello: bytes) -> tuple[asyncio.AbstractServer, int]:
+    """A loopback server that answers every connection with ``hello`` as its first frame, as a squatter could."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(struct.pack(">I", len(hello)) + hello)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+            await reader.read()  # until the server gives up on us
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def saved_kernel(port: int) -> dict[str, Any]:
+    return {
+        "kernel_id": KERNEL_ID,
+        "backend": "scripted",
+        "handle": {"kernel_id": KERNEL_ID},
+        "token": encode_token(new_token()),
+        "agent_address": ["127.0.0.1", port],
+        "connection_info": {"ip": "127.0.0.1", "shell_port": 1, "key": "k"},
+        "spec": {"argv": ["python"], "launch_timeout": 5},
+    }
+
+
+ROGUE_HELLOS = {
+    "nonce-is-a-number": {"gp": 2, "kernel_id": KERNEL_ID, "nonce": 123},
+    "nonce-missing": {"gp": 2, "kernel_id": KERNEL_ID},
+    "nonce-not-base64": {"gp": 2, "kernel_id": KERNEL_ID, "nonce": "!!"},
+    "nonce-wrong-length": {"gp": 2, "kernel_id": KERNEL_ID, "nonce": "AAAA"},
+    "not-an-object": [1, 2],
+    "other-kernel": {"gp": 2, "kernel_id": "someone-else", "nonce": "AAAAAAAAAAAAAAAAAAAAAA=="},
+    "other-version": {"gp": 3, "kernel_id": KERNEL_ID, "nonce": "AAAAAAAAAAAAAAAAAAAAAA=="},
+}
+
+
+@pytest.mark.parametrize(
+    "hello",
+    [json.dumps(hello).encode() for hello in ROGUE_HELLOS.values()] + [b"\xff not json", b"[" * 60_000],
+    ids=[*ROGUE_HELLOS, "not-json", "deep-nesting"],
+)
+async def test_reattach_to_a_rogue_port_reports_the_kernel_dead(hello: bytes) -> None:
+    server, port = await rogue_agent_port(hello)
+    try:
+        kernel = await asyncio.wait_for(RemoteKernel.restore(scripted_backend(), saved_kernel(port), timeout=3), 10)
+    finally:
+        server.close()
+    assert kernel.phase is KernelPhase.FAILED
+    assert kernel.poll() is not None
+    assert isinstance(kernel.lifecycle.error, (ProtocolError, LaunchError)), repr(kernel.lifecycle.error)
+
+
+async def test_fuzzed_agent_hellos_raise_only_typed_errors() -> None:
+    from .mutate import mutations
+
+    valid = json.dumps({"gp": 2, "kernel_id": KERNEL_ID, "nonce": "AAECAwQFBgcICQoLDA0ODw==", "agent_version": "0.1.0"})
+    hellos = iter(mutations([valid.encode()], 150, seed=13))
+    current: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hello = current[-1]
+        writer.write(struct.pack(">I", len(hello)) + hello)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()  # then hang up: a valid-looking hello still never gets its ping answered
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for hello in hellos:
+            current.append(hello)
+            control = ControlConnection(KERNEL_ID, new_token())
+            try:
+                await control.open("127.0.0.1", port, timeout=2)
+            except (ProtocolError, ConnectionError, asyncio.IncompleteReadError):
+                pass  # typed: a protocol error, or the peer hung up
+            else:
+                raise AssertionError(f"a rogue hello was accepted: {hello[:200]!r}")
+            finally:
+                await control.close()
+    finally:
+        server.close()
+
+
+async def test_a_kernels_output_cannot_forge_server_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    # A kernel user prints what they like; the agent's failed payload carries it into the server's log.
+    forged = "2026-01-01 00:00:00 INFO kernel admin-kernel started as root"
+    tail = [f"x\r\n{forged}", "\x1b[2J"]
+    payload = {"status": "failed", "exit_code": 1, "reason": f"boom\n{forged}", "log_tail": tail}
+    launch = Launch(scripted_backend(initial=PlatformState.STARTING), make_spec(mode=ConnectionMode.STDOUT))
+    handle = await launch.handle()
+    handle.deliver_payload(seal_payload(launch.spec.token, KERNEL_ID, payload).encode())
+    error = await launch.failure(KernelExited)
+    assert "\n" not in str(error)
+    assert len(error.details().splitlines()) == 1 + len(payload["log_tail"])  # one line each, escaped
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert forged in logged  # still said, but never at the start of a line
+    assert not [line for line in logged.splitlines() if line.startswith(forged)]
+    assert "\x1b" not in logged
+    (failure,) = [record.getMessage() for record in caplog.records if "failed:" in record.getMessage()]
+    assert failure.count("\n  | ") == len(tail)  # the diagnostics stay one per line, each escaped
+
+
+@pytest.mark.parametrize("changes", [{"agent_port": [1]}, {"agent_port": "x"}, {"shell_port": None}, {"key": 5}])
+async def test_mistyped_ready_payload_is_handshake_rejected(changes: dict[str, Any]) -> None:
+    ready = {"status": "ready", "ip": "127.0.0.1", "key": "k", "agent_port": 40000}
+    ready.update({name: 40001 + i for i, name in enumerate(("shell_port", "iopub_port", "stdin_port", "hb_port"))})
+    ready.update(control_port=40005, **changes)
+    launch = Launch(scripted_backend(initial=PlatformState.STARTING), make_spec(mode=ConnectionMode.STDOUT))
+    handle = await launch.handle()
+    handle.deliver_payload(seal_payload(launch.spec.token, KERNEL_ID, ready).encode())
+    error = await launch.failure(HandshakeRejected)
+    assert "not usable" in str(error)
+    assert_cleaned_up(launch, handle, error)

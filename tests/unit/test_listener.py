@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import socket
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 
 from gateway_provisioners.core.broker import ConnectionBroker
-from gateway_provisioners.core.handshake import MAX_PAYLOAD_BYTES, encode_token, new_token, seal_payload
+from gateway_provisioners.core.handshake import MAX_PAYLOAD_BYTES, encode_token, make_reply, new_token, seal_payload
 from gateway_provisioners.listener import ResponseListener, shared_broker, shared_listener
 
 HOST = "127.0.0.1"
@@ -406,20 +407,20 @@ async def test_flood_of_bad_connections_does_not_delay_a_legitimate_launch(broke
         await accept_now(broker, listener, expect(broker))
 
 
-async def test_connections_beyond_max_connections_are_answered_busy(broker: ConnectionBroker) -> None:
+async def test_connections_beyond_max_connections_make_the_oldest_give_way(broker: ConnectionBroker) -> None:
     launch = expect(broker)
     async with ResponseListener(broker, HOST, 0, read_timeout=5, max_connections=2) as listener:
         silent = [await asyncio.open_connection(HOST, listener.port) for _ in range(2)]
         try:
-            busy = await exchange(listener, b"")
-            assert_rejected(busy, "busy")
-            assert_pending(broker, launch)
-
-            # One silent connection gives up; its slot serves the next launch.
-            first_reader, first_writer = silent[0]
-            first_writer.write_eof()
-            assert_rejected(await read_reply(first_reader), "malformed")
+            # A third connection is served; the oldest silent one is answered "busy" and closed to make room.
             await accept_now(broker, listener, launch)
+            assert_rejected(await read_reply(silent[0][0]), "busy")
+            assert listener.connections <= 2
+
+            # The other silent connection still has its slot, and is judged when it gives up.
+            second_reader, second_writer = silent[1]
+            second_writer.write_eof()
+            assert_rejected(await read_reply(second_reader), "malformed")
         finally:
             for _, writer in silent:
                 await close(writer)
@@ -551,3 +552,235 @@ def test_listener_of_a_finished_event_loop_frees_its_port() -> None:
 
     second, second_broker = asyncio.run(rebind())
     assert second is not first and second_broker is not first_broker
+
+
+# --- hardening (issue 11): saturation, descriptors, log forging, deep nesting --------------------------------------
+
+
+async def test_idle_connections_filling_the_listener_do_not_lock_out_an_agent(broker: ConnectionBroker) -> None:
+    # An attacker holds every slot with connections that send nothing; a real agent must still get through at once.
+    launch = expect(broker)
+    async with ResponseListener(broker, HOST, 0, read_timeout=10, max_connections=8) as listener:
+        idle = [await asyncio.open_connection(HOST, listener.port) for _ in range(20)]
+        try:
+            start = time.monotonic()
+            await accept_now(broker, listener, launch)
+            assert time.monotonic() - start < 2.0  # far below the idle connections' 10 s read deadline
+            # The oldest idle connections made room: they were answered "busy" and closed, not left hanging.
+            first_reader, _ = idle[0]
+            assert_rejected(await read_reply(first_reader), "busy")
+        finally:
+            for _, writer in idle:
+                await close(writer)
+
+
+FORGED_LINE = "2026-01-01 00:00:00 INFO gateway_provisioners.broker kernel admin accepted"
+
+
+@pytest.mark.parametrize("where", ["kernel_id", "gp"])
+async def test_network_values_cannot_forge_log_lines(
+    broker: ConnectionBroker, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="gateway_provisioners")
+    launch = expect(broker)
+    envelope = json.loads(launch.envelope())
+    envelope[where] = f"x\r\n{FORGED_LINE}\x1b[2K"
+    async with ResponseListener(broker, HOST, 0, read_timeout=5) as listener:
+        reply = await exchange(listener, json.dumps(envelope).encode() + b"\n")
+        assert reply["status"] == "rejected"
+    logged = [record.getMessage() for record in caplog.records]
+    assert any("rejected connection payload" in message for message in logged), logged
+    for message in logged:
+        assert "\n" not in message and "\r" not in message and "\x1b" not in message, message
+
+
+DEEP = 60_000  # far deeper than Python's recursion limit
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[" * DEEP,
+        b'{"gp":2,"kernel_id":' + b"[" * DEEP + b',"nonce":"","ciphertext":""}',
+        # an older launcher's frame (base64 of JSON with "version"), nested deep inside
+        base64.b64encode(b'{"version":1,"key":' + b"[" * 40_000 + b"}"),
+    ],
+    ids=["bare", "in-a-field", "in-a-v1-frame"],
+)
+async def test_deeply_nested_payload_is_answered_malformed(
+    broker: ConnectionBroker, caplog: pytest.LogCaptureFixture, payload: bytes
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    assert len(payload) < MAX_PAYLOAD_BYTES
+    launch = expect(broker)
+    async with ResponseListener(broker, HOST, 0, read_timeout=5) as listener:
+        assert_rejected(await exchange(listener, payload + b"\n"), "malformed")
+        await accept_now(broker, listener, launch)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], "a traceback was logged"
+
+
+# A response listener in its own process, with few file descriptors: RLIMIT_NOFILE lowered before it starts.
+LOW_FD_SERVER = r"""
+import asyncio, logging, os, resource, sys
+from gateway_provisioners.core.broker import ConnectionBroker
+from gateway_provisioners.core.handshake import decode_token
+from gateway_provisioners.listener import ResponseListener
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[3]), resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+hogs = [open(os.devnull) for _ in range(int(sys.argv[4]))]  # descriptors the rest of a server would hold
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+logging.getLogger("gateway_provisioners.broker").setLevel(logging.ERROR)  # one line per rejected peer: too many
+
+async def main():
+    broker = ConnectionBroker()
+    future = broker.expect(sys.argv[1], decode_token(sys.argv[2]))
+    async with ResponseListener(broker, "127.0.0.1", 0, read_timeout=10) as listener:
+        print("PORT", listener.port, flush=True)
+        info = await future
+        print("ACCEPTED", info["key"], flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the test closes stdin
+
+asyncio.run(main())
+"""
+
+
+# The real agent's side, in a process of its own (like a real agent: it writes the moment it is connected), retrying
+# "busy" and dropped connections until it is accepted or the deadline passes.
+AGENT_ATTEMPTS = r"""
+import json, socket, sys, time
+port, line, deadline = int(sys.argv[1]), sys.argv[2].encode() + b"\n", time.monotonic() + float(sys.argv[3])
+attempts = 0
+while time.monotonic() < deadline:
+    attempts += 1
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(line)
+            reply = json.loads(sock.makefile("rb").readline())
+    except (OSError, ValueError):
+        time.sleep(0.05)
+        continue
+    if reply.get("status") == "accepted":
+        print("ACCEPTED", attempts, flush=True)
+        break
+    time.sleep(0.05)
+else:
+    print("GAVE UP after", attempts, "attempts", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    "held_elsewhere",
+    [0, 100],  # with 100 of 128 descriptors held by the rest of the process, accept() itself runs out
+    ids=["listener-alone", "process-nearly-out"],
+)
+async def test_descriptor_exhaustion_is_bounded_and_a_real_agent_gets_through(
+    tmp_path: Path, held_elsewhere: int
+) -> None:
+    fd_limit, peers, flood_seconds = 128, 400, 3.0
+    launch = Launch(f"kernel-{uuid.uuid4()}", new_token(), asyncio.get_running_loop().create_future())
+    script = tmp_path / "low_fd_server.py"
+    script.write_text(LOW_FD_SERVER)
+    stderr_path = tmp_path / "server.stderr"
+    with stderr_path.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), launch.kernel_id, encode_token(launch.token),
+            str(fd_limit), str(held_elsewhere),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+        )  # fmt: skip
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        first = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert first.startswith(b"PORT "), (first, stderr_path.read_text())
+        port = int(first.split()[1])
+        stop = time.monotonic() + flood_seconds
+        connections = 0
+
+        async def peer() -> None:
+            # Connect, send nothing, wait for the listener to answer or close; again until the flood ends.
+            nonlocal connections
+            while time.monotonic() < stop:
+                try:
+                    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 2)
+                except (OSError, asyncio.TimeoutError):
+                    await asyncio.sleep(0.01)
+                    continue
+                connections += 1
+                with contextlib.suppress(OSError, asyncio.TimeoutError):
+                    await asyncio.wait_for(reader.read(), max(0.01, stop - time.monotonic()))
+                writer.close()
+
+        flood = [asyncio.ensure_future(peer()) for _ in range(peers)]
+        try:
+            await asyncio.sleep(flood_seconds / 3)  # the flood is under way
+            window = stop - time.monotonic()
+            agent = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", AGENT_ATTEMPTS, str(port), launch.envelope(), str(window),
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            agent_output, _ = await asyncio.wait_for(agent.communicate(), window + 10)
+            assert agent_output.startswith(b"ACCEPTED"), f"the real agent did not get through: {agent_output!r}"
+            done = await asyncio.wait_for(proc.stdout.readline(), 10)
+            assert done == f"ACCEPTED {launch.info['key']}\n".encode()
+            await asyncio.wait_for(asyncio.gather(*flood), flood_seconds + 10)
+        finally:
+            for task in flood:
+                task.cancel()
+        assert connections > peers  # the peers really reconnected against the listener
+    finally:
+        proc.stdin.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(proc.wait(), 10)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    log_text = stderr_path.read_text()
+    assert "Traceback" not in log_text, log_text[-3000:]
+    # Running out is said once, not once per refused accept (the flood lasts less than the 10 s between warnings).
+    assert log_text.count("Too many open files") <= (1 if held_elsewhere else 0), log_text[-3000:]
+    assert proc.returncode == 0, log_text[-3000:]
+
+
+async def test_agent_call_back_outlasts_a_listener_that_is_busy_for_a_while(
+    broker: ConnectionBroker, agent_module: ModuleType
+) -> None:
+    # A stand-in listener answers "busy" for its first seconds (all slots held by someone), then serves normally.
+    busy_for = 3.0
+    launch = expect(broker)
+    started = time.monotonic()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        code, detail = ("busy", "full") if time.monotonic() - started < busy_for else broker.accept(line.strip())
+        writer.write(make_reply(code, detail))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, HOST, 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        stand_in = SimpleNamespace(params={"response_address": f"{HOST}:{port}", "ready_timeout": 30})
+        await asyncio.wait_for(agent_module.Agent.call_back(stand_in, agent_envelope(agent_module, launch)), 30)
+        assert time.monotonic() - started >= busy_for
+        assert await asyncio.wait_for(launch.future, WAIT) == launch.info
+    finally:
+        server.close()
+
+
+async def test_agent_call_back_error_cannot_forge_log_lines(agent_module: ModuleType) -> None:
+    # A rogue listener's reply goes into the agent's error message, which the agent logs: it must stay one line.
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        reply = {"gp": 2, "status": "rejected", "reason": "bad-seal\nFORGED", "detail": f"x\n{FORGED_LINE}"}
+        writer.write(json.dumps(reply).encode() + b"\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, HOST, 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        stand_in = SimpleNamespace(params={"response_address": f"{HOST}:{port}", "ready_timeout": 30})
+        with pytest.raises(RuntimeError, match="rejected the connection info") as raised:
+            await asyncio.wait_for(agent_module.Agent.call_back(stand_in, "{}"), WAIT)
+        assert "\n" not in str(raised.value) and "\r" not in str(raised.value)
+    finally:
+        server.close()

@@ -235,7 +235,7 @@ class AgentSpawner:
     def _dispatch(self, line: str) -> None:
         if line.startswith(STDOUT_PREFIX):
             envelope = line[len(STDOUT_PREFIX) :]
-            with contextlib.suppress(ValueError, KeyError, TypeError):
+            with contextlib.suppress(ValueError, KeyError, TypeError, RecursionError):  # a bad line is dropped
                 self.handles[json.loads(envelope)["kernel_id"]].deliver_payload(envelope.encode())
         elif line.startswith((AGENT_PID_PREFIX, AGENT_EXIT_PREFIX)):
             kernel_id, _, number = line.split(" ", 1)[1].partition(" ")

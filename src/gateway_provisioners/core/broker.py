@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 from collections import OrderedDict
 from typing import Any
 
 from .handshake import EnvelopeError, Reply, open_payload, parse_envelope
+from .logsafe import safe_logger
 
-log = logging.getLogger("gateway_provisioners.broker")
+log = safe_logger("gateway_provisioners.broker")
 
 REMEMBER_ACCEPTED = 4096  # how many accepted kernel ids are kept to answer replays with "replayed"
 

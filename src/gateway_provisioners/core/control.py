@@ -9,19 +9,25 @@ happen, so the server learns of a dead kernel without polling anything. Framing 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import itertools
-import json
-import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 from .errors import ProtocolError
-from .handshake import PROTOCOL_VERSION, ControlCipher, check_version, control_keys, frame, frame_length
+from .handshake import (
+    HELLO_NONCE_BYTES,
+    ControlCipher,
+    control_keys,
+    frame,
+    frame_length,
+    parse_agent_hello,
+    server_hello,
+)
+from .logsafe import safe_logger
 
-log = logging.getLogger("gateway_provisioners.control")
+log = safe_logger("gateway_provisioners.control")
 
 EventHandler = Callable[[dict[str, Any]], None]
 
@@ -53,35 +59,32 @@ class ControlConnection:
         self._ids = itertools.count(1)
         self._read_task: asyncio.Task[None] | None = None
         self._closing = False
-        self.hello: dict[str, Any] = {}
 
     @property
     def is_open(self) -> bool:
         return self._read_task is not None and not self._read_task.done()
 
     async def open(self, host: str, port: int, timeout: float = 5.0) -> dict[str, Any]:
-        """Connect and authenticate; returns the agent's first state report (a ``ping`` reply)."""
+        """Connect and authenticate; returns the agent's first state report (a ``ping`` reply).
+
+        Whatever the process on that port sends, the errors are typed: :class:`ProtocolError` for bytes that are not
+        a valid hello, :class:`ControlChannelClosed` (a ``ConnectionError``) when it hangs up first — an agent
+        answers so when it must make room, so the caller may try again — and ``asyncio.TimeoutError``.
+        """
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         try:
-            hello = json.loads(await asyncio.wait_for(_read_frame(reader), timeout))
-            if not isinstance(hello, dict):
-                raise ProtocolError("agent hello is not a JSON object")
-            check_version(hello.get("gp"))
-            if hello.get("kernel_id") != self.kernel_id:
-                raise ProtocolError(f"agent at {host}:{port} serves kernel {hello.get('kernel_id')!r}, not this one")
-            agent_nonce = base64.b64decode(hello["nonce"])
-            if len(agent_nonce) != 16:
-                raise ProtocolError("agent nonce must be 16 bytes")
-            server_nonce = os.urandom(16)
-            writer.write(
-                frame(json.dumps({"gp": PROTOCOL_VERSION, "nonce": base64.b64encode(server_nonce).decode()}).encode())
-            )
+            try:
+                data = await asyncio.wait_for(_read_frame(reader), timeout)
+            except asyncio.IncompleteReadError:
+                raise ControlChannelClosed(f"{host}:{port} closed the connection before the agent hello") from None
+            agent_nonce = parse_agent_hello(data, self.kernel_id)
+            server_nonce = os.urandom(HELLO_NONCE_BYTES)
+            writer.write(frame(server_hello(server_nonce)))
             keys = control_keys(self._token, self.kernel_id, agent_nonce, server_nonce)
             self._cipher = ControlCipher(keys, sending="s2a")
-        except (ProtocolError, ValueError, KeyError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+        except BaseException:
             writer.close()
             raise
-        self.hello = hello
         self._reader, self._writer = reader, writer
         self._read_task = asyncio.ensure_future(self._read_loop())
         # The first sealed exchange proves both sides hold the token.
@@ -102,6 +105,9 @@ class ControlConnection:
             raise ControlChannelClosed(f"control connection to kernel {self.kernel_id} lost: {exc}") from exc
         finally:
             self._pending.pop(request_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # the read loop may have failed it while we raised already: mark it seen
+            future.cancel()
 
     async def _read_loop(self) -> None:
         assert self._reader is not None and self._cipher is not None
@@ -110,7 +116,8 @@ class ControlConnection:
             while True:
                 message = self._cipher.open(await _read_frame(self._reader))
                 if "reply" in message:
-                    future = self._pending.get(message["reply"])
+                    reply_id = message["reply"]
+                    future = self._pending.get(reply_id) if isinstance(reply_id, int) else None  # our ids are ints
                     if future is not None and not future.done():
                         future.set_result(message)
                 elif "event" in message:

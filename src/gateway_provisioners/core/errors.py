@@ -3,11 +3,17 @@
 Every launch failure is a :class:`LaunchError` carrying three things an operator needs: the *reason* (one line, what
 went wrong), the platform's own *diagnostics* (events, exit code, last lines of the kernel log) and a *hint* (what to
 change). ``str(error)`` is a single line made of the reason and the hint, so it can be shown to a notebook user as is.
+Reasons and diagnostics often quote the agent, the kernel or the platform: both are escaped to one line each
+(:mod:`.logsafe`), so they cannot forge lines in a log.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from .logsafe import printable
+
+MAX_REASON_CHARS = 2000
 
 
 class GatewayProvisionersError(Exception):
@@ -71,12 +77,12 @@ class LaunchError(GatewayProvisionersError, RuntimeError):
             text = f"{text} (during {self.phase})"
         if self.hint:
             text = f"{text}. {self.hint}"
-        return text
+        return printable(text, MAX_REASON_CHARS)
 
     def details(self) -> str:
-        """The reason, the hint and every diagnostic line, for logs and error pages."""
+        """The reason, the hint and every diagnostic line (each escaped to one line), for logs and error pages."""
         lines = [str(self)]
-        lines.extend(f"  | {line}" for line in self.diagnostics)
+        lines.extend(f"  | {printable(line, MAX_REASON_CHARS)}" for line in self.diagnostics)
         return "\n".join(lines)
 
 

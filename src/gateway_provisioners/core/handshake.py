@@ -11,6 +11,9 @@ Summary:
 * Control messages (server → agent and back) are sealed under per-connection, per-direction keys derived from the
   token and two random nonces exchanged in the clear at connect time, with a counter in every frame that must
   increase by exactly one: a frame cannot be replayed, reordered or moved to another connection.
+
+Every parser here takes bytes from the network: whatever they hold, the only exceptions that come out are
+:class:`ProtocolError` and its subclasses (tests/unit/test_handshake.py fuzzes them).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import ProtocolError, ProtocolVersionMismatch
+from .logsafe import printable
 
 PROTOCOL_VERSION = 2
 SUPPORTED_VERSIONS = (2,)
@@ -36,6 +40,8 @@ TOKEN_BYTES = 32
 NONCE_BYTES = 12
 MAX_PAYLOAD_BYTES = 64 * 1024  # one envelope line, callback and stdout modes
 MAX_CONTROL_FRAME_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 32  # no message of this protocol nests deeper than 3; a deeper one is refused like bad JSON
+HELLO_NONCE_BYTES = 16
 STDOUT_PREFIX = "GP-CONNECTION-INFO "  # stdout mode: the agent prints this prefix, then the envelope
 
 PAYLOAD_INFO = b"gp/2 payload"
@@ -90,11 +96,49 @@ def payload_aad(kernel_id: str) -> bytes:
 
 def check_version(version: Any) -> None:
     """Raise :class:`ProtocolVersionMismatch` with a clear message unless ``version`` is spoken here."""
-    if version not in SUPPORTED_VERSIONS:
+    if not _is_supported(version):
         raise ProtocolVersionMismatch(
-            f"peer speaks gateway-provisioners protocol {version!r}, this side speaks {list(SUPPORTED_VERSIONS)}: "
-            "install matching versions of the agent and the server"
+            f"peer speaks gateway-provisioners protocol {describe(version)}, this side speaks "
+            f"{list(SUPPORTED_VERSIONS)}: install matching versions of the agent and the server"
         )
+
+
+def _is_supported(version: Any) -> bool:
+    # Exactly an integer: 2.0 and true compare equal to numbers in Python, but are not the protocol's version.
+    return type(version) is int and version in SUPPORTED_VERSIONS
+
+
+def describe(value: Any) -> str:
+    """A short, one-line account of a value a peer sent, for messages: never a repr of an arbitrary structure."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return printable(repr(value), 60)
+    return f"a JSON {'array' if isinstance(value, list) else 'object' if isinstance(value, dict) else 'value'}"
+
+
+def load_json(data: bytes | str, what: str) -> Any:
+    """``json.loads`` for bytes from the network: any failure, deep nesting included, is a :class:`ProtocolError`.
+
+    Python's parser recurses once per level and raises ``RecursionError`` on deep input (60 KB of ``[``); that, and
+    anything nested deeper than :data:`MAX_JSON_DEPTH`, is refused here, so no later code walks a deep structure.
+    """
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"{what} is not JSON") from exc
+    if _depth_exceeds(value, MAX_JSON_DEPTH):
+        raise ProtocolError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def seal_payload(token: bytes, kernel_id: str, info: dict[str, Any], nonce: bytes | None = None) -> str:
@@ -133,20 +177,22 @@ def parse_envelope(data: bytes | str) -> Envelope:
     if len(data) > MAX_PAYLOAD_BYTES:
         raise EnvelopeError(Reply.TOO_LARGE, f"payload of {len(data)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        obj = load_json(data, "payload")
+    except ProtocolError as exc:
         if _is_v1_frame(data):
             raise EnvelopeError(Reply.UNSUPPORTED_VERSION, "payload is an older launcher's v1 frame") from exc
-        raise EnvelopeError(Reply.MALFORMED, "payload is not JSON") from exc
+        raise EnvelopeError(Reply.MALFORMED, str(exc)) from exc
     if not isinstance(obj, dict):
         raise EnvelopeError(Reply.MALFORMED, "payload is not a JSON object")
     if "gp" not in obj:
         raise EnvelopeError(Reply.UNSUPPORTED_VERSION, "payload has no protocol version (an older launcher?)")
-    if obj["gp"] not in SUPPORTED_VERSIONS:
-        raise EnvelopeError(Reply.UNSUPPORTED_VERSION, f"payload speaks protocol {obj['gp']!r}")
+    if not _is_supported(obj["gp"]):
+        raise EnvelopeError(Reply.UNSUPPORTED_VERSION, f"payload speaks protocol {describe(obj['gp'])}")
     kernel_id, nonce, ciphertext = obj.get("kernel_id"), obj.get("nonce"), obj.get("ciphertext")
     if not (isinstance(kernel_id, str) and isinstance(nonce, str) and isinstance(ciphertext, str)) or not kernel_id:
         raise EnvelopeError(Reply.MALFORMED, "payload lacks kernel_id, nonce or ciphertext")
+    if not _is_utf8(kernel_id):
+        raise EnvelopeError(Reply.MALFORMED, "payload kernel_id is not valid Unicode text")
     try:
         raw_nonce = base64.b64decode(nonce, validate=True)
         raw_ciphertext = base64.b64decode(ciphertext, validate=True)
@@ -157,11 +203,19 @@ def parse_envelope(data: bytes | str) -> Envelope:
     return Envelope(kernel_id, raw_nonce, raw_ciphertext)
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")  # JSON may escape a lone surrogate ("\\ud800"), which no UTF-8 key or seal can hold
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _is_v1_frame(data: bytes | str) -> bool:
     """The older packages' frame: base64 of a JSON object with "version" (answered with a version error)."""
     try:
-        obj = json.loads(base64.b64decode(data, validate=True))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        obj = load_json(base64.b64decode(data, validate=True), "v1 frame")
+    except (binascii.Error, ValueError, ProtocolError):
         return False
     return isinstance(obj, dict) and "version" in obj
 
@@ -175,8 +229,8 @@ def open_payload(token: bytes, envelope: Envelope) -> dict[str, Any]:
     except InvalidTag as exc:
         raise EnvelopeError(Reply.BAD_SEAL, "payload failed authentication") from exc
     try:
-        info = json.loads(plaintext)
-    except (ValueError, UnicodeDecodeError):
+        info = load_json(plaintext, "sealed payload")
+    except ProtocolError:
         info = None
     if not isinstance(info, dict):
         raise EnvelopeError(Reply.MALFORMED, "sealed payload is not a JSON object")
@@ -242,8 +296,8 @@ class ControlCipher:
             raise ProtocolError("control frame failed authentication") from exc
         self._recv_counter += 1
         try:
-            message = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            message = load_json(body, "control message")
+        except ProtocolError:
             message = None
         if not isinstance(message, dict):
             raise ProtocolError("control message is not a JSON object")
@@ -258,7 +312,47 @@ def frame(data: bytes) -> bytes:
 
 
 def frame_length(header: bytes) -> int:
+    if len(header) != 4:
+        raise ProtocolError(f"control frame header must be 4 bytes, got {len(header)}")
     length: int = struct.unpack(">I", header)[0]
     if length > MAX_CONTROL_FRAME_BYTES:
         raise ProtocolError(f"control frame of {length} bytes exceeds {MAX_CONTROL_FRAME_BYTES}")
     return length
+
+
+def agent_hello(kernel_id: str, nonce: bytes) -> bytes:
+    """The agent's plaintext hello body (the reference agent writes its own; tests and other agents may use this)."""
+    return json.dumps(
+        {"gp": PROTOCOL_VERSION, "kernel_id": kernel_id, "nonce": base64.b64encode(nonce).decode("ascii")}
+    ).encode("utf-8")
+
+
+def parse_agent_hello(data: bytes, kernel_id: str) -> bytes:
+    """Check an agent's hello for ``kernel_id`` and return its 16-byte nonce. Raises :class:`ProtocolError`.
+
+    The hello arrives before any authentication, from whatever process holds the agent's port.
+    """
+    hello = load_json(data, "agent hello")
+    if not isinstance(hello, dict):
+        raise ProtocolError("agent hello is not a JSON object")
+    check_version(hello.get("gp"))
+    if hello.get("kernel_id") != kernel_id:
+        raise ProtocolError(f"the agent serves kernel {describe(hello.get('kernel_id'))}, not this one")
+    return _hello_nonce(hello.get("nonce"), "agent")
+
+
+def server_hello(nonce: bytes) -> bytes:
+    """The server's plaintext hello body."""
+    return json.dumps({"gp": PROTOCOL_VERSION, "nonce": base64.b64encode(nonce).decode("ascii")}).encode("utf-8")
+
+
+def _hello_nonce(value: Any, who: str) -> bytes:
+    if not isinstance(value, str):
+        raise ProtocolError(f"{who} hello nonce is {describe(value)}, not a base64 string")
+    try:
+        nonce = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ProtocolError(f"{who} hello nonce is not base64") from exc
+    if len(nonce) != HELLO_NONCE_BYTES:
+        raise ProtocolError(f"{who} nonce must be {HELLO_NONCE_BYTES} bytes, got {len(nonce)}")
+    return nonce

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import time
 from typing import Any
@@ -34,8 +33,9 @@ from .events import EventLog
 from .handshake import Reply, decode_token, encode_token, new_token
 from .launch import ConnectionMode, LaunchSpec
 from .lifecycle import KernelLifecycle, KernelPhase
+from .logsafe import safe_logger
 
-log = logging.getLogger("gateway_provisioners.kernel")
+log = safe_logger("gateway_provisioners.kernel")
 
 CONNECTION_KEYS = (
     "ip", "transport", "signature_scheme", "kernel_name", "key",
@@ -194,6 +194,13 @@ class RemoteKernel:
                 exit_code=code,
                 diagnostics=info.get("log_tail") or [],
             )
+        # Sealed with the token, so from the agent; still bytes from the network: what the server uses must be typed.
+        bad = [name for name in ("agent_port", *PORT_KEYS) if not _is_port(info.get(name))]
+        if bad or not isinstance(info.get("key"), str) or not isinstance(info.get("ip", ""), str):
+            raise HandshakeRejected(
+                f"the agent's connection info is not usable: {', '.join(bad) or 'key or ip'} missing or mistyped",
+                hint="Install the agent that matches the server's gateway-provisioners",
+            )
         if self.phase is not KernelPhase.CONNECTING:
             self.lifecycle.move_to(KernelPhase.CONNECTING, "connection info received")
         return info
@@ -273,7 +280,10 @@ class RemoteKernel:
             self.handle = None
         self.lifecycle.fail(exc if isinstance(exc, Exception) else LaunchError("launch cancelled"))
         if isinstance(exc, LaunchError):
-            log.warning("kernel %s on %s failed: %s", self.kernel_id, self.backend.name, exc.details())
+            # details() escapes every line it quotes and its line breaks are ours: it goes into the format string,
+            # which the log's escaping filter leaves alone (it escapes the arguments).
+            details = exc.details().replace("%", "%%")
+            log.warning(f"kernel %s on %s failed: {details}", self.kernel_id, self.backend.name)
         return exc
 
     async def _log_tail(self) -> list[str]:
@@ -473,3 +483,10 @@ class RemoteKernel:
             kernel.lifecycle.move_to(KernelPhase.EXITED, f"kernel exited with code {kernel.exit_code}")
         kernel._follow_platform()
         return kernel
+
+
+PORT_KEYS = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
+
+
+def _is_port(value: Any) -> bool:
+    return type(value) is int and 0 < value < 65536

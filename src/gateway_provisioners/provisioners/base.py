@@ -39,6 +39,7 @@ from ..core.launch import (
     split_list,
     validate_kernel_values,
 )
+from ..core.logsafe import printable
 from ..core.port_range import PortRange
 from ..listener import DEFAULT_PORT, shared_broker, shared_listener
 from .settings import Flag, Integer, NameList, NameSet, Number, Ports, Text, setting
@@ -281,10 +282,11 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     def _log_progress(self, event: ProgressEvent) -> None:
         backend = self.kernel.backend.name if self.kernel else "?"
-        # One INFO line per phase; a failure's details (diagnostics, hint) are logged once, by the core.
+        # One INFO line per phase; a failure's details (diagnostics, hint) are logged once, by the core. Messages quote
+        # agents, kernels and platforms: escaped, they cannot forge log lines.
         self.log.info(
             "kernel %s [%s] %s (%.3f s in %s) %s",
-            event.kernel_id, backend, event.phase, event.elapsed, event.previous, event.message,
+            printable(event.kernel_id), backend, event.phase, event.elapsed, event.previous, printable(event.message),
         )  # fmt: skip
 
 
