@@ -54,11 +54,12 @@ def install(
     python: str,
 ) -> None:
     """Install a kernel spec whose kernels run in IMAGE_NAME containers (or Swarm services)."""
+    common = common.named(f"docker_{common.language}")
     provisioner = "docker-swarm-provisioner" if swarm else "docker-provisioner"
     spec = build_kernel_json(
         common=common,
         provisioner=provisioner,
-        argv=kernel_argv(common.language, python),
+        argv=kernel_argv(common.language, python, common.kernel_class),
         display_name=f"{common.language.capitalize()} on {'Swarm' if swarm else 'Docker'} ({image_name})",
         config={"image_name": image_name, "network": network, "image_pull_policy": pull_policy, "owner": owner},
     )
