@@ -41,6 +41,7 @@ from ..core.launch import (
 )
 from ..core.port_range import PortRange
 from ..listener import DEFAULT_PORT, shared_broker, shared_listener
+from .legacy import refuse_legacy_spec
 from .settings import Flag, Integer, NameList, NameSet, Number, Ports, Text, setting
 
 
@@ -143,6 +144,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         """Start phase: check the user and the per-launch values, build the launch spec. Nothing starts yet."""
+        refuse_legacy_spec(self.kernel_spec.argv, self.kernel_spec.resource_dir, self.kernel_spec.display_name)
         extra_arguments = kwargs.pop("extra_arguments", []) or []
         curve_keys = self._curve_keys(kwargs.pop("transport_encryption", None))
         kwargs = await super().pre_launch(**kwargs)  # applies the kernel spec's env substitutions

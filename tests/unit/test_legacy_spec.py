@@ -1,0 +1,105 @@
+"""Specs of the older shape: refused at launch with one line naming jupyter-gp-migrate; Enterprise Gateway's specs
+convert like the older package's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from jupyter_client.manager import AsyncKernelManager
+
+from gateway_provisioners.core.errors import ConfigurationError
+from gateway_provisioners.provisioners.legacy import legacy_shape
+from gateway_provisioners_cli import migrate
+from tests.conftest import IPYKERNEL_ARGV, write_kernel_spec
+
+OLDER_ARGV = ["python", "/specs/k/scripts/launch_ipykernel.py", "--kernel-id", "{kernel_id}", "--port-range",
+              "{port_range}", "--response-address", "{response_address}", "--public-key", "{public_key}"]  # fmt: skip
+# Enterprise Gateway's python_distributed spec, in the shape its docs show.
+EG_SPEC = {
+    "display_name": "Python on remote hosts (EG)",
+    "language": "python",
+    "metadata": {
+        "process_proxy": {
+            "class_name": "enterprise_gateway.services.processproxies.distributed.DistributedProcessProxy",
+            "config": {"remote_hosts": "host1,host2", "authorized_users": "alice,bob"},
+        },
+        "debugger": True,
+    },
+    "env": {},
+    "argv": ["python", "/usr/local/share/jupyter/kernels/python_distributed/scripts/launch_ipykernel.py",
+             "--RemoteProcessProxy.kernel-id", "{kernel_id}", "--RemoteProcessProxy.response-address",
+             "{response_address}", "--RemoteProcessProxy.public-key", "{public_key}",
+             "--RemoteProcessProxy.port-range", "{port_range}",
+             "--RemoteProcessProxy.spark-context-initialization-mode", "none"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (OLDER_ARGV, "runs the older launcher launch_ipykernel.py"),
+        (["/k/bin/run.sh", "--kernel-id", "{kernel_id}"], "passes {kernel_id}"),
+        (["Rscript", "x.R", "--response-address", "{response_address}"], "passes {response_address}"),
+        (["python", "-m", "x", "--RemoteProcessProxy.kernel-id=1"], "passes --RemoteProcessProxy.kernel-id"),
+        (IPYKERNEL_ARGV, None),
+        (["/opt/run.sh", "-f", "{connection_file}"], None),
+    ],
+)
+def test_legacy_shape(argv: list[str], reason: str | None) -> None:
+    found = legacy_shape(argv)
+    assert (found is None) if reason is None else (reason in str(found))
+
+
+@pytest.mark.parametrize("provisioner", ["local-agent-provisioner", "distributed-provisioner"])
+async def test_older_spec_is_refused_at_launch_naming_the_converter(jupyter_path: Path, provisioner: str) -> None:
+    folder = write_kernel_spec(jupyter_path, "older", argv=OLDER_ARGV, provisioner=provisioner)
+    km = AsyncKernelManager(kernel_name="older")
+    with pytest.raises(ConfigurationError) as raised:
+        await km.start_kernel()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"convert it with 'jupyter-gp-migrate {folder}'" in message
+    assert "runs the older launcher launch_ipykernel.py" in message
+    assert not km.has_kernel  # nothing was started
+
+
+def test_enterprise_gateway_spec_converts(tmp_path: Path) -> None:
+    folder = tmp_path / "python_distributed"
+    (folder / "scripts").mkdir(parents=True)
+    (folder / "kernel.json").write_text(json.dumps(EG_SPEC))
+    result = CliRunner().invoke(migrate.main, [str(folder)])
+    assert result.exit_code == 0, result.output
+    spec = json.loads((folder / "kernel.json").read_text())
+    assert spec["argv"] == ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    assert "process_proxy" not in spec["metadata"] and spec["metadata"]["debugger"] is True
+    assert spec["metadata"]["kernel_provisioner"] == {
+        "provisioner_name": "distributed-provisioner",
+        "config": {"remote_hosts": ["host1", "host2"], "authorized_users": ["alice", "bob"]},
+    }
+    assert json.loads((folder / "pre-migrate" / "kernel.json").read_text()) == EG_SPEC
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"class_name": "enterprise_gateway.services.processproxies.conductor.ConductorClusterProcessProxy"},
+         "IBM Spectrum Conductor is not supported"),
+        ({"config": {"remote_hosts": "h1", "some_unknown": 1}}, "setting 'some_unknown' is unknown"),
+    ],
+)  # fmt: skip
+def test_unconvertible_enterprise_gateway_specs_are_refused_untouched(
+    tmp_path: Path, change: dict, reason: str
+) -> None:
+    spec = json.loads(json.dumps(EG_SPEC))
+    spec["metadata"]["process_proxy"].update(change)
+    folder = tmp_path / "eg"
+    folder.mkdir()
+    text = json.dumps(spec)
+    (folder / "kernel.json").write_text(text)
+    result = CliRunner().invoke(migrate.main, [str(folder)])
+    assert result.exit_code == 1
+    assert reason in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (folder / "kernel.json").read_text() == text and not (folder / "pre-migrate").exists()
