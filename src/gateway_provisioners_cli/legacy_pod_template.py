@@ -20,17 +20,18 @@ from typing import Any
 
 from .migrate import Refused
 
-MARK = "@@gp-migrate:{}@@"
-_MARKED = re.compile(r"@@gp-migrate:([A-Za-z0-9_]+)@@")
+MARK = "GPMIGRATE-{}-END"  # a plain YAML scalar, so that it also survives where a template left a value unquoted
+_MARKED = re.compile(r"GPMIGRATE-([A-Za-z0-9_]+)-END")
 #: Values the older launcher always gave the template (so `is defined` holds for them, as it did there).
 ALWAYS_DEFINED = (
     "kernel_id", "kernel_pod_name", "kernel_namespace", "kernel_image", "kernel_executor_image",
     "kernel_service_account_name", "kernel_username", "kernel_name", "kernel_language", "port_range",
     "public_key", "response_address", "kernel_spark_context_init_mode", "kernel_class_name",
 )  # fmt: skip
-STOCK_LABELS = {"kernel_id": MARK.format("kernel_id"), "app": "gateway-provisioners", "component": "kernel",
-                "source": "kernel-pod.yaml"}  # fmt: skip
-STOCK_ANNOTATIONS = {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+#: The labels the older shipped templates set (gateway_provisioners' and Enterprise Gateway's), with their values.
+STOCK_LABELS = {"kernel_id": (MARK.format("kernel_id"),), "app": ("gateway-provisioners", "enterprise-gateway"),
+                "component": ("kernel",), "source": ("kernel-pod.yaml",)}  # fmt: skip
+STOCK_ANNOTATIONS = {"cluster-autoscaler.kubernetes.io/safe-to-evict": ("false",)}
 
 
 def _render(text: str) -> list[Any]:
@@ -43,6 +44,7 @@ def _render(text: str) -> list[Any]:
             return MARK.format(self._undefined_name)
 
     env = ImmutableSandboxedEnvironment(undefined=Marked, autoescape=False)
+    env.filters["yaml_safe"] = lambda value: value  # Enterprise Gateway's quoting filter: markers need no quoting
     try:
         rendered = env.from_string(text).render({name: MARK.format(name) for name in ALWAYS_DEFINED})
         return [doc for doc in yaml.safe_load_all(rendered) if doc is not None]
@@ -72,8 +74,8 @@ def extra_pod_config(text: str) -> dict[str, Any]:
         metadata.pop(key, None)
     for stock, key in ((STOCK_LABELS, "labels"), (STOCK_ANNOTATIONS, "annotations")):
         found = metadata.get(key) or {}
-        for name, value in stock.items():
-            if str(found.get(name)) == value:
+        for name, values in stock.items():
+            if str(found.get(name)) in values:
                 found.pop(name)
     spec = pod.get("spec") or {}
     if spec.get("restartPolicy") == "Never":

@@ -103,3 +103,57 @@ def test_unconvertible_enterprise_gateway_specs_are_refused_untouched(
     assert result.exit_code == 1
     assert reason in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert (folder / "kernel.json").read_text() == text and not (folder / "pre-migrate").exists()
+
+
+# An Enterprise Gateway-style pod template (its quoting filter, its app label) with two operator additions.
+EG_TEMPLATE = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {{ kernel_pod_name | yaml_safe }}
+  namespace: {{ kernel_namespace | yaml_safe }}
+  labels:
+    kernel_id: {{ kernel_id | yaml_safe }}
+    app: enterprise-gateway
+    component: kernel
+    team: data
+spec:
+  restartPolicy: Never
+  serviceAccountName: {{ kernel_service_account_name | yaml_safe }}
+  containers:
+  - image: {{ kernel_image | yaml_safe }}
+    name: {{ kernel_pod_name | yaml_safe }}
+  {% if kernel_cpus is defined %}
+    resources: {requests: {cpu: "{{ kernel_cpus }}"}}
+  {% endif %}
+  tolerations:
+  - key: gpu
+    operator: Exists
+"""
+
+
+def test_enterprise_gateway_pod_template_additions() -> None:
+    from gateway_provisioners_cli.legacy_pod_template import extra_pod_config
+
+    assert extra_pod_config(EG_TEMPLATE) == {
+        "metadata": {"labels": {"team": "data"}},
+        "spec": {"tolerations": [{"key": "gpu", "operator": "Exists"}]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        (EG_TEMPLATE + "---\napiVersion: v1\nkind: PersistentVolumeClaim\n", "not one Pod"),
+        (EG_TEMPLATE.replace("team: data", "team: {{ kernel_team }}"), "per-kernel values (kernel_team)"),
+        (EG_TEMPLATE.replace("name: {{ kernel_pod_name | yaml_safe }}\n  {%", "name: kernel\n  {%"),
+         "no container named {{ kernel_pod_name }}"),
+        ("kind: Pod\n{% if %}", "cannot be rendered"),
+    ],
+)  # fmt: skip
+def test_pod_templates_that_are_not_mechanical_are_refused(template: str, reason: str) -> None:
+    from gateway_provisioners_cli.legacy_pod_template import extra_pod_config
+
+    with pytest.raises(migrate.Refused) as refused:
+        extra_pod_config(template)
+    assert reason in str(refused.value) and "\n" not in str(refused.value)
