@@ -53,9 +53,19 @@ def test_legacy_shape(argv: list[str], reason: str | None) -> None:
     assert (found is None) if reason is None else (reason in str(found))
 
 
-@pytest.mark.parametrize("provisioner", ["local-agent-provisioner", "distributed-provisioner"])
-async def test_older_spec_is_refused_at_launch_naming_the_converter(jupyter_path: Path, provisioner: str) -> None:
-    folder = write_kernel_spec(jupyter_path, "older", argv=OLDER_ARGV, provisioner=provisioner)
+@pytest.mark.parametrize(
+    ("provisioner", "config"),
+    [
+        ("local-agent-provisioner", {}),
+        ("distributed-provisioner", {"remote_hosts": ["h1"]}),
+        # A setting only the older package had: the reason given is still the spec's shape, with the converter.
+        ("kubernetes-provisioner", {"image_name": "reg/k:1", "executor_image_name": "reg/k:1"}),
+    ],
+)
+async def test_older_spec_is_refused_at_launch_naming_the_converter(
+    jupyter_path: Path, provisioner: str, config: dict
+) -> None:
+    folder = write_kernel_spec(jupyter_path, "older", argv=OLDER_ARGV, provisioner=provisioner, config=config)
     km = AsyncKernelManager(kernel_name="older")
     with pytest.raises(ConfigurationError) as raised:
         await km.start_kernel()

@@ -113,6 +113,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - set(self.class_trait_names()) - {"parent", "config"})
         if unknown:  # a kernel spec's misspelled setting would otherwise be dropped without a word
+            refuse_legacy_spec(kwargs.get("kernel_spec"))  # an older spec's settings: say how to convert it instead
             raise TraitError(unknown_settings(type(self), unknown))
         super().__init__(**kwargs)
         self.kernel: RemoteKernel | None = None
@@ -144,7 +145,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         """Start phase: check the user and the per-launch values, build the launch spec. Nothing starts yet."""
-        refuse_legacy_spec(self.kernel_spec.argv, self.kernel_spec.resource_dir, self.kernel_spec.display_name)
+        refuse_legacy_spec(self.kernel_spec)
         extra_arguments = kwargs.pop("extra_arguments", []) or []
         curve_keys = self._curve_keys(kwargs.pop("transport_encryption", None))
         kwargs = await super().pre_launch(**kwargs)  # applies the kernel spec's env substitutions

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import PurePath
+from typing import Any
 
 from ..core.errors import ConfigurationError
 
@@ -42,12 +43,13 @@ def legacy_shape(argv: Iterable[str]) -> str | None:
     return None
 
 
-def refuse_legacy_spec(argv: Iterable[str], resource_dir: str | None, name: str) -> None:
-    """Raise a one-line :class:`ConfigurationError` naming ``jupyter-gp-migrate`` if ``argv`` is of the older shape."""
-    why = legacy_shape(argv)
+def refuse_legacy_spec(spec: Any) -> None:
+    """Raise a one-line :class:`ConfigurationError` naming ``jupyter-gp-migrate`` if kernel spec ``spec`` (a
+    jupyter_client ``KernelSpec``, or None) is of the older shape."""
+    why = legacy_shape(getattr(spec, "argv", None) or [])
     if why:
-        where = resource_dir or "<the kernel spec's folder>"
+        where = getattr(spec, "resource_dir", "") or "<the kernel spec's folder>"
         raise ConfigurationError(
-            f"kernel spec {name!r} is of the older gateway_provisioners/Enterprise Gateway shape (its argv {why}): "
-            f"convert it with 'jupyter-gp-migrate {where}' (docs/migration.md)"
+            f"kernel spec {getattr(spec, 'display_name', '')!r} is of the older gateway_provisioners/Enterprise "
+            f"Gateway shape (its argv {why}): convert it with 'jupyter-gp-migrate {where}' (docs/migration.md)"
         )
