@@ -230,25 +230,25 @@ def convert(folder: Path) -> Conversion:
     config = _settings(provisioner, old_config, notes)
     kernel_class = options.get("--kernel-class-name")
     init_mode = options.get("--spark-context-initialization-mode", "none").lower()
-    cluster = options.get("--cluster-type", "spark" if launcher == "run.sh" else "none").lower()
+    cluster = options.get("--cluster-type", "spark").lower()  # the older launcher's default
+    # What the older launcher would have set up in the kernel: a Spark session, a Dask cluster, or nothing.
+    session = "Dask" if cluster == "dask" else "Spark" if cluster == "spark" and init_mode != "none" else None
 
     if launcher == "launch_custom_resource.py":
         raise Refused(NOT_CONVERTIBLE["spark-operator-provisioner"])
-    if launcher in ("launch_kubernetes.py", "launch_docker.py", "bootstrap-kernel.sh"):
+    if launcher == "run.sh" and provisioner == "yarn-provisioner":
+        _yarn_submit(env, cluster, config, notes)
+        python = config.get("remote_python") or "python3"  # as jupyter-yarn-spec --python-root writes it
+    elif launcher == "run.sh" or session:
+        raise Refused(f"not yet: {session or 'Spark'} kernels on {provisioner} (docs/migration.md, 'Coming')")
+    elif launcher in ("launch_kubernetes.py", "launch_docker.py", "bootstrap-kernel.sh"):
         # The older launcher ran on the server and started the image's bootstrap-kernel.sh; the agent now runs the
         # kernel in the image directly, with the image's python3.
         python = "python3"
-    elif launcher == "run.sh":
-        if provisioner != "yarn-provisioner":
-            raise Refused(f"not yet: Spark kernels on {provisioner} come with the Spark support")
-        _yarn_submit(env, cluster, config, notes)
-        python = config.get("remote_python") or "python3"  # as jupyter-yarn-spec --python-root writes it
     else:  # launch_ipykernel.py / launch_IRkernel.R, started by the interpreter before them
         python = argv[0] if launcher_at >= 1 and language == "python" else "python3"
-        if cluster == "spark" and init_mode != "none":
-            raise Refused(f"not yet: Spark kernels on {provisioner} come with the Spark support")
     new_argv = kernel_argv(language, python, kernel_class if language == "python" else None)
-    if cluster == "spark" and launcher == "run.sh" and init_mode != "none":
+    if session == "Spark":  # only YARN gets here with a session
         if language == "python":
             new_argv.append(SPARK_SESSION)  # the older launcher made lazy and eager the same: a session at start
         else:

@@ -115,6 +115,25 @@ def test_unconvertible_enterprise_gateway_specs_are_refused_untouched(
     assert (folder / "kernel.json").read_text() == text and not (folder / "pre-migrate").exists()
 
 
+@pytest.mark.parametrize(
+    ("mode", "cluster", "reason"),
+    [("lazy", None, "not yet: Spark kernels on distributed-provisioner"),
+     ("none", "dask", "not yet: Dask kernels on distributed-provisioner")],
+)  # fmt: skip
+def test_a_session_the_older_launcher_made_on_ssh_hosts_is_refused(
+    tmp_path: Path, mode: str, cluster: str | None, reason: str
+) -> None:
+    spec = json.loads(json.dumps(EG_SPEC))
+    spec["argv"][-1] = mode  # the launcher's default cluster type is spark: lazy meant a Spark session
+    if cluster:
+        spec["argv"] += ["--RemoteProcessProxy.cluster-type", cluster]
+    folder = tmp_path / "eg"
+    folder.mkdir()
+    (folder / "kernel.json").write_text(json.dumps(spec))
+    result = CliRunner().invoke(migrate.main, [str(folder)])
+    assert result.exit_code == 1 and reason in result.stderr
+
+
 # An Enterprise Gateway-style pod template (its quoting filter, its app label) with two operator additions.
 EG_TEMPLATE = """\
 apiVersion: v1
