@@ -14,7 +14,9 @@ docs/migration.md lists every case.
 from __future__ import annotations
 
 import difflib
+import importlib
 import json
+import re
 import shlex
 import shutil
 import sys
@@ -25,12 +27,14 @@ from typing import Any
 import click
 
 from gateway_provisioners.core.launch import split_list
-from gateway_provisioners.provisioners.legacy import LEGACY_PLACEHOLDERS, legacy_shape
+from gateway_provisioners.provisioners.legacy import LEGACY_LAUNCHERS, LEGACY_PLACEHOLDERS, legacy_shape
 
 from .kernelspec import kernel_argv
 from .yarn_spec import SPARK_SESSION
 
 BACKUP = "pre-migrate"
+#: What an older argv runs: a launcher script, or a kernel spec's bin/run.sh (Spark, Dask).
+LAUNCHERS = {*LEGACY_LAUNCHERS, "run.sh"}
 OLD_FILES = ("kernel.json", "scripts", "bin", "lib")
 
 #: Provisioners of the older package that exist here under the same name.
@@ -95,8 +99,8 @@ def _launcher_arguments(args: list[str]) -> dict[str, str]:
         arg = args[index]
         if not arg.startswith("--"):
             raise Refused(f"argument {arg!r} of the older launcher is not an option: convert this spec by hand")
-        name, _, value = arg.partition("=")
-        if not _:
+        name, equals, value = arg.partition("=")
+        if not equals:
             if index + 1 >= len(args):
                 raise Refused(f"option {arg} of the older launcher has no value: convert this spec by hand")
             value = args[index + 1]
@@ -112,8 +116,8 @@ def _launcher_arguments(args: list[str]) -> dict[str, str]:
     return options
 
 
-def _provisioner(old: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
-    """(provisioner name, its old config, where it came from) of an older spec."""
+def _provisioner(old: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(provisioner name, its older config) of an older spec."""
     metadata = old.get("metadata") or {}
     stanza = metadata.get("kernel_provisioner")
     if stanza:
@@ -122,7 +126,7 @@ def _provisioner(old: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
             raise Refused(f"{name}: {NOT_CONVERTIBLE[name]}")
         if name not in PROVISIONERS:
             raise Refused(f"provisioner {name!r} is not one of {', '.join(PROVISIONERS)}")
-        return name, dict(stanza.get("config") or {}), "kernel_provisioner"
+        return name, dict(stanza.get("config") or {})
     proxy = metadata.get("process_proxy")
     if proxy:
         cls = str(proxy.get("class_name", "")).rsplit(".", 1)[-1]
@@ -130,14 +134,12 @@ def _provisioner(old: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
             raise Refused(f"{cls}: {NOT_CONVERTIBLE[cls]}")
         if cls not in PROCESS_PROXIES:
             raise Refused(f"process proxy {proxy.get('class_name')!r} has no provisioner here")
-        return PROCESS_PROXIES[cls], dict(proxy.get("config") or {}), "process_proxy"
+        return PROCESS_PROXIES[cls], dict(proxy.get("config") or {})
     raise Refused("the spec names no provisioner (metadata.kernel_provisioner or metadata.process_proxy)")
 
 
 def _settings(provisioner: str, config: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     """The older settings under their current names, checked against the provisioner's settings."""
-    import importlib
-
     module, _, cls_name = PROVISIONERS[provisioner].partition(":")
     cls = getattr(importlib.import_module(module), cls_name)
     known = set(cls.class_trait_names())
@@ -159,8 +161,6 @@ def _settings(provisioner: str, config: dict[str, Any], notes: list[str]) -> dic
 
 def _unfilled_template(old: dict[str, Any]) -> list[str]:
     """``${name}`` left by the older jupyter-yarn-spec's install defect, outside env (where ${VAR} is runtime)."""
-    import re
-
     text = json.dumps({k: v for k, v in old.items() if k != "env"})
     return sorted(set(re.findall(r"\$\{[a-z_]+\}", text)))
 
@@ -214,14 +214,14 @@ def convert(folder: Path) -> Conversion:
             f"{', '.join(left)} were never filled in (the older jupyter-yarn-spec's install defect): "
             "write a new spec with jupyter-yarn-spec install"
         )
-    provisioner, old_config, _ = _provisioner(old)
+    provisioner, old_config = _provisioner(old)
     language = str(old.get("language", "python")).lower()
     if language == "scala":
         raise Refused("not yet: Scala (Apache Toree) kernels come with the Spark support")
     if language not in ("python", "r"):
         raise Refused(f"language {language!r} is not python or r")
 
-    launcher_at = next((i for i, a in enumerate(argv) if PurePath(a).name in _LAUNCHER_NAMES), None)
+    launcher_at = next((i for i, a in enumerate(argv) if PurePath(a).name in LAUNCHERS), None)
     if launcher_at is None:
         raise Refused("the argv runs no launcher of the older package: convert this spec by hand")
     launcher = PurePath(argv[launcher_at]).name
@@ -285,10 +285,6 @@ def convert(folder: Path) -> Conversion:
         if placeholder in json.dumps(result.new):
             raise Refused(f"{placeholder} is still used after conversion: convert this spec by hand")
     return result
-
-
-_LAUNCHER_NAMES = {"launch_ipykernel.py", "launch_IRkernel.R", "launch_kubernetes.py", "launch_docker.py",
-                   "launch_custom_resource.py", "bootstrap-kernel.sh", "run.sh"}  # fmt: skip
 
 
 def _yarn_submit(env: dict[str, str], cluster: str, config: dict[str, Any], notes: list[str]) -> None:
