@@ -17,6 +17,7 @@ from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, ke
 
 
 @click.group()
+@click.version_option(package_name="gateway_provisioners")
 def main() -> None:
     """Kernel specs and housekeeping for kernels in Docker containers and Swarm services."""
 

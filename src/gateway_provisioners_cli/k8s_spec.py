@@ -30,6 +30,7 @@ DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 
 
 @click.group()
+@click.version_option(package_name="gateway_provisioners")
 def main() -> None:
     """Kernel specs and housekeeping for kernels in Kubernetes pods."""
 

@@ -24,6 +24,7 @@ SPARK_SESSION = (
 
 
 @click.group()
+@click.version_option(package_name="gateway_provisioners")
 def main() -> None:
     """Kernel specs for kernels that run as YARN applications."""
 

@@ -172,3 +172,11 @@ def test_installed_command_accumulates_as_a_subprocess(tmp_path: Path) -> None:
     manager = KernelSpecManager(kernel_dirs=[str(tmp_path / "share" / "jupyter" / "kernels")])
     spec = manager.get_kernel_spec("ssh_python")
     assert spec.metadata["kernel_provisioner"]["config"]["unauthorized_users"] == ["bob", "root"]
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_version_option_as_in_the_older_clis(cli: str) -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(CLIS[cli][0], ["--version"])
+    assert result.exit_code == 0 and version("gateway_provisioners") in result.output
