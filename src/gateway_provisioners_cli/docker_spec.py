@@ -17,6 +17,7 @@ from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, ke
 
 
 @click.group()
+@click.version_option(package_name="gateway_provisioners")
 def main() -> None:
     """Kernel specs and housekeeping for kernels in Docker containers and Swarm services."""
 
@@ -54,11 +55,12 @@ def install(
     python: str,
 ) -> None:
     """Install a kernel spec whose kernels run in IMAGE_NAME containers (or Swarm services)."""
+    common = common.named(f"docker_{common.language}")
     provisioner = "docker-swarm-provisioner" if swarm else "docker-provisioner"
     spec = build_kernel_json(
         common=common,
         provisioner=provisioner,
-        argv=kernel_argv(common.language, python),
+        argv=kernel_argv(common.language, python, common.kernel_class),
         display_name=f"{common.language.capitalize()} on {'Swarm' if swarm else 'Docker'} ({image_name})",
         config={"image_name": image_name, "network": network, "image_pull_policy": pull_policy, "owner": owner},
     )

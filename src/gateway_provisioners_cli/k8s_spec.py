@@ -16,12 +16,21 @@ from pathlib import Path
 
 import click
 
-from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, kernel_argv
+from .kernelspec import (
+    SpecOptions,
+    build_kernel_json,
+    common_options,
+    emit,
+    kernel_argv,
+    not_yet_option,
+    retired_option,
+)
 
 DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 
 
 @click.group()
+@click.version_option(package_name="gateway_provisioners")
 def main() -> None:
     """Kernel specs and housekeeping for kernels in Kubernetes pods."""
 
@@ -35,6 +44,16 @@ def main() -> None:
 @click.option("--connection-mode", type=click.Choice(["assigned", "callback"]), default=None,
               help="How the server learns the kernel's ports (default: assigned, no callback).")  # fmt: skip
 @click.option("--python", "python", default="python3", show_default=True, help="The interpreter in the image.")
+# The older jupyter-k8s-spec's Spark options: Spark kernels on Kubernetes come with the Spark support.
+@not_yet_option("--spark", "Spark kernels on Kubernetes", takes_value=False)
+@not_yet_option("--executor-image-name", "Spark executors on Kubernetes")
+@not_yet_option("--spark-home", "Spark kernels on Kubernetes")
+@not_yet_option("--extra-spark-opts", "Spark kernels on Kubernetes")
+@not_yet_option("--spark-init-mode", "Spark kernels on Kubernetes")
+@not_yet_option("--crd", "Spark-operator (SparkApplication) kernels; spark-operator-provisioner is not part of 1.0",
+                takes_value=False)  # fmt: skip
+@retired_option("--tensorflow", "it never changed the kernel spec; name a TensorFlow image with --image-name",
+                takes_value=False)  # fmt: skip
 def install(
     common: SpecOptions,
     image_name: str,
@@ -45,6 +64,7 @@ def install(
     python: str,
 ) -> None:
     """Install a kernel spec whose kernels run in IMAGE_NAME pods."""
+    common = common.named(f"k8s_{common.language}")
     if namespace is not None and not re.fullmatch(DNS_LABEL, namespace):
         raise click.BadParameter(f"{namespace!r} is not a namespace name (a-z, 0-9, -)", param_hint="--namespace")
     if pod_template is not None:
@@ -61,7 +81,7 @@ def install(
     spec = build_kernel_json(
         common=common,
         provisioner="kubernetes-provisioner",
-        argv=kernel_argv(common.language, python),
+        argv=kernel_argv(common.language, python, common.kernel_class),
         display_name=f"{common.language.capitalize()} on Kubernetes ({image_name})",
         config={
             "image_name": image_name,

@@ -13,7 +13,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +24,33 @@ from gateway_provisioners.core.launch import parse_user_list
 from gateway_provisioners.core.port_range import PortRange
 
 LANGUAGES = ("python", "r")
+#: Languages the older package's CLIs took (any case); Scala is accepted by the option, then refused with a reason.
+LANGUAGE_CHOICES = ("python", "r", "scala")
+DEFAULT_KERNEL_CLASS = "ipykernel.ipkernel.IPythonKernel"
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 KERNEL_NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
 _PLACEHOLDER = re.compile(r"\$\{[^}]*\}|\{(?!connection_file\})[A-Za-z_][A-Za-z0-9_]*\}")
 
 
-def kernel_argv(language: str, python: str = "python3") -> list[str]:
-    """The kernel's own command for ``language``, as it runs where the agent starts it."""
+def kernel_argv(language: str, python: str = "python3", kernel_class: str | None = None) -> list[str]:
+    """The kernel's own command for ``language``, as it runs where the agent starts it.
+
+    ``kernel_class`` (Python only) is an ipykernel subclass, ``module.Class``; the older package's
+    ``--ipykernel-subclass-name`` became ``--kernel-class-name`` of its launcher, ipykernel takes it directly.
+    """
     if language == "python":
-        return [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        argv = [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        if kernel_class and kernel_class != DEFAULT_KERNEL_CLASS:
+            argv.append(f"--IPKernelApp.kernel_class={kernel_class}")
+        return argv
+    if kernel_class and kernel_class != DEFAULT_KERNEL_CLASS:
+        raise click.UsageError(f"--ipykernel-subclass-name is for Python kernels, not {language!r}: leave it out")
     if language == "r":
         return ["R", "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"]
+    if language == "scala":
+        raise click.UsageError(
+            "--language scala: not yet: Scala (Apache Toree) kernels come with the Spark support; use python or r"
+        )
     raise click.BadParameter(f"language {language!r} is not one of {', '.join(LANGUAGES)}")
 
 
@@ -54,10 +71,52 @@ class SpecOptions:
     replace: bool
     port_range: str
     launch_timeout: float
-    authorized_users: str
-    unauthorized_users: str
+    authorized_users: tuple[str, ...]
+    unauthorized_users: tuple[str, ...]
     curve: bool
     dry_run: bool
+    kernel_class: str | None
+
+    def named(self, default: str) -> SpecOptions:
+        """These options with ``default`` as the kernel name when none was given (the older CLIs' names)."""
+        return self if self.kernel_name else replace(self, kernel_name=default)
+
+
+def retired_option(name: str, replacement: str, *, takes_value: bool = True) -> Callable[..., Any]:
+    """A hidden option of the older package's CLIs that no longer makes sense: using it is a one-line error saying
+    what replaces it (rather than click's "no such option", which does not)."""
+
+    def refuse(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value not in (None, False, ()):
+            raise click.UsageError(f"{name} is gone: {replacement}", ctx=ctx)
+
+    if takes_value:
+        return click.option(name, hidden=True, expose_value=False, default=None, callback=refuse, is_eager=True)
+    return click.option(name, hidden=True, expose_value=False, is_flag=True, callback=refuse, is_eager=True)
+
+
+def not_yet_option(name: str, what: str, *, takes_value: bool = True) -> Callable[..., Any]:
+    """A hidden option of the older package's CLIs that this one cannot honour yet: a one-line "not yet" error."""
+    return retired_option(name, f"not yet: {what} (see docs/migration.md)", takes_value=takes_value)
+
+
+#: Options of the older package's traitlets applications (every CLI had them) and what replaces each.
+RETIRED_APP_OPTIONS = [
+    retired_option("--config", "settings belong to the server's Jupyter config, see docs/configuration.md"),
+    retired_option("--log-level", "these commands do not log; --dry-run prints the kernel.json they would write"),
+    retired_option("--debug", "these commands do not log; --dry-run prints the kernel.json they would write",
+                   takes_value=False),
+    retired_option("--show-config", "--dry-run prints the kernel.json with every setting", takes_value=False),
+    retired_option("--show-config-json", "--dry-run prints the kernel.json with every setting", takes_value=False),
+    retired_option("--generate-config", "settings belong to the server's Jupyter config, see docs/configuration.md",
+                   takes_value=False),
+]  # fmt: skip
+
+
+def _check_kernel_class(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not _DOTTED.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not 'module.Class' (e.g. ipykernel.ipkernel.IPythonKernel)")
+    return value
 
 
 def common_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -66,14 +125,17 @@ def common_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(function)
     def command(**values: Any) -> Any:
+        values["language"] = values["language"].lower()
         common = SpecOptions(**{name: values.pop(name) for name in names})
         return function(common, **values)
 
     options = [
-        click.option("--kernel-name", required=True, help="Name of the kernel spec folder (a-z, 0-9, . _ -)."),
+        click.option("--kernel-name", default=None,
+                     help="Name of the kernel spec folder (a-z, 0-9, . _ -; default: the older CLIs' name, e.g. "
+                          "ssh_python)."),
         click.option("--display-name", default=None, help="Name shown in notebook front-ends (default: derived)."),
-        click.option("--language", type=click.Choice(LANGUAGES), default="python", show_default=True,
-                     help="The kernel's language; decides its argv."),
+        click.option("--language", type=click.Choice(LANGUAGE_CHOICES, case_sensitive=False), default="python",
+                     show_default=True, help="The kernel's language (any case); decides its argv."),
         click.option("--user", "location", flag_value="user", help="Install for the current user."),
         click.option("--sys-prefix", "location", flag_value="sys-prefix",
                      help="Install into this Python environment's prefix."),
@@ -83,14 +145,20 @@ def common_options(function: Callable[..., Any]) -> Callable[..., Any]:
                      help="Ports the kernel may use on its host: 'lower..upper' (at least 6), or '0..0' for any."),
         click.option("--launch-timeout", type=click.FloatRange(1, 3600), default=30, show_default=True,
                      help="Seconds the kernel has to become ready."),
-        click.option("--authorized-users", default="", help="Comma-separated users allowed to start the kernel."),
-        click.option("--unauthorized-users", default="root", show_default=True,
-                     help="Comma-separated users never allowed to start the kernel."),
+        # Repeated list options accumulate, as in the older CLIs: '--unauthorized-users root --unauthorized-users bob'
+        # denies both (a single-valued option would keep only bob, and root would silently be allowed).
+        click.option("--authorized-users", multiple=True,
+                     help="Users allowed to start the kernel; repeat the option or give a comma list."),
+        click.option("--unauthorized-users", multiple=True, default=("root",), show_default=True,
+                     help="Users never allowed to start the kernel; repeat the option or give a comma list."),
         click.option("--curve", is_flag=True,
                      help="Declare that the kernel serves CurveZMQ (it reads Curve keys from its connection file, as "
                           "ipykernel 7.4 does): a kernel manager with transport_encryption auto or required then "
                           "encrypts the kernel's channels."),
         click.option("--dry-run", is_flag=True, help="Print the kernel.json instead of installing it."),
+        click.option("--ipykernel-subclass-name", "kernel_class", default=None, callback=_check_kernel_class,
+                     help="An ipykernel subclass, module.Class, to run instead of IPythonKernel (Python only)."),
+        *RETIRED_APP_OPTIONS,
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)
@@ -111,10 +179,13 @@ def build_kernel_json(
         PortRange.parse(common.port_range)
     except ConfigurationError as exc:
         raise click.BadParameter(str(exc), param_hint="--port-range") from None
+    denied = parse_user_list(common.unauthorized_users)
+    if "root" not in denied:
+        click.echo("note: root may start this kernel (include root in --unauthorized-users to deny it)", err=True)
     provisioner_config: dict[str, Any] = {
         "launch_timeout": common.launch_timeout,
         "port_range": common.port_range,
-        "unauthorized_users": sorted(parse_user_list(common.unauthorized_users)),
+        "unauthorized_users": sorted(denied),
     }
     if parse_user_list(common.authorized_users):
         provisioner_config["authorized_users"] = sorted(parse_user_list(common.authorized_users))

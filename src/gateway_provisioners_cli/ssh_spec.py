@@ -7,7 +7,7 @@ import click
 from gateway_provisioners.core.errors import ConfigurationError
 from gateway_provisioners.core.launch import split_list
 
-from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, kernel_argv
+from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, kernel_argv, not_yet_option
 
 PROVISIONER = "distributed-provisioner"
 
@@ -51,6 +51,12 @@ def main() -> None:
     help="Private key file to log in with; repeatable (default: ~/.ssh keys and the SSH agent).",
 )
 @click.option("--tunnel", is_flag=True, help="Reach kernels through the SSH connection instead of directly.")
+# The older jupyter-ssh-spec's Spark options: Spark kernels on SSH hosts come with the Spark support.
+@not_yet_option("--spark", "Spark kernels on SSH hosts", takes_value=False)
+@not_yet_option("--spark-master", "Spark kernels on SSH hosts")
+@not_yet_option("--spark-home", "Spark kernels on SSH hosts")
+@not_yet_option("--extra-spark-opts", "Spark kernels on SSH hosts")
+@not_yet_option("--spark-init-mode", "Spark kernels on SSH hosts")
 def install(
     common: SpecOptions, remote_hosts: tuple[str, ...], ssh_port: int | None, remote_user: str | None, python: str,
     load_balancing_algorithm: str | None, known_hosts: str | None, client_keys: tuple[str, ...], tunnel: bool,
@@ -58,6 +64,7 @@ def install(
     """Write (or print, with --dry-run) a kernel spec for distributed-provisioner."""
     from gateway_provisioners.adapters.ssh import SSHHost, load_selector
 
+    common = common.named(f"ssh_{common.language}")
     hosts = split_list(remote_hosts)
     try:
         for host in hosts:
@@ -78,7 +85,7 @@ def install(
     }
     spec = build_kernel_json(
         provisioner=PROVISIONER,
-        argv=kernel_argv(common.language, python),
+        argv=kernel_argv(common.language, python, common.kernel_class),
         display_name=f"{'Python' if common.language == 'python' else 'R'} on {', '.join(hosts)} (SSH)",
         config=config,
         common=common,

@@ -24,6 +24,7 @@ SPARK_SESSION = (
 
 
 @click.group()
+@click.version_option(package_name="gateway_provisioners")
 def main() -> None:
     """Kernel specs for kernels that run as YARN applications."""
 
@@ -67,6 +68,14 @@ def main() -> None:
 )
 @click.option("--yarn-endpoint-security-enabled", is_flag=True, help="Authenticate to the RM with Kerberos/SPNEGO.")
 @click.option("--cert-bundle", default=None, help="CA bundle for an https ResourceManager.")
+@click.option(
+    "--spark-init-mode",
+    type=click.Choice(["lazy", "eager", "none"], case_sensitive=False),
+    default=None,
+    help="With --spark: 'lazy' or 'eager' give a Python kernel spark and sc when it starts (default), 'none' does "
+    "not create a Spark session.",
+)
+@click.option("--extra-dask-opts", default="", help="More 'dask-yarn submit' options with --dask, shell-quoted.")
 def install(
     common: SpecOptions,
     yarn_endpoint: str,
@@ -80,19 +89,38 @@ def install(
     impersonation_enabled: bool,
     yarn_endpoint_security_enabled: bool,
     cert_bundle: str | None,
+    spark_init_mode: str | None,
+    extra_dask_opts: str,
 ) -> None:
     """Install a kernel spec whose kernels run as YARN applications."""
-    try:
-        shlex.split(extra_spark_opts)
-    except ValueError as exc:
-        raise click.BadParameter(f"cannot split {extra_spark_opts!r}: {exc}", param_hint="--extra-spark-opts") from None
+    for hint, value in (("--extra-spark-opts", extra_spark_opts), ("--extra-dask-opts", extra_dask_opts)):
+        try:
+            shlex.split(value)
+        except ValueError as exc:
+            raise click.BadParameter(f"cannot split {value!r}: {exc}", param_hint=hint) from None
     if spark and dask:
         raise click.UsageError("--spark and --dask exclude each other: choose one way to submit")
     if extra_spark_opts and not spark:
         raise click.UsageError("--extra-spark-opts needs --spark")
+    if extra_dask_opts and not dask:
+        raise click.UsageError("--extra-dask-opts needs --dask")
+    init_mode = (spark_init_mode or "lazy").lower()
+    if spark_init_mode and init_mode != "none" and not spark:
+        raise click.UsageError(
+            f"--spark-init-mode {init_mode} needs --spark (the older jupyter-yarn-spec wrote Spark kernels unless "
+            "--dask; this one does with --spark)"
+        )
+    if spark_init_mode and spark and init_mode != "none" and common.language != "python":
+        raise click.UsageError(
+            f"--spark-init-mode {init_mode}: not yet: a Spark session at start for {common.language!r} kernels "
+            "(see docs/migration.md); use --spark-init-mode none"
+        )
+    common = common.named(f"yarn_dask_{common.language}" if dask else f"yarn_spark_{common.language}" if spark
+                          else f"yarn_{common.language}")  # fmt: skip
     python = str(Path(python_root) / "bin" / "python3") if python_root else "python3"
-    argv = kernel_argv(common.language, python)
-    if spark and common.language == "python":
+    argv = kernel_argv(common.language, python, common.kernel_class)
+    # The older launcher made 'lazy' and 'eager' the same (a session when the kernel starts); so does this one.
+    if spark and common.language == "python" and init_mode != "none":
         argv.append(SPARK_SESSION)
     config: dict[str, object] = {
         "yarn_endpoint": yarn_endpoint or None,
@@ -109,6 +137,7 @@ def install(
     if dask:
         # dask-yarn runs the agent with --environment python://<remote_python> (python_root's, else python3).
         config["submit_command"] = ["dask-yarn", "submit"]
+        config["spark_opts"] = extra_dask_opts or None  # spark_opts: further options for any submit command
     mode = "Spark" if spark else "Dask" if dask else "YARN"
     spec = build_kernel_json(
         common=common,

@@ -42,6 +42,7 @@ from ..core.launch import (
 from ..core.logsafe import printable
 from ..core.port_range import PortRange
 from ..listener import DEFAULT_PORT, shared_broker, shared_listener
+from .legacy import refuse_legacy_spec
 from .settings import Flag, Integer, NameList, NameSet, Number, Ports, Text, setting
 
 
@@ -113,6 +114,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - set(self.class_trait_names()) - {"parent", "config"})
         if unknown:  # a kernel spec's misspelled setting would otherwise be dropped without a word
+            refuse_legacy_spec(kwargs.get("kernel_spec"))  # an older spec's settings: say how to convert it instead
             raise TraitError(unknown_settings(type(self), unknown))
         super().__init__(**kwargs)
         self.kernel: RemoteKernel | None = None
@@ -144,6 +146,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         """Start phase: check the user and the per-launch values, build the launch spec. Nothing starts yet."""
+        refuse_legacy_spec(self.kernel_spec)
         extra_arguments = kwargs.pop("extra_arguments", []) or []
         curve_keys = self._curve_keys(kwargs.pop("transport_encryption", None))
         kwargs = await super().pre_launch(**kwargs)  # applies the kernel spec's env substitutions
