@@ -373,11 +373,17 @@ class SwarmBackend(Backend):
         with contextlib.suppress(errors.APIError):
             self.engine.api.remove_secret(created["secret_id"])
 
-    async def _remove_secret(self, secret_id: str | None) -> None:
-        """Remove the launch secret once its service is gone (the manager refuses while a service uses it)."""
+    async def _remove_secret(self, secret_id: str | None) -> bool:
+        """Remove the launch secret once its service is gone; False while the manager still refuses (in use)."""
+        errors = self.engine.docker.errors
         if secret_id:
-            with contextlib.suppress(self.engine.docker.errors.NotFound):
+            try:
                 await self.engine.call(self.engine.api.remove_secret, secret_id)
+            except errors.NotFound:
+                pass
+            except errors.APIError:
+                return False
+        return True
 
     async def terminate(self, handle: BackendHandle, grace: float = 0.0) -> None:
         """Remove the service and wait (up to ``grace`` + 10 s) until its task's container is gone from this node."""
@@ -387,7 +393,7 @@ class SwarmBackend(Backend):
         if service_id:
             with contextlib.suppress(docker.errors.NotFound):
                 await self.engine.call(self.engine.api.remove_service, service_id)
-            await self._remove_secret(handle.data.get("secret_id"))
+            secret_removed = await self._remove_secret(handle.data.get("secret_id"))
             container_id = handle.data.get("container_id")
             if container_id:
                 # The node would stop the task's container after its stop grace period and remove it later on its
@@ -401,6 +407,8 @@ class SwarmBackend(Backend):
                 if not left:
                     break
                 await asyncio.sleep(0.1)  # the node removes the task's container on its own; nothing to wait on
+            if not secret_removed and not await self._remove_secret(handle.data.get("secret_id")):
+                log.warning("kernel %s: launch secret not removed yet; the reaper will", handle.kernel_id)
         if handle.observation.state is not PlatformState.GONE:
             handle.update(
                 Observation(PlatformState.GONE, reason="service removed", exit_code=handle.observation.exit_code)
