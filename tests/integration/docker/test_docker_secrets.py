@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning.factory import KernelProvisionerFactory
 
 from gateway_provisioners.core.errors import KernelExited, LaunchError
 
@@ -215,3 +216,28 @@ async def test_a_launch_cancelled_at_any_moment_leaves_nothing(variant: Variant)
         if variant.swarm:
             gone = await asyncio.to_thread(wait_no_secret, variant, kernel_id, 5)
             assert gone, f"a cancelled launch left the secret of {kernel_id}"
+
+
+@pytest.mark.parametrize("variant", ["swarm-host"], indirect=True)
+async def test_a_reattached_swarm_kernel_takes_its_secret_along_at_shutdown(variant: Variant) -> None:
+    km = AsyncKernelManager(kernel_name=variant.spec())
+    await km.start_kernel()
+    kernel_id = km.kernel_id
+    try:
+        info = json.loads(json.dumps(await km.provisioner.get_provisioner_info()))
+        assert launch_secrets(variant, kernel_id)
+        # A second manager (as a restarted server would make) takes the kernel over and shuts it down.
+        km2 = AsyncKernelManager(kernel_name=km.kernel_name)
+        km2.kernel_id = kernel_id
+        km2.provisioner = KernelProvisionerFactory.instance(parent=km2.parent).create_provisioner_instance(
+            kernel_id, km2.kernel_spec, parent=km2
+        )
+        await km2.provisioner.load_provisioner_info(info)
+        km2.load_connection_info(info["connection_info"])
+        assert await km2.is_alive()
+        await km2.shutdown_kernel(now=True)
+        gone = await asyncio.to_thread(wait_no_secret, variant, kernel_id, 5)
+        assert gone, "the reattached kernel's shutdown left its launch secret"
+    finally:
+        await km.shutdown_kernel(now=True)
+    assert variant.wait_nothing_left(kernel_id, timeout=10)
