@@ -13,6 +13,7 @@ import contextlib
 import json
 import subprocess
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
 
 from gateway_provisioners.core.errors import KernelExited, LaunchError
+from gateway_provisioners.core.launch import ConnectionMode, LaunchSpec
 
 from ...support.kernels import run_code
 from .conftest import KERNEL_LABEL, OWNER, OWNER_LABEL, Variant, make_variant
@@ -191,31 +193,41 @@ async def test_curve_secret_key_is_not_in_inspect_either(variant: Variant) -> No
         await km.shutdown_kernel(now=True)
 
 
+def make_backend(variant: Variant) -> Any:
+    """The provisioner's backend for this variant, as the provisioner makes it (no kernel manager around it)."""
+    from gateway_provisioners.adapters.docker import DockerBackend
+    from gateway_provisioners.adapters.docker_common import ContainerRequest, shared_engine
+    from gateway_provisioners.adapters.swarm import SwarmBackend
+
+    request = ContainerRequest(image=variant.image, network=variant.network, owner=OWNER, user="1000:100")
+    return (SwarmBackend if variant.swarm else DockerBackend)(shared_engine(None), request)
+
+
 @pytest.mark.parametrize("variant", ["docker-bridge", "swarm-host"], indirect=True)
-async def test_a_launch_cancelled_at_any_moment_leaves_nothing(variant: Variant) -> None:
-    # Cancelled before, while and after the engine creates the container or the secret and service: whatever the
-    # engine made on the pool thread meanwhile is removed, secret included.
-    name = variant.spec()
+async def test_a_submit_cancelled_at_any_moment_leaves_nothing(variant: Variant) -> None:
+    # The launch timeout cancels the backend's submit; cancelled before, while and after the engine makes the
+    # container (or the secret and the service) on its pool thread, whatever it made is removed, secret included.
+    backend = make_backend(variant)
+    mode = ConnectionMode.CALLBACK if variant.network == "host" else ConnectionMode.ASSIGNED
     kernel_ids = []
-    for delay in (0.01, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8):
-        km = AsyncKernelManager(kernel_name=name)
-        start = asyncio.ensure_future(km.start_kernel())
+    for delay in (0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5):
+        spec = LaunchSpec(
+            kernel_id=str(uuid.uuid4()), argv=["python3", "-c", "pass"], mode=mode, response_address="127.0.0.1:9"
+        )
+        kernel_ids.append(spec.kernel_id)
+        submit = asyncio.ensure_future(backend.submit(spec))
         await asyncio.sleep(delay)  # a cancellation point, not a wait for anything
-        start.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await start
-        if km.kernel_id:
-            kernel_ids.append(km.kernel_id)
-        with contextlib.suppress(Exception):
-            await km.shutdown_kernel(now=True)
-    assert kernel_ids
+        submit.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            handle = await submit
+            await backend.terminate(handle)  # submitted before the cancel: the caller ends what it got
     for kernel_id in kernel_ids:
-        # Polled off the loop: the clean-up of a cancelled launch runs on this loop, as it would in a server.
+        # Polled off the loop: the clean-up of a cancelled submit runs on this loop, as it would in a server.
         gone = await asyncio.to_thread(variant.wait_nothing_left, kernel_id, 10)
-        assert gone, f"a cancelled launch left {kernel_id} behind"
+        assert gone, f"a cancelled submit left the container or service of {kernel_id}"
         if variant.swarm:
             gone = await asyncio.to_thread(wait_no_secret, variant, kernel_id, 5)
-            assert gone, f"a cancelled launch left the secret of {kernel_id}"
+            assert gone, f"a cancelled submit left the secret of {kernel_id}"
 
 
 @pytest.mark.parametrize("variant", ["swarm-host"], indirect=True)
