@@ -129,8 +129,11 @@ def reap(
     kind = "service" if swarm else "container"
     verb = "would remove" if dry_run else "removed"
     for item in removed:
-        click.echo(f"{verb} {kind} {item['name']} (kernel {item['kernel_id'] or '?'}, {item['state']})")
-    click.echo(f"{verb} {len(removed)} {kind}(s) with owner {owner!r}")
+        click.echo(
+            f"{verb} {item.get('kind', kind)} {item['name']} (kernel {item['kernel_id'] or '?'}, {item['state']})"
+        )
+    what = "service(s) and launch secret(s)" if swarm else "container(s)"
+    click.echo(f"{verb} {len(removed)} {what} with owner {owner!r}")
 
 
 if __name__ == "__main__":  # pragma: no cover

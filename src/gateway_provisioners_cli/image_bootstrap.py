@@ -28,10 +28,11 @@ ENTRY_SCRIPT = "gp-agent"
 KERNEL_VENV = "/opt/gp-kernel"
 HASH_LABEL = "org.jupyter.gp.bootstrap"
 
-# The entry script the image's ENTRYPOINT runs: the agent under the image's Python, taking its launch parameters from
-# GP_LAUNCH_PARAMS (set by the Docker and Swarm provisioners). It prefers the kernel venv made by `build`.
+# The entry script the image's ENTRYPOINT runs: the agent under the image's Python, with the container's arguments
+# (the Docker and Swarm provisioners pass `--params FILE`: the launch parameters are a private file, never in the
+# container's environment or command). It prefers the kernel venv made by `build`.
 ENTRY_SCRIPT_TEXT = f"""#!/bin/sh
-# gateway-provisioners agent: starts the kernel and connects it to the server (launch parameters in GP_LAUNCH_PARAMS).
+# gateway-provisioners agent: starts the kernel and connects it to the server (arguments: --params FILE).
 if [ -n "$GP_AGENT_PYTHON" ]; then PY=$GP_AGENT_PYTHON
 elif [ -x {KERNEL_VENV}/bin/python3 ]; then PY={KERNEL_VENV}/bin/python3
 else PY=python3; fi

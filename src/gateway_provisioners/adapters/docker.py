@@ -8,6 +8,9 @@ reattaching, listing and reaping.
 On a bridge (or any user-defined) network each container has its own network namespace: the server assigns the ports
 and key and reads the container's IP from the engine (``ConnectionMode.ASSIGNED``, no callback). On host networking
 the agent binds its ports on the host and calls back (``ConnectionMode.CALLBACK``).
+
+The container is created stopped; the agent's launch parameters (token, HMAC key) are written into it as a 0600 file
+owned by the kernel's user, and only then is it started, so ``docker inspect`` shows none of them.
 """
 
 from __future__ import annotations
@@ -22,10 +25,14 @@ from ..core.errors import ImagePullError, LaunchError
 from ..core.launch import ConnectionMode, LaunchSpec
 from .docker_common import (
     KERNEL_ID_LABEL,
+    LAUNCH_ARGS,
+    LAUNCH_DIR,
     OWNER_LABEL,
     ContainerRequest,
     DockerEngine,
+    call_or_undo,
     engine_message,
+    params_archive,
     signal_in_container,
     tail_text,
 )
@@ -154,6 +161,10 @@ def container_ip(info: dict[str, Any], data: dict[str, Any]) -> str | None:
     return None
 
 
+def _image_user(info: dict[str, Any]) -> str:
+    return str((info.get("Config") or {}).get("User") or "")
+
+
 def _int(value: Any) -> int | None:
     try:
         return int(value)
@@ -202,9 +213,11 @@ class DockerBackend(Backend):
         await self.engine.stream_ready()
         self.tracker.track(handle)  # before the container exists: no event of it can be missed
         try:
-            await self._ensure_image(request)
+            ids = request.kernel_ids(await self._ensure_image(request))
             params = spec.agent_params(ready_timeout=spec.launch_timeout)
-            info = await self.engine.call(self._create_and_start, request, spec, name, params)
+            info = await call_or_undo(
+                self.engine, self._create_and_start, self._remove, request, spec, name, params, ids
+            )
         except BaseException:
             self.tracker.untrack(handle)
             raise
@@ -214,16 +227,19 @@ class DockerBackend(Backend):
         log.debug("kernel %s: container %s %s", spec.kernel_id, name, handle.observation.reason)
         return handle
 
-    async def _ensure_image(self, request: ContainerRequest) -> None:
-        """Apply the pull policy; a missing image that cannot be had fails here, with the engine's message."""
+    async def _ensure_image(self, request: ContainerRequest) -> str:
+        """Apply the pull policy; a missing image that cannot be had fails here, with the engine's message.
+
+        Returns the image's ``USER`` (the kernel's user when the request names none)."""
         docker = self.engine.docker
         present = True
+        info: dict[str, Any] = {}
         try:
-            await self.engine.call(self.engine.api.inspect_image, request.image)
+            info = await self.engine.call(self.engine.api.inspect_image, request.image)
         except docker.errors.ImageNotFound:
             present = False
         if present and request.pull_policy != "always":
-            return
+            return _image_user(info)
         if request.pull_policy == "never":
             raise ImagePullError(
                 f"image {request.image!r} is not on the Docker engine and the pull policy is 'never'",
@@ -234,13 +250,18 @@ class DockerBackend(Backend):
         except docker.errors.APIError as exc:
             if present:
                 log.warning("pulling %s failed (%s); using the local image", request.image, engine_message(exc))
-                return
+                return _image_user(info)
             raise ImagePullError(f"cannot pull image {request.image!r}: {engine_message(exc)}") from None
+        return _image_user(await self.engine.call(self.engine.api.inspect_image, request.image))
 
     def _create_and_start(
-        self, request: ContainerRequest, spec: LaunchSpec, name: str, params: dict[str, Any]
+        self, request: ContainerRequest, spec: LaunchSpec, name: str, params: dict[str, Any], ids: tuple[int, int]
     ) -> dict[str, Any]:
-        """In the pool: create, start and inspect the container. A container that cannot start is removed."""
+        """In the pool: create the container stopped, write the launch parameters into it, start and inspect it.
+
+        The parameters (token, HMAC key) go in a file, never in the container's configuration, which anyone allowed
+        to inspect containers can read. A container that cannot be prepared or started is removed.
+        """
         docker = self.engine.docker
         api = self.engine.api
         host_config: dict[str, Any] = {"network_mode": request.network, "init": False}
@@ -257,8 +278,9 @@ class DockerBackend(Backend):
             created = api.create_container(
                 image=request.image,
                 entrypoint=request.command,  # None: the image's ENTRYPOINT runs the agent
+                command=LAUNCH_ARGS,  # the entry point passes them on to the agent: where its parameters are
                 name=name,
-                environment=request.environment(params),
+                environment=request.environment(),
                 labels=request.labels(spec.kernel_id, spec.username),
                 user=request.user or "",
                 working_dir=request.working_dir or spec.cwd or None,
@@ -271,12 +293,23 @@ class DockerBackend(Backend):
             raise LaunchError(f"the Docker engine refused the container: {engine_message(exc)}") from None
         container_id = created["Id"]
         try:
+            api.put_archive(container_id, "/", params_archive(params, *ids))
+        except docker.errors.APIError as exc:
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_container(container_id, force=True)
+            raise LaunchError(f"cannot write the launch parameters into {LAUNCH_DIR}: {engine_message(exc)}") from None
+        try:
             api.start(container_id)
         except docker.errors.APIError as exc:
             with contextlib.suppress(docker.errors.APIError):
                 api.remove_container(container_id, force=True)
             raise LaunchError(f"the container did not start: {engine_message(exc)}") from None
         return dict(api.inspect_container(container_id))
+
+    def _remove(self, info: dict[str, Any]) -> None:
+        """In the pool: remove a container made for a launch that was cancelled meanwhile."""
+        with contextlib.suppress(self.engine.docker.errors.APIError):
+            self.engine.api.remove_container(info["Id"], force=True)
 
     # --- running and ending -----------------------------------------------------------------------------------------
 

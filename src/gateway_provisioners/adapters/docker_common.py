@@ -1,5 +1,11 @@
 """What the Docker and Swarm adapters share: the engine client, its bounded thread pool, the one events stream per
-engine and process, labels, and the container request both turn into a container or a service.
+engine and process, labels, the container request both turn into a container or a service, and where the agent's
+launch parameters are delivered.
+
+The launch parameters hold the launch token (and, in server-assigned mode, the kernel's HMAC key), so they never go
+into anything the engine shows to whoever may inspect containers or services (environment, command, labels). The
+agent reads them with ``--params`` from :data:`LAUNCH_PARAMS_FILE`, a 0600 file owned by the kernel's user: written
+into the stopped container before it starts (Docker), or a Swarm secret mounted there (Swarm).
 
 The Docker SDK is synchronous. Every call runs in :class:`DockerEngine`'s bounded pool, never on the event loop. The
 events stream is one blocking HTTP response per engine, read by one thread that hands each event to the loop with
@@ -13,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import io
 import json
 import logging
 import re
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +41,13 @@ OWNER_LABEL = f"{LABEL_PREFIX}.owner"
 USERNAME_LABEL = f"{LABEL_PREFIX}.username"
 DEFAULT_OWNER = "gateway-provisioners"
 DEFAULT_POOL_SIZE = 8
+
+# Where the agent finds its launch parameters inside the container: a directory of its own under /run (not a shared
+# temporary directory), passed to the image's entry point as arguments — the same ``--params FILE`` the Kubernetes
+# backend gives the agent for its Secret's file.
+LAUNCH_DIR = "/run/gateway-provisioners"
+LAUNCH_PARAMS_FILE = f"{LAUNCH_DIR}/params.json"
+LAUNCH_ARGS = ["--params", LAUNCH_PARAMS_FILE]
 
 
 def load_docker() -> Any:
@@ -72,16 +87,30 @@ class ContainerRequest:
     def labels(self, kernel_id: str, username: str) -> dict[str, str]:
         return {KERNEL_ID_LABEL: kernel_id, OWNER_LABEL: self.owner, USERNAME_LABEL: username}
 
-    def environment(self, params: dict[str, Any]) -> dict[str, str]:
-        """The container's environment: the agent's launch parameters and the operator's few settings.
+    def environment(self) -> dict[str, str]:
+        """The container's environment: the operator's few settings, nothing secret.
 
-        The kernel's own environment (the launch spec's filtered env) travels inside the parameters; the server's
-        environment never reaches the container.
+        The kernel's own environment (the launch spec's filtered env) travels inside the launch parameters, which
+        reach the agent as a file (:data:`LAUNCH_PARAMS_FILE`); the server's environment never reaches the container.
         """
         env = dict(self.extra_env)
-        env["GP_LAUNCH_PARAMS"] = json.dumps(params, separators=(",", ":"))
         env["GP_AGENT_LOG_LEVEL"] = self.agent_log_level
         return env
+
+    def kernel_ids(self, image_user: str = "") -> tuple[int, int]:
+        """The numeric (uid, gid) the agent runs as: ``user``, else the image's ``USER`` (none: root).
+
+        The launch parameters file is made readable by this user only, so a user given by name (which only the
+        image's /etc/passwd could resolve) is refused with how to fix it.
+        """
+        text = self.user if self.user is not None else image_user
+        uid, _, gid = (text or "0").partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise ConfigurationError(
+                f"the kernel's user {text!r} is not numeric: set kernel_uid / kernel_gid (GP_DOCKER_UID / "
+                "GP_DOCKER_GID) so the launch parameters can be made readable by that user only"
+            )
+        return int(uid), int(gid or 0)
 
     def parsed_mounts(self) -> list[tuple[str, str, bool]]:
         return [parse_mount(text) for text in self.mounts]
@@ -92,6 +121,43 @@ class ContainerRequest:
             types.Mount(target, source, type="bind" if source.startswith("/") else "volume", read_only=read_only)
             for source, target, read_only in self.parsed_mounts()
         ]
+
+
+def params_json(params: dict[str, Any]) -> bytes:
+    return json.dumps(params, separators=(",", ":")).encode("utf-8")
+
+
+def params_archive(params: dict[str, Any], uid: int, gid: int) -> bytes:
+    """A tar of :data:`LAUNCH_DIR` (0700) holding :data:`LAUNCH_PARAMS_FILE` (0600), both owned by ``uid:gid``, to
+    extract at ``/`` in a created, not yet started, container (the engine keeps the owners a tar gives)."""
+    data = params_json(params)
+    now = time.time()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        folder = tarfile.TarInfo(LAUNCH_DIR.lstrip("/"))
+        folder.type, folder.mode, folder.uid, folder.gid, folder.mtime = tarfile.DIRTYPE, 0o700, uid, gid, now
+        tar.addfile(folder)
+        member = tarfile.TarInfo(LAUNCH_PARAMS_FILE.lstrip("/"))
+        member.size, member.mode, member.uid, member.gid, member.mtime = len(data), 0o600, uid, gid, now
+        tar.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+async def call_or_undo(engine: DockerEngine, make: Callable[..., Any], undo: Callable[[Any], Any], *args: Any) -> Any:
+    """Run ``make`` (an SDK call that creates something) in the pool; if the launch is cancelled meanwhile (its
+    timeout), the pool thread still finishes, and ``undo(result)`` then removes what it made, in the pool too."""
+    future = asyncio.ensure_future(engine.call(make, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+
+        def made(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                task = asyncio.ensure_future(engine.call(undo, done.result()))
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+        future.add_done_callback(made)
+        raise
 
 
 def parse_mount(text: str) -> tuple[str, str, bool]:

@@ -4,6 +4,10 @@ Services are made with restart condition ``none`` (a kernel that ends stays ende
 restarts) and the image given by its local id when the manager has it, so the engine never asks a registry for a
 locally built image (a tag would make every node try a pull first). Task states map onto the platform states.
 
+The agent's launch parameters (token, HMAC key) travel in a Swarm secret of their own, mounted as a 0600 file owned by
+the kernel's user, never in the service's spec (which ``docker service inspect`` shows). The secret's name and labels
+carry the kernel id and owner; it is removed with the service, after a failed launch, and by the reaper.
+
 The shared observer is one :class:`ServiceTracker` per engine and loop: one batched ``tasks`` query for all tracked
 services per interval (fast while a kernel starts, slow once all run), woken early by the engine's one events stream
 (a task container dying on this node, a service removed), so ``poll()`` is a cache read and a killed task is seen at
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from typing import Any, ClassVar
 
@@ -23,10 +28,14 @@ from ..core.errors import ImagePullError, LaunchError, Unschedulable
 from ..core.launch import ConnectionMode, LaunchSpec
 from .docker_common import (
     KERNEL_ID_LABEL,
+    LAUNCH_ARGS,
+    LAUNCH_PARAMS_FILE,
     OWNER_LABEL,
     ContainerRequest,
     DockerEngine,
+    call_or_undo,
     engine_message,
+    params_json,
     signal_in_container,
     tail_text,
 )
@@ -37,6 +46,7 @@ SERVICE_ID_LABEL = "com.docker.swarm.service.id"
 FAST_INTERVAL = 0.25  # while some kernel is starting
 SLOW_INTERVAL = 1.0  # once every tracked kernel runs (bounds the delay for tasks on other nodes)
 STOP_GRACE_NS = 2_000_000_000  # the agent ends its kernel on SIGTERM well within this
+SECRET_PREFIX = "gp-launch-"
 _PENDING_STATES = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready")
 
 
@@ -46,6 +56,7 @@ class ServiceTracker:
     def __init__(self, engine: DockerEngine) -> None:
         self.engine = engine
         self.handles: dict[str, BackendHandle] = {}
+        self.launching: set[str] = set()  # kernels whose secret exists and whose service is being made
         self._wake = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self._node_addr: dict[str, str] = {}
@@ -240,17 +251,31 @@ class SwarmBackend(Backend):
             spec.kernel_id,
             data={"service_name": name, "network": request.network, "host_ip": request.host_ip, "t0": time.monotonic()},
         )
-        image = await self._resolve_image(request)
+        image, image_user = await self._resolve_image(request)
+        if request.user is None and image_user is None:  # the launch file is made readable by that user only
+            raise LaunchError(
+                f"the kernel's user is not known (image {request.image!r} is not on this manager)",
+                hint="Set kernel_uid / kernel_gid (GP_DOCKER_UID / GP_DOCKER_GID)",
+            )
+        ids = request.kernel_ids(image_user or "")
         params = spec.agent_params(ready_timeout=spec.launch_timeout)
         await self.engine.stream_ready()
-        created = await self.engine.call(self._create_service, request, spec, name, image, params)
+        self.tracker.launching.add(spec.kernel_id)
+        try:
+            created = await call_or_undo(
+                self.engine, self._create_service, self._undo_service, request, spec, name, image, params, ids
+            )
+        finally:
+            self.tracker.launching.discard(spec.kernel_id)
         handle.data["service_id"] = created["ID"]
+        handle.data["secret_id"] = created["secret_id"]
         handle.update(Observation(PlatformState.PENDING, reason="service created"))
         self.tracker.track(handle)
         return handle
 
-    async def _resolve_image(self, request: ContainerRequest) -> str:
-        """The image's local id when this node has it (no registry is asked), else its name for the nodes to pull."""
+    async def _resolve_image(self, request: ContainerRequest) -> tuple[str, str | None]:
+        """The image's local id when this node has it (no registry is asked), else its name for the nodes to pull;
+        and its ``USER`` (``None`` when the image is not on this node)."""
         docker = self.engine.docker
         try:
             info = await self.engine.call(self.engine.api.inspect_image, request.image)
@@ -260,23 +285,63 @@ class SwarmBackend(Backend):
                     f"image {request.image!r} is not on this Swarm manager and the pull policy is 'never'",
                     hint="Build or load the image on every node, or set image_pull_policy (GP_DOCKER_PULL_POLICY)",
                 ) from None
-            return request.image
-        return request.image if request.pull_policy == "always" else str(info["Id"])
+            return request.image, None
+        user = str((info.get("Config") or {}).get("User") or "")
+        return (request.image if request.pull_policy == "always" else str(info["Id"])), user
 
     def _create_service(
-        self, request: ContainerRequest, spec: LaunchSpec, name: str, image: str, params: dict[str, Any]
+        self,
+        request: ContainerRequest,
+        spec: LaunchSpec,
+        name: str,
+        image: str,
+        params: dict[str, Any],
+        ids: tuple[int, int],
+    ) -> dict[str, Any]:
+        """In the pool: the launch secret, then the service that mounts it. A refused service takes its secret along.
+
+        Returns the engine's answer with ``secret_id`` added."""
+        api, errors = self.engine.api, self.engine.docker.errors
+        labels = request.labels(spec.kernel_id, spec.username)
+        # A fresh name per launch: a relaunch never meets the secret of an earlier one still being removed.
+        secret_name = f"{SECRET_PREFIX}{spec.kernel_id[:40]}-{secrets.token_hex(3)}"
+        try:
+            secret_id = str(api.create_secret(secret_name, params_json(params), labels=labels)["ID"])
+        except errors.APIError as exc:
+            raise LaunchError(f"the Swarm manager refused the launch secret: {engine_message(exc)}") from None
+        try:
+            created = self._create_service_with(request, spec, name, image, (secret_id, secret_name), ids)
+        except BaseException:
+            with contextlib.suppress(errors.APIError):
+                api.remove_secret(secret_id)
+            raise
+        return {**created, "secret_id": secret_id}
+
+    def _create_service_with(
+        self,
+        request: ContainerRequest,
+        spec: LaunchSpec,
+        name: str,
+        image: str,
+        secret: tuple[str, str],
+        ids: tuple[int, int],
     ) -> dict[str, Any]:
         types = self.engine.docker.types
         mounts = request.docker_mounts(types)
+        launch_file = types.SecretReference(
+            secret[0], secret[1], filename=LAUNCH_PARAMS_FILE, uid=str(ids[0]), gid=str(ids[1]), mode=0o600
+        )
         container = types.ContainerSpec(
             image=image,
             command=request.command,
-            env=request.environment(params),
+            args=LAUNCH_ARGS,  # the entry point passes them on to the agent: where its parameters are
+            env=request.environment(),
             labels=request.labels(spec.kernel_id, spec.username),
             user=request.user,
             workdir=request.working_dir or spec.cwd or None,
             mounts=mounts or None,
             stop_grace_period=STOP_GRACE_NS,
+            secrets=[launch_file],
         )
         resources = None
         if request.nano_cpus or request.memory or request.gpus:
@@ -300,6 +365,26 @@ class SwarmBackend(Backend):
         except self.engine.docker.errors.APIError as exc:
             raise LaunchError(f"the Swarm manager refused the service: {engine_message(exc)}") from None
 
+    def _undo_service(self, created: dict[str, Any]) -> None:
+        """In the pool: remove the service and secret made for a launch that was cancelled meanwhile."""
+        errors = self.engine.docker.errors
+        with contextlib.suppress(errors.APIError):
+            self.engine.api.remove_service(created["ID"])
+        with contextlib.suppress(errors.APIError):
+            self.engine.api.remove_secret(created["secret_id"])
+
+    async def _remove_secret(self, secret_id: str | None) -> bool:
+        """Remove the launch secret once its service is gone; False while the manager still refuses (in use)."""
+        errors = self.engine.docker.errors
+        if secret_id:
+            try:
+                await self.engine.call(self.engine.api.remove_secret, secret_id)
+            except errors.NotFound:
+                pass
+            except errors.APIError:
+                return False
+        return True
+
     async def terminate(self, handle: BackendHandle, grace: float = 0.0) -> None:
         """Remove the service and wait (up to ``grace`` + 10 s) until its task's container is gone from this node."""
         service_id = handle.data.get("service_id")
@@ -308,6 +393,7 @@ class SwarmBackend(Backend):
         if service_id:
             with contextlib.suppress(docker.errors.NotFound):
                 await self.engine.call(self.engine.api.remove_service, service_id)
+            secret_removed = await self._remove_secret(handle.data.get("secret_id"))
             container_id = handle.data.get("container_id")
             if container_id:
                 # The node would stop the task's container after its stop grace period and remove it later on its
@@ -321,6 +407,8 @@ class SwarmBackend(Backend):
                 if not left:
                     break
                 await asyncio.sleep(0.1)  # the node removes the task's container on its own; nothing to wait on
+            if not secret_removed and not await self._remove_secret(handle.data.get("secret_id")):
+                log.warning("kernel %s: launch secret not removed yet; the reaper will", handle.kernel_id)
         if handle.observation.state is not PlatformState.GONE:
             handle.update(
                 Observation(PlatformState.GONE, reason="service removed", exit_code=handle.observation.exit_code)
@@ -348,7 +436,7 @@ class SwarmBackend(Backend):
         return tail_text(raw, lines)
 
     def serialize(self, handle: BackendHandle) -> dict[str, Any]:
-        keys = ("service_id", "service_name", "network", "host_ip", "kernel_pgid")
+        keys = ("service_id", "service_name", "secret_id", "network", "host_ip", "kernel_pgid")
         return {"kernel_id": handle.kernel_id, **{k: handle.data[k] for k in keys if k in handle.data}}
 
     async def restore(self, data: dict[str, Any]) -> BackendHandle:
@@ -394,8 +482,10 @@ class SwarmBackend(Backend):
     async def reap(
         self, live_kernel_ids: set[str] | None = None, *, owner: str | None = None, dry_run: bool = False
     ) -> list[dict[str, Any]]:
-        """Remove owned services whose kernel no longer exists (see :meth:`DockerBackend.reap`)."""
+        """Remove owned services whose kernel no longer exists (see :meth:`DockerBackend.reap`), and owned launch
+        secrets that no remaining service uses (or, with ``live_kernel_ids``, of kernels not in it)."""
         removed = []
+        kept: set[str] = set()
         for item in await self.list_owned(owner):
             if live_kernel_ids is not None:
                 orphan = item["kernel_id"] not in live_kernel_ids
@@ -404,11 +494,44 @@ class SwarmBackend(Backend):
                     item["kernel_id"] not in self.tracker.handles
                 )
             if not orphan:
+                kept.add(item["kernel_id"])
                 continue
             if not dry_run:
                 with contextlib.suppress(self.engine.docker.errors.NotFound):
                     await self.engine.call(self.engine.api.remove_service, item["service_id"])
             removed.append(item)
+        return removed + await self._reap_secrets(live_kernel_ids, kept, owner, dry_run)
+
+    async def _reap_secrets(
+        self, live_kernel_ids: set[str] | None, kept: set[str], owner: str | None, dry_run: bool
+    ) -> list[dict[str, Any]]:
+        owner = owner or (self.request.owner if self.request else None)
+        label = f"{OWNER_LABEL}={owner}" if owner else OWNER_LABEL
+        errors = self.engine.docker.errors
+        removed = []
+        for secret in await self.engine.call(self.engine.api.secrets, filters={"label": label}):
+            spec = secret.get("Spec") or {}
+            labels = spec.get("Labels") or {}
+            kernel_id = labels.get(KERNEL_ID_LABEL, "")
+            if live_kernel_ids is not None:
+                orphan = kernel_id not in live_kernel_ids
+            else:  # a service that is kept, or a launch of this process in progress, still needs it
+                orphan = kernel_id not in kept and kernel_id not in self.tracker.handles
+                orphan = orphan and kernel_id not in self.tracker.launching
+            if not orphan:
+                continue
+            if not dry_run:
+                try:
+                    await self.engine.call(self.engine.api.remove_secret, secret["ID"])
+                except errors.NotFound:
+                    pass
+                except errors.APIError as exc:  # still used by a service (of another owner, or just made)
+                    log.info("launch secret %s kept: %s", spec.get("Name", secret["ID"]), engine_message(exc))
+                    continue
+            removed.append({
+                "kind": "secret", "kernel_id": kernel_id, "secret_id": secret["ID"], "name": spec.get("Name", ""),
+                "state": "unused", "owner": labels.get(OWNER_LABEL, ""),
+            })  # fmt: skip
         return removed
 
     async def close(self) -> None:

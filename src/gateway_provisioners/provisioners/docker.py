@@ -1,7 +1,8 @@
 """``docker-provisioner`` and ``docker-swarm-provisioner``: kernels in containers, or in single-task Swarm services.
 
-The image must carry the agent (``jupyter-image-bootstrap``): its entry point runs the agent, which reads its launch
-parameters from ``GP_LAUNCH_PARAMS`` and starts the kernel spec's own argv. On a bridge or overlay network the server
+The image must carry the agent (``jupyter-image-bootstrap``): its entry point runs the agent with the container's
+arguments (``--params FILE``: the launch parameters, a private file in the container, never in its configuration)
+and the agent starts the kernel spec's own argv. On a bridge or overlay network the server
 assigns ports and key and reads the container's (task's) IP from the engine; on host networking the agent picks free
 ports on the host and calls back to the response listener.
 """

@@ -60,10 +60,11 @@ def docker_client() -> Iterator[Any]:
             _skip(f"no Docker engine: {detail.splitlines()[-1] if detail else exc}")
     yield client
     # Safety net: anything of this run still there (a failed test) goes; nothing else is touched.
-    for service in (
-        client.services.list(filters={"label": f"{OWNER_LABEL}={OWNER}"}) if _swarm_state(client) == "active" else []
-    ):
+    swarm_active = _swarm_state(client) == "active"
+    for service in client.services.list(filters={"label": f"{OWNER_LABEL}={OWNER}"}) if swarm_active else []:
         service.remove()
+    for secret in client.secrets.list(filters={"label": f"{OWNER_LABEL}={OWNER}"}) if swarm_active else []:
+        secret.remove()
     for container in client.containers.list(all=True, ignore_removed=True, filters={"label": f"{OWNER_LABEL}={OWNER}"}):
         container.remove(force=True)
     client.close()
