@@ -19,7 +19,7 @@ from gateway_provisioners.core.lifecycle import KernelPhase
 from gateway_provisioners.provisioners.local import LocalAgentProvisioner
 
 from ..conftest import pid_gone, write_kernel_spec
-from ..support.kernels import interrupt_running_cell, kernel_pid, reattach_in_new_process, run_code
+from ..support.kernels import INTERRUPTED_WITHIN, interrupt_running_cell, kernel_pid, reattach_in_new_process, run_code
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ async def test_interrupt_running_sleep_within_one_second(km: AsyncKernelManager)
     reply, elapsed = await interrupt_running_cell(km)
     assert reply["status"] == "error"
     assert reply["ename"] == "KeyboardInterrupt"
-    assert elapsed < 1.0, f"interrupt took {elapsed:.2f} s"
+    assert elapsed < INTERRUPTED_WITHIN, f"interrupt took {elapsed:.2f} s"
     assert await km.is_alive()
 
 
@@ -139,7 +139,7 @@ async def test_failed_launch_reports_reason_quickly(
     with pytest.raises(KernelExited) as caught:
         await km.start_kernel()
     elapsed = time.monotonic() - started
-    assert elapsed < 5, f"failure took {elapsed:.1f} s to report (timeout is 30 s)"
+    assert elapsed < 15, f"failure took {elapsed:.1f} s to report (timeout is 30 s)"
     error = caught.value
     assert expected_text in error.details()
     if expected_code is not None:

@@ -200,7 +200,8 @@ class DockerBackend(Backend):
 
     async def submit(self, spec: LaunchSpec) -> BackendHandle:
         await self.engine.connect()
-        request = self.request
+        # The provisioner decides each launch's request before the backend sees it; self.request serves embedders.
+        request = spec.request if isinstance(spec.request, ContainerRequest) else self.request
         if request is None:
             raise LaunchError("this Docker backend was made for reattaching only; it has no container request")
         if spec.mode not in self.modes:

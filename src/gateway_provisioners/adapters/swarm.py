@@ -243,7 +243,8 @@ class SwarmBackend(Backend):
 
     async def submit(self, spec: LaunchSpec) -> BackendHandle:
         await self.engine.connect()
-        request = self.request
+        # The provisioner decides each launch's request before the backend sees it; self.request serves embedders.
+        request = spec.request if isinstance(spec.request, ContainerRequest) else self.request
         if request is None:
             raise LaunchError("this Swarm backend was made for reattaching only; it has no container request")
         name = f"gp-kernel-{spec.kernel_id}"

@@ -133,15 +133,13 @@ class DockerProvisioner(RemoteProvisionerBase):
         """Start phase: the base checks user and KERNEL_* values; here they become the container request."""
         kwargs = await super().pre_launch(**kwargs)
         assert self._spec is not None
-        self._request = self.container_request(self._spec.values)
+        self._request = self._spec.request = self.container_request(self._spec.values)
         if self._spec.cwd and not self.allow_working_dir:
             self.log.warning(
                 "kernel %s: KERNEL_WORKING_DIR ignored (set allow_working_dir / GP_DOCKER_ALLOW_WORKING_DIR)",
                 self.kernel_id,
             )
             self._spec.cwd = None
-        if self.kernel is not None:  # a relaunch on this instance: same backend, fresh request
-            self.kernel.backend.request = self._request  # type: ignore[attr-defined]
         return kwargs
 
     def container_request(self, values: dict[str, Any]) -> ContainerRequest:

@@ -17,7 +17,7 @@ from jupyter_client.provisioning.factory import KernelProvisionerFactory
 
 from gateway_provisioners.core.errors import ConfigurationError, ImagePullError, KernelExited, NotAuthorized
 
-from ...support.kernels import interrupt_running_cell, run_code, shell_answers
+from ...support.kernels import INTERRUPTED_WITHIN, interrupt_running_cell, run_code, shell_answers
 from .conftest import OWNER, Variant, make_variant
 
 pytestmark = pytest.mark.integration
@@ -70,7 +70,7 @@ async def test_execute_restart_in_place_and_shutdown(variant: Variant, environ_m
         assert {k: km.get_connection_info()[k] for k in ports} == ports, "restart in place must keep the ports"
         content, out = await run_code(km, "print('again')")
         assert out.strip() == "again"
-        assert restart_s < 5, restart_s
+        assert restart_s < 30, restart_s  # in place: well inside the launch timeout (the benchmark measures it)
     finally:
         await km.shutdown_kernel(now=True)
     assert variant.wait_nothing_left(kernel_id, timeout=5), "container or service left after shutdown"
@@ -103,7 +103,7 @@ async def test_interrupt(variant: Variant) -> None:
         reply, elapsed = await interrupt_running_cell(km, timeout=20)
         assert reply["status"] == "error"
         assert reply["ename"] == "KeyboardInterrupt"
-        assert elapsed < 3
+        assert elapsed < INTERRUPTED_WITHIN
         assert await km.is_alive()
     finally:
         await km.shutdown_kernel(now=True)

@@ -11,7 +11,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from gateway_provisioners.provisioners.kubernetes import KubernetesProvisioner
 
-from ...support.kernels import interrupt_running_cell, run_code, shell_answers
+from ...support.kernels import INTERRUPTED_WITHIN, interrupt_running_cell, run_code, shell_answers
 from .conftest import NAMESPACE
 from .emulator import KubeEmulator
 from .kubelet import Kubelet
@@ -76,7 +76,7 @@ async def test_launch_execute_interrupt_restart_shutdown(kube: KubeEmulator, kub
         # Interrupt a running cell.
         reply, elapsed = await interrupt_running_cell(km)
         assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
-        assert elapsed < 2
+        assert elapsed < INTERRUPTED_WITHIN
 
         # Restart in place: same pod (uid), same ports, a new kernel process, no pod request.
         _, before = await run_code(km, "import os; print(os.getpid())")

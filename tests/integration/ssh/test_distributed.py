@@ -18,6 +18,7 @@ from gateway_provisioners.core.errors import BackendUnavailable, ConfigurationEr
 from gateway_provisioners.provisioners.distributed import DistributedProvisioner
 from tests.conftest import pid_gone
 from tests.support.kernels import (
+    INTERRUPTED_WITHIN,
     hostname_of,
     interrupt_running_cell,
     kernel_pid,
@@ -55,9 +56,9 @@ async def test_lifecycle_over_ssh(km: AsyncKernelManager) -> None:
     assert isinstance(km.provisioner, DistributedProvisioner)
     content, out = await run_code(km, "print(6 * 7)")
     assert (content["status"], "".join(out).strip()) == ("ok", "42")
-    # Interrupt a running cell within 1 s.
+    # Interrupt a running cell.
     reply, elapsed = await interrupt_running_cell(km)
-    assert reply["ename"] == "KeyboardInterrupt" and elapsed < 1.0
+    assert reply["ename"] == "KeyboardInterrupt" and elapsed < INTERRUPTED_WITHIN
     # Restart in place keeps the ports; a fresh client executes.
     ports = km.get_connection_info()
     old_pid = await kernel_pid(km)
