@@ -389,7 +389,7 @@ async def test_flood_of_bad_connections_does_not_delay_a_legitimate_launch(broke
             reply = await exchange(listener, launch.line())
             elapsed = time.monotonic() - start
             assert_accepted(reply)
-            assert elapsed < 2.5 < read_timeout  # served well before a silent peer's deadline
+            assert elapsed < read_timeout  # served before the silent peers' deadline freed anything
             assert await asyncio.wait_for(launch.future, WAIT) == launch.info
             silent = [client for client, kind in zip(clients, kinds, strict=True) if kind == "silent"]
             assert silent and not any(client.done() for client in silent), "silent connections still held open"
