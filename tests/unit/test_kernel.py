@@ -32,6 +32,8 @@ from gateway_provisioners.core.kernel import RemoteKernel
 from gateway_provisioners.core.launch import ConnectionMode, LaunchSpec
 from gateway_provisioners.core.lifecycle import KernelPhase
 
+from ..conftest import AS_ROOT
+
 KERNEL_ID = "0c6e2f52-kernel-under-test"
 LOG_TAIL = ["agent: starting kernel", "kernel: ImportError: no module named foo"]
 FAILED_PAYLOAD = {
@@ -347,6 +349,7 @@ def ipykernel_spec(kernel_id: str, home: Path) -> LaunchSpec:
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(home))},
         kernel_ip="127.0.0.1",
         launch_timeout=60,
+        allow_root=AS_ROOT,
     )
 
 

@@ -37,6 +37,7 @@ NONCE_BYTES = 12
 MAX_PAYLOAD_BYTES = 64 * 1024  # one envelope line, callback and stdout modes
 MAX_CONTROL_FRAME_BYTES = 1024 * 1024
 STDOUT_PREFIX = "GP-CONNECTION-INFO "  # stdout mode: the agent prints this prefix, then the envelope
+AGENT_LOG_PREFIX = "GP-AGENT-LOG "  # the agent prints this prefix, its kernel id and the path of the kernel's log
 
 PAYLOAD_INFO = b"gp/2 payload"
 CONTROL_INFO = {"s2a": b"gp/2 control s2a", "a2s": b"gp/2 control a2s"}

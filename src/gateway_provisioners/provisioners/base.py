@@ -99,6 +99,18 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         (GP_UNAUTHORIZED_USERS, comma-separated).""",
     ).tag(config=True)
 
+    allow_root_kernels = Bool(
+        help="""Allow kernels that really run as root (uid 0). Off by default: a launch whose kernel would run as uid 0
+        is refused, whatever KERNEL_USERNAME a client sends — by the server where it knows the uid (the local
+        backend: the server's own), by the agent on the target elsewhere (GP_ALLOW_ROOT_KERNELS).""",
+    ).tag(config=True)
+
+    agent_watchdog = Float(
+        help="""Seconds an agent waits without a connected server (a failed launch, a lost connection, a server that
+        ended) before it ends its kernel and itself; 0 = never. Sent to every agent with its launch parameters
+        (GP_AGENT_WATCHDOG, default 60). A server that restarts must reattach within this time.""",
+    ).tag(config=True)
+
     port_range = Unicode(
         help="""Ports the kernel may use on its host, 'lower..upper' (at least 6 ports), or '0..0' for any
         (GP_PORT_RANGE).""",
@@ -153,6 +165,20 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     def _default_unauthorized_users(self) -> set[str]:
         # Set but empty means "deny nobody", so this one does not go through env_default.
         return parse_user_list(os.environ.get("GP_UNAUTHORIZED_USERS", "root"))
+
+    @default("allow_root_kernels")
+    def _default_allow_root_kernels(self) -> bool:
+        raw = env_default("GP_ALLOW_ROOT_KERNELS", default="false")
+        return bool(_checked(lambda: parse_bool(raw, "GP_ALLOW_ROOT_KERNELS")))
+
+    @default("agent_watchdog")
+    def _default_agent_watchdog(self) -> float:
+        return float(env_number("GP_AGENT_WATCHDOG", float, "60", 0, 7 * 24 * 3600))
+
+    @validate("agent_watchdog")
+    def _validate_agent_watchdog(self, proposal: dict[str, Any]) -> float:
+        value = str(proposal["value"])
+        return float(_checked(lambda: Param("agent_watchdog", float, 0, 7 * 24 * 3600).parse(value)))
 
     @default("port_range")
     def _default_port_range(self) -> str:
@@ -226,6 +252,10 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         """Where the kernel binds on its host."""
         return "0.0.0.0"
 
+    def root_allowed(self) -> bool:
+        """Whether a kernel may really run as uid 0 (see ``allow_root_kernels``)."""
+        return bool(self.allow_root_kernels)
+
     # --- jupyter_client hooks ---------------------------------------------------------------------------------------
 
     @property
@@ -260,6 +290,8 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             cwd=values.get("KERNEL_WORKING_DIR"),
             values=values,
             curve_keys=curve_keys,
+            allow_root=self.root_allowed(),
+            agent_watchdog=self.agent_watchdog,
         )
         kwargs["cmd"] = cmd
         return kwargs

@@ -63,7 +63,8 @@ class DistributedProvisioner(RemoteProvisionerBase):
     connect_timeout = Float(10.0, min=0.1, help="Seconds to wait for an SSH connection to a host.").tag(config=True)
 
     kernel_log_dir = Unicode(
-        help="Folder on the hosts for each kernel's log, kernel-<id>.log (GP_KERNEL_LOG_DIR, /tmp)."
+        help="""Folder on the hosts where each agent makes its private folder (0700, an unpredictable name) for the
+        kernel's log (GP_KERNEL_LOG_DIR; default: the hosts' temporary folder).""",
     ).tag(config=True)
 
     keep_kernel_logs = Bool(False, help="Keep each kernel's log on its host after the kernel ends.").tag(config=True)
@@ -125,7 +126,7 @@ class DistributedProvisioner(RemoteProvisionerBase):
 
     @default("kernel_log_dir")
     def _default_kernel_log_dir(self) -> str:
-        return env_default("GP_KERNEL_LOG_DIR", default="/tmp")
+        return env_default("GP_KERNEL_LOG_DIR")
 
     @default("impersonation_enabled")
     def _default_impersonation_enabled(self) -> bool:
