@@ -39,7 +39,7 @@ log = logging.getLogger("gateway_provisioners.kernel")
 
 #: After a launch timed out, the error is raised within this many seconds: diagnostics and clean-up that wait on a
 #: host that stopped answering go on in the background (the agent's watchdog ends what they cannot reach).
-CLEANUP_AFTER_TIMEOUT = 1.0
+CLEANUP_AFTER_TIMEOUT = 0.5
 _background: set[asyncio.Task[Any]] = set()  # clean-ups still running after their launch failed
 
 CONNECTION_KEYS = (
