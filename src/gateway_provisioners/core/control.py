@@ -141,8 +141,12 @@ class ControlConnection:
         self._closing = True
         if self._writer is not None:
             self._writer.close()
-            with contextlib.suppress(Exception):
-                await self._writer.wait_closed()
+            try:  # closing flushes what is buffered: bounded, an agent whose host stopped answering never acknowledges
+                await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+            except asyncio.TimeoutError:
+                self._writer.transport.abort()
+            except Exception:  # the connection is going away either way
+                pass
         if self._read_task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._read_task
