@@ -119,7 +119,8 @@ class RemoteKernel:
     async def start(self, spec: LaunchSpec) -> dict[str, Any]:
         """Launch the kernel and return its connection info (``key`` as text), within ``spec.launch_timeout``.
 
-        Raises a :class:`LaunchError` subclass with reason, diagnostics and hint; on failure nothing is left running.
+        Raises a :class:`LaunchError` subclass with reason, diagnostics and hint; on failure nothing is left running
+        (after a timeout, clean-up that waits on an unresponsive platform finishes in the background).
         """
         if spec.mode is ConnectionMode.CALLBACK and not spec.response_address:
             raise ConfigurationError("callback mode needs a response address (GP_RESPONSE_IP / GP_RESPONSE_PORT)")
@@ -269,7 +270,7 @@ class RemoteKernel:
             exc = LaunchTimeout(f"kernel not ready after {self.spec.launch_timeout if self.spec else 0:g} s")
         timed_out = isinstance(exc, LaunchTimeout)
         budget_end = time.monotonic() + CLEANUP_AFTER_TIMEOUT
-        if timed_out and not exc.diagnostics:
+        if isinstance(exc, LaunchTimeout) and not exc.diagnostics:
             if self.handle is not None:
                 obs = self.handle.observation
                 exc.diagnostics.append(f"platform state: {obs.state.value} {obs.reason}".rstrip())
