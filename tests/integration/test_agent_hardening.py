@@ -170,6 +170,44 @@ async def test_agent_whose_server_went_away_ends_itself_and_its_kernel(tmp_path:
         await backend.close()
 
 
+# A server process: starts one kernel through the local backend, prints the agent's and kernel's pids, then waits to
+# be killed (it never shuts the kernel down).
+SERVER = r"""
+import asyncio, json, os, sys
+from gateway_provisioners.adapters.local import LocalBackend
+from gateway_provisioners.core.kernel import RemoteKernel
+from gateway_provisioners.core.launch import LaunchSpec, build_kernel_env
+
+async def main():
+    spec = LaunchSpec("killed-server", [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                      env=build_kernel_env(os.environ, {}, ["PATH", "HOME"]), kernel_ip="127.0.0.1",
+                      agent_watchdog=float(sys.argv[1]), allow_root=sys.argv[2] == "root")
+    kernel = RemoteKernel(LocalBackend(), spec.kernel_id)
+    await kernel.start(spec)
+    print(json.dumps([kernel.handle.data["pid"], kernel.kernel_pid]), flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_agent_whose_server_was_killed_ends_itself_and_its_kernel() -> None:
+    grace = 2.0
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(grace), "root" if AS_ROOT else "user"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        agent_pid, kernel_pid = json.loads(server.stdout.readline())  # type: ignore[union-attr]
+    finally:
+        server.kill()  # kill -9: no shutdown, no clean-up, its connections just close
+        server.wait(10)
+    killed = time.monotonic()
+    assert pid_gone(agent_pid, grace + 3), f"agent still running {grace + 3:g} s after its server was killed"
+    assert time.monotonic() - killed >= grace * 0.9, "the watchdog must give the server its grace"
+    assert pid_gone(kernel_pid, 1.0), "the kernel outlived its agent"
+
+
 def test_watchdog_is_on_by_default() -> None:
     assert LaunchSpec("k", ["python"]).agent_params()["watchdog"] > 0
     result = subprocess.run([sys.executable, str(agent_path()), "--help"], capture_output=True, text=True, timeout=30)
