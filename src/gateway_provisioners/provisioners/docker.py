@@ -205,7 +205,8 @@ class DockerProvisioner(RemoteProvisionerBase):
         return kwargs
 
     def root_allowed(self) -> bool:
-        return super().root_allowed() or bool(self.allow_root)  # allow_root: this provisioner's older name for it
+        # The container runs as kernel_uid / KERNEL_UID, never as the server's user: allow_root is the setting here.
+        return bool(self.allow_root)
 
     def container_request(self, values: dict[str, Any]) -> ContainerRequest:
         """The validated per-launch values and the operator's settings → how the container is made."""
@@ -219,7 +220,7 @@ class DockerProvisioner(RemoteProvisionerBase):
             )
         uid = parse_id(values.get("KERNEL_UID", self.kernel_uid), "KERNEL_UID")
         gid = parse_id(values.get("KERNEL_GID", self.kernel_gid), "KERNEL_GID")
-        if (uid == 0 or gid == 0) and not self.root_allowed():
+        if (uid == 0 or gid == 0) and not self.allow_root:
             which = "KERNEL_UID" if uid == 0 else "KERNEL_GID"
             raise NotAuthorized(
                 f"{which} is 0 (root): kernels do not run as root here; choose another id, or set allow_root "
