@@ -1056,7 +1056,10 @@ def run_agent(params: Dict[str, Any], opts: argparse.Namespace, spawned: bool = 
     if opts.detach or spawned:
         agent.detached = True
         agent.detach_fd = None if spawned else detach()
-    agent.guardian_fd = start_guardian()
+    try:
+        agent.guardian_fd = start_guardian()
+    except OSError as exc:  # no process to spare: the kernel still dies with us (PR_SET_PDEATHSIG), its children may not
+        log.warning("no guardian for kernel %s's process group: %s", agent.kernel_id, exc)
     try:
         return asyncio.run(agent.run())
     except Exception as exc:  # one line for the operator, the traceback in the log file
