@@ -1058,7 +1058,7 @@ def run_agent(params: Dict[str, Any], opts: argparse.Namespace, spawned: bool = 
         agent.detach_fd = None if spawned else detach()
     try:
         agent.guardian_fd = start_guardian()
-    except OSError as exc:  # no process to spare: the kernel still dies with us (PR_SET_PDEATHSIG), its children may not
+    except OSError as exc:  # no process to spare: the kernel still dies with us (PDEATHSIG), its children may not
         log.warning("no guardian for kernel %s's process group: %s", agent.kernel_id, exc)
     try:
         return asyncio.run(agent.run())
