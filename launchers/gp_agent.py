@@ -449,7 +449,8 @@ class Agent:
         self.write_connection_file()
 
     def write_connection_file(self) -> None:
-        fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)  # in our private folder
+        fd = os.open(self.connection_file, flags, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(self.connection, handle)
 
