@@ -715,8 +715,8 @@ class Agent:
                     await writer.drain()
                 if message.get("op") == "shutdown":
                     self.done.set()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, asyncio.CancelledError):
-            pass  # the server went away, or the agent is ending
+        except (asyncio.IncompleteReadError, OSError, asyncio.TimeoutError, asyncio.CancelledError):
+            pass  # the server went away (OSError: also keepalive's ETIMEDOUT), or the agent is ending
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("control connection from %s dropped: %s", peer, exc)
         finally:
