@@ -315,13 +315,15 @@ def start_guardian() -> int:
 
 
 def set_keepalive(sock: Any, seconds: float) -> None:
-    """TCP keepalive probes that find a vanished server within about ``seconds`` (an unreachable host never closes the
-    connection), so the watchdog can count from then."""
+    """Find a vanished server within about ``seconds`` (an unreachable host never closes the connection), so the
+    watchdog can count from then: keepalive probes while the connection is idle, and TCP_USER_TIMEOUT while data we
+    sent is unacknowledged (then keepalive does not probe, and retransmissions would go on for many minutes)."""
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(seconds / 3)))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(seconds / 9)))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1000, int(seconds * 1000 * 2 / 3)))
 
 
 def private_dir(base: Optional[str], kernel_id: str) -> str:

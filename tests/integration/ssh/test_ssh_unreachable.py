@@ -128,3 +128,41 @@ async def test_unreachable_host_mid_launch_fails_at_the_timeout_and_leaves_nothi
         launch.cancel()
         set_link(up=True)
         await backend.close()
+
+
+async def test_agent_whose_server_became_unreachable_ends_itself_and_its_kernel(
+    lonely_host: SSHServer, ssh_keys: SSHKeys
+) -> None:
+    """A ready kernel; then the host is cut off. The agent's control connection never closes by itself: keepalive (or,
+    with a reply still unacknowledged, TCP_USER_TIMEOUT) finds it dead, then the watchdog gives the server its grace
+    and ends the kernel and the agent."""
+    settings = SSHSettings(known_hosts=str(ssh_keys.known_hosts), client_keys=[str(ssh_keys.client_key)])
+    backend = SSHBackend([lonely_host.address], settings, default_user=getpass.getuser(), python=sys.executable)
+    kernel_id = str(uuid.uuid4())
+    spec = LaunchSpec(
+        kernel_id,
+        [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        env=build_kernel_env(os.environ, {}, ["PATH", "HOME"]),
+        launch_timeout=30,
+        agent_watchdog=GRACE,
+        allow_root=AS_ROOT,
+    )
+    kernel = RemoteKernel(backend, kernel_id)
+    try:
+        await kernel.start(spec)
+        assert kernel.handle is not None and kernel.kernel_pid is not None
+        agent_pid, kernel_pid = int(kernel.handle.data["agent_pid"]), kernel.kernel_pid
+        set_link(up=False)
+        cut_off = time.monotonic()
+        # Keepalive: first probe after GRACE/3 idle, 3 probes 1 s apart (TCP_USER_TIMEOUT: 2/3 GRACE); then the
+        # watchdog's GRACE (checked every GRACE/4): at most about GRACE/3 + 3 + GRACE + GRACE/4 in all.
+        limit = GRACE / 3 + 3 + GRACE + GRACE / 4 + 3
+        ended = await ended_at(agent_pid, limit + 10)
+        assert ended is not None, "the agent of a server that became unreachable is still running"
+        assert GRACE <= ended - cut_off <= limit, f"the agent ended {ended - cut_off:.1f} s after the cut"
+        assert pid_gone(kernel_pid, 1.0), "the kernel outlived its agent"
+        print(f"agent ended {ended - cut_off:.2f} s after its server became unreachable (grace {GRACE:g} s)")
+    finally:
+        set_link(up=True)
+        await kernel.shutdown(grace=0)
+        await backend.close()
