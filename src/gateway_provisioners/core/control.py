@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,17 @@ EventHandler = Callable[[dict[str, Any]], None]
 
 class ControlChannelClosed(ConnectionError):
     """The control connection to the agent is gone (the agent exited, or the network dropped)."""
+
+
+def _detect_dead_peer(sock: Any) -> None:
+    """An agent whose host stops answering never closes the connection: keepalive probes (idle 10 s, 3 x 5 s) and
+    TCP_USER_TIMEOUT (25 s for unacknowledged data) make it count as gone, so the kernel is not shown alive for ever."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 25_000)
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> bytes:
@@ -62,6 +74,7 @@ class ControlConnection:
     async def open(self, host: str, port: int, timeout: float = 5.0) -> dict[str, Any]:
         """Connect and authenticate; returns the agent's first state report (a ``ping`` reply)."""
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        _detect_dead_peer(writer.get_extra_info("socket"))
         try:
             hello = json.loads(await asyncio.wait_for(_read_frame(reader), timeout))
             if not isinstance(hello, dict):
