@@ -791,6 +791,7 @@ class Agent:
             await asyncio.sleep(max(0.5, seconds / 4))
             if not self.clients and time.monotonic() - self.last_client_seen > seconds:
                 log.warning("no server connected for %g s: ending kernel %s (watchdog)", seconds, self.kernel_id)
+                self.clean_shutdown = True  # no server will come for the log: leave nothing behind
                 self.done.set()
 
     # -- main --------------------------------------------------------------------------------------------------------

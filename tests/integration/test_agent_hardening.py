@@ -236,10 +236,12 @@ async def test_killing_the_agent_ends_what_its_kernel_started(tmp_path: Path) ->
         assert await wait_until(lambda: pid_file.exists() and pid_file.read_text(), 20), "the kernel did not start"
         child = int(pid_file.read_text())
         assert kernel.handle is not None
+        folder = Path(kernel.handle.data["log_file"]).parent
         os.kill(kernel.handle.data["pid"], 9)  # the agent, mid-launch
         with pytest.raises(KernelExited):
             await launch
         assert pid_gone(child, 3.0), "a process the kernel started outlived its killed agent by 3 s"
+        assert not folder.exists(), "the killed agent's folder (log, connection file with the key) must be removed"
     finally:
         launch.cancel()
         await backend.close()

@@ -131,11 +131,13 @@ class LocalBackend(Backend):
     def _remove_log(self, handle: BackendHandle) -> None:
         """The agent removes its log after a clean shutdown; after a failure it leaves it for diagnostics, until now."""
         path = handle.data.get("log_file")
-        if not self.keep_logs and path:
+        if not self.keep_logs and path and os.path.basename(os.path.dirname(path)).startswith("gp-kernel-"):
+            # The agent's private folder: its log, and the connection file (the HMAC key) left by a killed agent.
+            for name in (path, os.path.join(os.path.dirname(path), "kernel.json")):
+                with contextlib.suppress(OSError):
+                    os.remove(name)
             with contextlib.suppress(OSError):
-                os.remove(path)
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.dirname(path))  # the agent's private folder, if nothing else is left in it
+                os.rmdir(os.path.dirname(path))  # only if nothing else is left in it
 
     async def signal(self, handle: BackendHandle, signum: int) -> None:
         _kill_group(handle.data.get("kernel_pgid"), signum)

@@ -534,8 +534,10 @@ class SSHBackend(Backend):
             'if [ "$g" -gt 0 ]; then kill -KILL -- "-$g" 2>/dev/null; fi; '
         )
         log_file = handle.data.get("log_file")
-        if log_file and not self.keep_logs:  # the agent's private folder: only if nothing else is left in it
-            script += f"rm -f {shlex.quote(log_file)}; rmdir {shlex.quote(log_file.rsplit('/', 1)[0])} 2>/dev/null; "
+        if log_file and not self.keep_logs and "/gp-kernel-" in log_file:  # the agent's private folder: the log and
+            # the connection file a killed agent left
+            folder = shlex.quote(log_file.rsplit("/", 1)[0])
+            script += f"rm -f {shlex.quote(log_file)} {folder}/kernel.json; rmdir {folder} 2>/dev/null; "
         await self._run(name, self._as_kernel_user(handle, script + "true"), timeout=grace + 10)
 
     async def signal(self, handle: BackendHandle, signum: int) -> None:

@@ -103,11 +103,12 @@ async def test_unreachable_host_mid_launch_fails_at_the_timeout_and_leaves_nothi
     launch = asyncio.ensure_future(kernel.start(spec))
     try:
         deadline = time.monotonic() + 10
-        while not (started.exists() and started.read_text()):
+        while not (started.exists() and started.read_text() and kernel.handle and kernel.handle.data.get("log_file")):
             assert time.monotonic() < deadline and not launch.done(), "the kernel did not start on the host"
             await asyncio.sleep(0.02)
         kernel_pid = int(started.read_text())
         agent_pid = psutil.Process(kernel_pid).ppid()  # the host shares this machine's process table
+        folder = Path(kernel.handle.data["log_file"]).parent  # the host shares this machine's files too
         set_link(up=False)
         go.touch()  # the kernel becomes ready; its agent's report goes into a connection nobody can reach
         cut_off = time.monotonic()
@@ -123,6 +124,7 @@ async def test_unreachable_host_mid_launch_fails_at_the_timeout_and_leaves_nothi
         ended_after = ended - cut_off
         assert ended_after <= GRACE + 4, f"the agent ended {ended_after:.1f} s after the host was cut off"
         assert pid_gone(kernel_pid, 1.0), "the kernel outlived its agent"
+        assert not folder.exists(), "the agent's watchdog leaves nothing behind on the host"
         print(f"launch error after {failed_after:.2f} s (timeout {LAUNCH_TIMEOUT:g}), agent ended {ended_after:.2f} s")
     finally:
         launch.cancel()
@@ -152,6 +154,7 @@ async def test_agent_whose_server_became_unreachable_ends_itself_and_its_kernel(
         await kernel.start(spec)
         assert kernel.handle is not None and kernel.kernel_pid is not None
         agent_pid, kernel_pid = int(kernel.handle.data["agent_pid"]), kernel.kernel_pid
+        folder = Path(kernel.handle.data["log_file"]).parent
         set_link(up=False)
         cut_off = time.monotonic()
         # Keepalive: first probe after GRACE/3 idle, 3 probes 1 s apart (TCP_USER_TIMEOUT: 2/3 GRACE); then the
@@ -161,6 +164,7 @@ async def test_agent_whose_server_became_unreachable_ends_itself_and_its_kernel(
         assert ended is not None, "the agent of a server that became unreachable is still running"
         assert GRACE <= ended - cut_off <= limit, f"the agent ended {ended - cut_off:.1f} s after the cut"
         assert pid_gone(kernel_pid, 1.0), "the kernel outlived its agent"
+        assert not folder.exists(), "the agent's watchdog leaves nothing behind on the host"
         # The server's side of the connection finds the agent gone too (keepalive, 25 s at most): the kernel is
         # reported dead instead of alive for ever.
         while kernel.poll() is None:
