@@ -83,6 +83,8 @@ def main() -> None:
         ours_root, old_root = tmp / "jp", tmp / "jp-old"
         base_env = {"PATH": os.environ["PATH"], "KERNEL_USERNAME": "bench", "LANG": "C.UTF-8",
                     "HOME": os.environ.get("HOME", "/root")}  # fmt: skip
+        if os.geteuid() == 0:  # the kernels run as this user (and the SSH user): as root, allow it explicitly
+            base_env["GP_ALLOW_ROOT_KERNELS"] = "true"
         write_spec(ours_root, "local", [sys.executable, *ARGV], "local-provisioner", {})
         write_spec(ours_root, "ours", [sys.executable, *ARGV], "distributed-provisioner", {
             "remote_hosts": [ours_sshd.address], "known_hosts": str(keys.known_hosts),

@@ -9,7 +9,11 @@ Runs next to a kernel (on an SSH host, in a container, pod or YARN container) an
 * waits until the kernel listens on its ports, or reports at once why it exited;
 * sends the sealed connection info back (callback: to the server's response address; stdout: on its own output);
 * serves the authenticated control channel: ping, signal, restart in place (same ports), shutdown;
-* ends the kernel's whole process group when the kernel or the agent ends, so nothing is orphaned.
+* ends the kernel's whole process group when the kernel or the agent ends (a guardian process does it when the agent
+  is killed), so nothing is orphaned;
+* ends itself and its kernel when no server has been connected for a while (the watchdog, on by default);
+* keeps the kernel's log private: 0600, in a 0700 folder of its own; never writes through a link or into a file it did
+  not create; refuses to run a kernel as root unless the server allows it.
 
 Standard library plus ``cryptography`` only; Python 3.9 or newer. The protocol is specified in docs/protocol.md of
 gateway-provisioners; this file implements it independently of the server and both pass tests/vectors.
@@ -23,6 +27,7 @@ import base64
 import contextlib
 import ctypes
 import errno
+import functools
 import json
 import logging
 import os
@@ -31,6 +36,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import struct
 import sys
 import tempfile
@@ -44,6 +50,7 @@ SUPPORTED_VERSIONS = (2,)
 STDOUT_PREFIX = "GP-CONNECTION-INFO "
 AGENT_PID_PREFIX = "GP-AGENT-PID "  # --detach: "<pid>"; --spawner: "<kernel id> <pid>"
 AGENT_EXIT_PREFIX = "GP-AGENT-EXIT "  # --spawner: "<kernel id> <exit code>"
+AGENT_LOG_PREFIX = "GP-AGENT-LOG "  # "<kernel id> <path of the kernel's log file>"
 SPAWNER_READY_PREFIX = "GP-SPAWNER-READY "  # --spawner: "<pid>", once the agent's source has been read
 MAX_CONTROL_FRAME_BYTES = 1024 * 1024
 PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
@@ -54,6 +61,7 @@ AUTHENTICATE_WITHIN = 10.0  # seconds a control connection has for the server he
 CALLBACK_MIN_SECONDS = 15.0  # callback retries last at least this long: longer than the listener's read deadline
 CALLBACK_REFUSALS = 5  # connection refused this many times in a row: nobody listens there, give up
 EXIT_BAD_PARAMS = 2
+DEFAULT_WATCHDOG = 60.0  # seconds without a connected server before the agent ends itself and its kernel
 
 log = logging.getLogger("gp-agent")
 
@@ -280,10 +288,94 @@ def connect_ip(ip: str) -> str:
 # --- process helpers --------------------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the kernel child: get SIGKILL if the agent dies, so a killed agent never leaves an orphaned kernel."""
+def _die_with_parent(agent_pid: int) -> None:
+    """In the kernel child: get SIGKILL if the agent dies, so a killed agent never leaves an orphaned kernel. The
+    agent may have died before prctl took effect: then the parent is already someone else."""
     with contextlib.suppress(Exception):
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    if os.getppid() != agent_pid:
+        os._exit(1)
+
+
+def start_guardian() -> int:
+    """Fork a guardian that SIGKILLs the kernel's process group once the agent is gone, however it ended.
+
+    PR_SET_PDEATHSIG reaches only the kernel itself, not what the kernel started. The guardian reads "+pgid" / "-pgid"
+    lines on a pipe whose only writer is the agent; end of file means the agent died (kill -9 included), and every
+    group still listed is killed. It runs in a session of its own, so signals to the agent's group do not reach it.
+    Forked before the agent holds any port or thread. Returns the pipe's write end.
+    """
+    read_fd, write_fd = os.pipe()
+    if os.fork():
+        os.close(read_fd)
+        return write_fd
+    try:  # the guardian: nothing from the agent but this pipe
+        os.setsid()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        null_fd = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null_fd, fd)
+        os.closerange(3, read_fd)
+        os.closerange(read_fd + 1, 1 << 16)
+        groups, pending = set(), b""
+        while True:
+            data = os.read(read_fd, 4096)
+            if not data:
+                break
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line[:1] == b"+":
+                    groups.add(int(line[1:]))
+                elif line[:1] == b"-":
+                    groups.discard(int(line[1:]))
+        for pgid in groups:
+            kill_group(pgid, signal.SIGKILL)
+    finally:
+        os._exit(0)
+
+
+def set_keepalive(sock: Any, seconds: float) -> None:
+    """Find a vanished server within about ``seconds`` (an unreachable host never closes the connection), so the
+    watchdog can count from then: keepalive probes while the connection is idle, and TCP_USER_TIMEOUT while data we
+    sent is unacknowledged (then keepalive does not probe, and retransmissions would go on for many minutes)."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(seconds / 3)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(seconds / 9)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1000, int(seconds * 1000 * 2 / 3)))
+
+
+def private_dir(base: Optional[str], kernel_id: str) -> str:
+    """A new folder only this user can enter, with an unpredictable name (mkdtemp), in ``base`` (default: the temporary
+    folder). Checked after creation: a directory, ours, mode 0700."""
+    if base:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+    safe_id = "".join(c for c in kernel_id if c.isalnum() or c == "-")[:40]
+    path = tempfile.mkdtemp(prefix=f"gp-kernel-{safe_id}-", dir=base or None)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise OSError(f"{path} is not a private folder of this user")
+    return path
+
+
+def open_private_log(path: str) -> int:
+    """Create ``path`` (0600) and return a descriptor to append to it. Refuses a path that exists (a planted file or
+    link) and a folder that others may write to or that is not ours: the agent writes only into files it created."""
+    folder = os.path.dirname(os.path.abspath(path))
+    st = os.stat(folder)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise OSError(
+            f"log file {path}: its folder {folder} is not owned by this user or others may write to it; "
+            "choose a private folder (or leave --log-file out)"
+        )
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        return os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise OSError(f"log file {path} exists already: the agent writes only into a file it creates") from None
 
 
 def kill_group(pgid: Optional[int], signum: int) -> None:
@@ -313,9 +405,17 @@ class Agent:
         self.token: bytes = decode_token(params["token"])
         self.mode: str = params.get("mode", "stdout")
         self.kernel_ip: str = params.get("kernel_ip") or "0.0.0.0"
-        self.workdir = tempfile.mkdtemp(prefix="gp-agent-")
-        os.chmod(self.workdir, 0o700)
+        # The kernel's log and connection file live in a private folder of our own (see open_private_log).
+        self.workdir = private_dir(params.get("log_dir"), self.kernel_id)
         self.log_file: str = opts.log_file or params.get("log_file") or os.path.join(self.workdir, "kernel.log")
+        try:
+            self.log_fd = open_private_log(self.log_file)  # one descriptor for every kernel start
+        except OSError:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
+        watchdog = params.get("watchdog", getattr(opts, "watchdog", None))  # the server's setting wins
+        self.watchdog_seconds = DEFAULT_WATCHDOG if watchdog is None else float(watchdog)
+        self.guardian_fd: Optional[int] = None  # start_guardian's pipe
         self.connection_file = os.path.join(self.workdir, "kernel.json")
         self.connection: Dict[str, Any] = {}
         self.agent_port = 0
@@ -374,7 +474,8 @@ class Agent:
         self.write_connection_file()
 
     def write_connection_file(self) -> None:
-        fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)  # in our private folder
+        fd = os.open(self.connection_file, flags, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(self.connection, handle)
 
@@ -410,27 +511,25 @@ class Agent:
             sock.close()
         del self.held[1:]
         self.exit_code = None
-        log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.kernel_argv(),
-                env=self.kernel_env(),
-                cwd=self.params.get("cwd") or None,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        finally:
-            os.close(log_fd)
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.kernel_argv(),
+            env=self.kernel_env(),
+            cwd=self.params.get("cwd") or None,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self.log_fd,
+            stderr=self.log_fd,
+            start_new_session=True,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+        )
         self.pgid = self.proc.pid
+        self.tell_guardian(f"+{self.pgid}")
         log.info("kernel %s started as pid %d", self.kernel_id, self.proc.pid)
         self._exit_watch = asyncio.ensure_future(self._watch_exit(self.proc))
 
     async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
         code = await proc.wait()
         kill_group(proc.pid, signal.SIGKILL)  # whatever the kernel started ends with it
+        self.tell_guardian(f"-{proc.pid}")
         if proc is not self.proc:
             return
         self.exit_code = code
@@ -443,6 +542,11 @@ class Agent:
         if self.reported and not self.clients and not self.busy:
             log.info("kernel %s ended and no server is connected: agent exits", self.kernel_id)
             self.done.set()
+
+    def tell_guardian(self, line: str) -> None:
+        if self.guardian_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.guardian_fd, (line + "\n").encode())
 
     @property
     def kernel_running(self) -> bool:
@@ -606,6 +710,8 @@ class Agent:
     async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self.protocol is not None
         peer = writer.get_extra_info("peername")
+        if self.watchdog_seconds > 0:  # a server on a host that became unreachable must count as gone
+            set_keepalive(writer.get_extra_info("socket"), self.watchdog_seconds)
         agent_nonce = os.urandom(16)
         hello = {
             "gp": PROTOCOL_VERSION,
@@ -663,8 +769,8 @@ class Agent:
                     await writer.drain()
                 if message.get("op") == "shutdown":
                     self.done.set()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, asyncio.CancelledError):
-            pass  # the server went away, or the agent is ending
+        except (asyncio.IncompleteReadError, OSError, asyncio.TimeoutError, asyncio.CancelledError):
+            pass  # the server went away (OSError: also keepalive's ETIMEDOUT), or the agent is ending
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             log.warning("control connection from %s dropped: %s", peer, printable(str(exc)))
         finally:
@@ -738,6 +844,7 @@ class Agent:
             await asyncio.sleep(max(0.5, seconds / 4))
             if not self.clients and time.monotonic() - self.last_client_seen > seconds:
                 log.warning("no server connected for %g s: ending kernel %s (watchdog)", seconds, self.kernel_id)
+                self.clean_shutdown = True  # no server will come for the log: leave nothing behind
                 self.done.set()
 
     # -- main --------------------------------------------------------------------------------------------------------
@@ -769,8 +876,9 @@ class Agent:
             self.detach_done(failure is None)
             if failure is not None:
                 return EXIT_STARTUP_FAILED
-            if self.opts.watchdog > 0:
-                self._watchdog = asyncio.ensure_future(self.watchdog(self.opts.watchdog))
+            if self.watchdog_seconds > 0:
+                self.last_client_seen = time.monotonic()  # the server's grace to connect starts now
+                self._watchdog = asyncio.ensure_future(self.watchdog(self.watchdog_seconds))
             await self.done.wait()
             return self.result
         finally:
@@ -789,10 +897,11 @@ class Agent:
             self.detach_done(False)
             with contextlib.suppress(OSError):
                 os.remove(self.connection_file)  # it holds the HMAC key
-            if self.clean_shutdown and not self.opts.keep_log:
+            keep = self.opts.keep_log or not self.clean_shutdown  # after a failure the log stays, for diagnostics
+            if not keep:
                 with contextlib.suppress(OSError):
-                    os.remove(self.log_file)  # after a failure it stays, for the server's diagnostics
-            if not (self.opts.keep_log and self.log_file.startswith(self.workdir)):
+                    os.remove(self.log_file)
+            if not (keep and os.path.dirname(self.log_file) == self.workdir):
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def start_until_ready(self, attempts: int = 3) -> Optional[str]:
@@ -802,6 +911,11 @@ class Agent:
         taken) is started again on fresh ports, up to ``attempts`` times, unless the server assigned the ports.
         """
         timeout = float(self.params.get("ready_timeout", 120))
+        if os.geteuid() == 0 and not self.params.get("allow_root"):  # the real uid, whatever name a client claimed
+            return (
+                f"refusing to run kernel {self.kernel_id} as root (uid 0) on {socket.gethostname()}: run the agent "
+                "as another user, or allow root kernels on the server (allow_root_kernels, GP_ALLOW_ROOT_KERNELS)"
+            )
         for attempt in range(1, attempts + 1):
             try:
                 await self.start_kernel()  # before loading the crypto library, so the kernel's start-up overlaps it
@@ -828,17 +942,15 @@ class Agent:
         if not self.detached:
             return
         self.detached = False
-        log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         null_fd = os.open(os.devnull, os.O_RDONLY)
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(null_fd, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
+        os.dup2(self.log_fd, 1)
+        os.dup2(self.log_fd, 2)
         os.close(null_fd)
-        os.close(log_fd)
         for handler in list(log.handlers):
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            if not getattr(handler, "gp_log_file", False):
                 log.removeHandler(handler)  # the log file has every line already
         if self.detach_fd is not None:
             os.write(self.detach_fd, b"0" if ok else b"1")
@@ -934,8 +1046,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-file",
         default=None,
         metavar="FILE",
-        help="append the kernel's output and the agent's log here (default: a private temporary "
-        "file, removed when the agent exits)",
+        help="write the kernel's output and the agent's log here; the file must not exist and its folder must "
+        "be this user's and not writable by others (default: kernel.log in a new private folder)",
     )
     parser.add_argument("--keep-log", action="store_true", help="do not remove the log file when the agent exits")
     parser.add_argument(
@@ -953,9 +1065,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--watchdog",
         type=float,
-        default=os.environ.get("GP_AGENT_WATCHDOG") or "0",
+        default=os.environ.get("GP_AGENT_WATCHDOG") or str(DEFAULT_WATCHDOG),
         metavar="SECONDS",
-        help="end the kernel when no server has been connected for SECONDS (default 0: never; env GP_AGENT_WATCHDOG)",
+        help="end the kernel when no server has been connected for SECONDS; 0 = never (default "
+        f"{DEFAULT_WATCHDOG:g}; env GP_AGENT_WATCHDOG; a 'watchdog' in the launch parameters wins)",
     )
     parser.add_argument(
         "--log-level",
@@ -992,12 +1105,18 @@ def run_agent(params: Dict[str, Any], opts: argparse.Namespace, spawned: bool = 
     except (ValueError, OSError, KeyError, TypeError) as exc:
         print(f"gp-agent: {exc}", file=sys.stderr)
         return EXIT_BAD_PARAMS
-    file_log = logging.FileHandler(agent.log_file)
+    file_log = logging.StreamHandler(open(agent.log_fd, "a", closefd=False))  # lives as long as we do
+    file_log.gp_log_file = True  # type: ignore[attr-defined]
     file_log.setFormatter(formatter)
     log.addHandler(file_log)
+    emit(f"{AGENT_LOG_PREFIX}{agent.kernel_id} {agent.log_file}")  # for the server's diagnostics and clean-up
     if opts.detach or spawned:
         agent.detached = True
         agent.detach_fd = None if spawned else detach()
+    try:
+        agent.guardian_fd = start_guardian()
+    except OSError as exc:  # no process to spare: the kernel still dies with us (PDEATHSIG), its children may not
+        log.warning("no guardian for kernel %s's process group: %s", agent.kernel_id, exc)
     try:
         return asyncio.run(agent.run())
     except Exception as exc:  # one line for the operator, the traceback in the log file

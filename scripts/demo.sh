@@ -5,5 +5,9 @@ echo "== installing gateway-provisioners and ipykernel into $VENV"
 "$PY" -m pip install -q --upgrade pip >/dev/null
 "$PY" -m pip install -q . ipykernel
 echo "== demo"
-# The demo refuses to run kernels as root (root is refused by default), so it runs them as an ordinary user name.
+# Kernels that would really run as root are refused by default; run as root, the demo has to allow it explicitly.
+if [ "$(id -u)" = 0 ]; then
+    echo "== running as root: the demo's kernel runs as root too (--allow-root)"
+    set -- --allow-root "$@"
+fi
 exec "$VENV/bin/gateway-provisioners-demo" "$@"

@@ -43,13 +43,21 @@ def write_kernel_spec(
     return spec_dir
 
 
+#: CI runs the suite as root, and kernels started here run as this process's user: an operator who runs kernels as
+#: root has to say so (allow_root_kernels). Tests that build a LaunchSpec pass this as its ``allow_root``.
+AS_ROOT = os.geteuid() == 0
+
+
 @pytest.fixture
 def jupyter_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private JUPYTER_PATH for this test's kernel specs; KERNEL_USERNAME set (the suite may run as root)."""
+    """A private JUPYTER_PATH for this test's kernel specs; KERNEL_USERNAME set (the name check refuses 'root'), and,
+    when the suite runs as root, GP_ALLOW_ROOT_KERNELS (the uid check refuses kernels that really run as root)."""
     root = tmp_path / "jupyter"
     root.mkdir()
     monkeypatch.setenv("JUPYTER_PATH", str(root))
     monkeypatch.setenv("KERNEL_USERNAME", "gp-tester")
+    if AS_ROOT:
+        monkeypatch.setenv("GP_ALLOW_ROOT_KERNELS", "true")
     return root
 
 

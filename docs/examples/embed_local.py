@@ -19,7 +19,7 @@ from jupyter_client.asynchronous import AsyncKernelClient
 
 from gateway_provisioners.adapters.local import LocalBackend
 from gateway_provisioners.core.kernel import RemoteKernel
-from gateway_provisioners.core.launch import LaunchSpec, build_kernel_env
+from gateway_provisioners.core.launch import LaunchSpec, build_kernel_env, parse_bool
 
 
 async def execute(connection_info: dict[str, Any], code: str) -> tuple[str, str]:
@@ -54,6 +54,8 @@ async def main() -> dict[str, Any]:
         env=build_kernel_env(os.environ, {}, allowlist=["PATH", "HOME", "LANG"]),
         kernel_ip="127.0.0.1",
         launch_timeout=30,
+        # Kernels that would really run as root are refused unless the operator allows them (here: when asked to).
+        allow_root=parse_bool(os.environ.get("GP_ALLOW_ROOT_KERNELS", "false")),
     )
     info = await kernel.start(spec)
     results["status"], results["answer"] = await execute(info, "print(6 * 7)")

@@ -61,14 +61,17 @@ class PhaseLog(logging.Handler):
             click.echo(f"  {time.monotonic() - self.start:7.3f}s  phase: {message.split('] ', 1)[-1]}")
 
 
-async def run_demo(username: str, provisioner: str, remote_host: str | None, curve: bool) -> None:
+async def run_demo(
+    username: str, provisioner: str, remote_host: str | None, curve: bool, allow_root: bool = False
+) -> None:
     async with contextlib.AsyncExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gp-demo-")))
+        common: dict[str, Any] = {"allow_root_kernels": True} if allow_root else {}
         if provisioner == "local":
             click.echo("provisioner: local-agent-provisioner")
-            write_demo_spec(tmp, curve=curve)
+            write_demo_spec(tmp, config=common, curve=curve)
         else:
-            config: dict[str, Any] = {"remote_python": sys.executable, "remote_user": getpass.getuser()}
+            config: dict[str, Any] = {**common, "remote_python": sys.executable, "remote_user": getpass.getuser()}
             if remote_host:
                 config["remote_hosts"] = [remote_host]
             else:
@@ -161,13 +164,17 @@ def _echo_stream(msg: dict[str, Any]) -> None:
               help="distributed-provisioner over SSH, or local-agent-provisioner.")  # fmt: skip
 @click.option("--remote-host", default=None,
               help="A real SSH host ([user@]host[:port]) to use instead of the embedded server.")  # fmt: skip
+@click.option("--allow-root", is_flag=True,
+              help="Allow the kernel to run as root (allow_root_kernels): needed when you run the demo as root, "
+                   "since the kernel runs as the demo's user whatever --username says.")  # fmt: skip
 @click.option("--curve/--no-curve", default=None,
               help="Encrypt the kernel's channels with CurveZMQ (default: on, except with --remote-host, whose "
                    "ipykernel may be too old to read Curve keys).")  # fmt: skip
-def main(username: str, provisioner: str, remote_host: str | None, curve: bool | None) -> None:
+def main(username: str, provisioner: str, remote_host: str | None, allow_root: bool, curve: bool | None) -> None:
     """Launch a real ipykernel through gateway-provisioners and print each phase with its time."""
     click.echo("gateway-provisioners demo: a real kernel through jupyter_client's AsyncKernelManager")
-    asyncio.run(run_demo(username, provisioner, remote_host, remote_host is None if curve is None else curve))
+    curve = remote_host is None if curve is None else curve
+    asyncio.run(run_demo(username, provisioner, remote_host, curve, allow_root))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from gateway_provisioners.core.errors import KernelExited
 from gateway_provisioners.core.kernel import RemoteKernel
 from gateway_provisioners.core.launch import LaunchSpec, build_kernel_env
 
+from ..conftest import AS_ROOT
+
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="port ownership is checked through Linux /proc"),
@@ -46,7 +48,7 @@ async def launch(tmp_path: Path, who: str) -> RemoteKernel:
     kernel = RemoteKernel(LocalBackend(), kernel_id)
     argv = [sys.executable, str(script), "{connection_file}", who]
     env = build_kernel_env(os.environ, {}, ["PATH"])
-    spec = LaunchSpec(kernel_id, argv, env=env, kernel_ip="127.0.0.1", launch_timeout=20)
+    spec = LaunchSpec(kernel_id, argv, env=env, kernel_ip="127.0.0.1", launch_timeout=20, allow_root=AS_ROOT)
     await kernel.start(spec)
     return kernel
 

@@ -16,6 +16,8 @@ from gateway_provisioners.adapters.local import LocalBackend
 from gateway_provisioners.core.kernel import RemoteKernel
 from gateway_provisioners.core.launch import LaunchSpec, build_kernel_env
 
+from ..conftest import AS_ROOT
+
 pytestmark = pytest.mark.integration
 
 
@@ -55,6 +57,7 @@ async def test_agent_on_python39_runs_a_kernel(python39: str) -> None:
         [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         env=build_kernel_env(os.environ, {}, ["PATH", "HOME"]),
         kernel_ip="127.0.0.1",
+        allow_root=AS_ROOT,
     )
     info = await kernel.start(spec)
     try:

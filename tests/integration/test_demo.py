@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import AS_ROOT
+
 pytestmark = pytest.mark.integration
 
 
@@ -16,7 +18,8 @@ pytestmark = pytest.mark.integration
 def test_demo_runs_the_whole_lifecycle(provisioner: str) -> None:
     demo = Path(sys.executable).with_name("gateway-provisioners-demo")
     result = subprocess.run(
-        [str(demo), "--provisioner", provisioner], capture_output=True, text=True, timeout=120,
+        [str(demo), "--provisioner", provisioner, *(["--allow-root"] if AS_ROOT else [])],
+        capture_output=True, text=True, timeout=120,
         env={**os.environ, "KERNEL_USERNAME": "demo"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

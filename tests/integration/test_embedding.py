@@ -7,12 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import AS_ROOT
+
 pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "embed_local.py"
 
 
-async def test_embedding_example_runs() -> None:
+async def test_embedding_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    if AS_ROOT:  # the example's kernel runs as this process's user: as an operator would, allow root explicitly
+        monkeypatch.setenv("GP_ALLOW_ROOT_KERNELS", "true")
     spec = importlib.util.spec_from_file_location("embed_local", EXAMPLE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

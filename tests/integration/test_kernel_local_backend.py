@@ -17,6 +17,8 @@ from gateway_provisioners.core.kernel import RemoteKernel
 from gateway_provisioners.core.launch import LaunchSpec
 from gateway_provisioners.core.lifecycle import KernelPhase
 
+from ..conftest import AS_ROOT
+
 pytestmark = pytest.mark.integration
 
 
@@ -28,6 +30,7 @@ def ipykernel_spec(kernel_id: str, home: Path) -> LaunchSpec:
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(home))},
         kernel_ip="127.0.0.1",
         launch_timeout=60,
+        allow_root=AS_ROOT,
     )
 
 

@@ -15,6 +15,8 @@ from gateway_provisioners.adapters.local import LocalBackend
 from gateway_provisioners.core.kernel import RemoteKernel
 from gateway_provisioners.core.launch import LaunchSpec, build_kernel_env
 
+from ..conftest import AS_ROOT
+
 pytestmark = pytest.mark.integration
 
 pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (scripts/test.sh installs it where Java is)")
@@ -41,7 +43,7 @@ async def test_spark_kernel_counts_a_range(tmp_path: Path) -> None:
     kernel_id = str(uuid.uuid4())
     kernel = RemoteKernel(LocalBackend(), kernel_id)
     spec = LaunchSpec(kernel_id, argv, env=build_kernel_env(os.environ, spark_env, ["PATH", "HOME", "JAVA_HOME"]),
-                      kernel_ip="127.0.0.1", launch_timeout=120)  # fmt: skip
+                      kernel_ip="127.0.0.1", launch_timeout=120, allow_root=AS_ROOT)  # fmt: skip
     info = await kernel.start(spec)
     try:
         from jupyter_client.asynchronous import AsyncKernelClient

@@ -25,6 +25,7 @@ from gateway_provisioners.core.errors import (
     KernelExited,
     LaunchError,
     LaunchTimeout,
+    NotAuthorized,
     ProtocolError,
     Unschedulable,
 )
@@ -251,6 +252,61 @@ async def test_launch_timeout_ignores_unrelated_wakeups() -> None:
     handle.update(Observation(PlatformState.PENDING, reason="still queued"))
     await launch.failure(LaunchTimeout)
     assert launch.phases == ["submitted", "pending", "failed"]
+
+
+class UnresponsiveHost(ScriptedBackend):
+    """A platform that stopped answering: its log tail and its clean-up wait until the test lets them go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cleanup_started = asyncio.Event()
+        self.cleanup_done = asyncio.Event()
+        self.answers = asyncio.Event()
+
+    async def log_tail(self, handle: BackendHandle, lines: int = 20) -> list[str]:
+        await self.answers.wait()
+        return []
+
+    async def terminate(self, handle: BackendHandle, grace: float = 0.0) -> None:
+        self.cleanup_started.set()
+        await self.answers.wait()
+        self.cleanup_done.set()
+
+
+async def test_launch_timeout_is_not_extended_by_clean_up_on_an_unresponsive_host() -> None:
+    backend = UnresponsiveHost()
+    launch = Launch(backend, make_spec(launch_timeout=1.0))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await launch.handle()
+    error = await launch.failure(LaunchTimeout, timeout=10)
+    assert loop.time() - began <= 1.0 + 1.0, f"the error came {loop.time() - began:.2f} s after the launch"
+    assert error.diagnostics[0].startswith("platform state: pending")
+    assert backend.cleanup_started.is_set(), "the clean-up must have begun (it goes on in the background)"
+    assert launch.kernel.phase is KernelPhase.FAILED
+    backend.answers.set()  # the host answers again: the clean-up that went on in the background completes
+    await asyncio.wait_for(backend.cleanup_done.wait(), 5)
+
+
+class RootBackend(ScriptedBackend):
+    def kernel_uid(self, spec: LaunchSpec) -> int | None:
+        return 0  # e.g. the local backend of a server that runs as root
+
+
+async def test_a_kernel_that_would_run_as_root_is_refused_whatever_name_is_claimed() -> None:
+    backend = RootBackend()
+    kernel = RemoteKernel(backend, KERNEL_ID)
+    with pytest.raises(NotAuthorized, match=r"uid 0.*allow_root_kernels \(GP_ALLOW_ROOT_KERNELS\)") as caught:
+        await kernel.start(make_spec(username="alice"))
+    assert "\n" not in str(caught.value)
+    assert backend.submitted == [], "nothing may start"
+
+
+async def test_root_kernels_start_when_the_operator_allows_them() -> None:
+    launch = Launch(RootBackend(), make_spec(allow_root=True, launch_timeout=0.3))
+    await launch.handle()
+    await launch.failure(LaunchTimeout)  # got as far as the platform: the uid check let it through
+    assert launch.backend.submitted[0].agent_params()["allow_root"] is True
 
 
 async def test_callback_mode_needs_a_response_address() -> None:

@@ -318,6 +318,8 @@ def test_agent_params() -> None:
         "kernel_ip": "0.0.0.0",
         "port_range": "40000..40999",
         "kernel_name": "python3",
+        "allow_root": False,
+        "watchdog": 60.0,
         "response_address": "10.0.0.1:8877",
         "cwd": "/home/alice",
         "python": "/usr/bin/python3",

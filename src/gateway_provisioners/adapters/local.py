@@ -16,13 +16,11 @@ import os
 import signal
 import socket
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any, ClassVar
 
 from ..agent import agent_path
 from ..core.backend import Backend, BackendHandle, Observation, PlatformState
-from ..core.handshake import STDOUT_PREFIX
+from ..core.handshake import AGENT_LOG_PREFIX, STDOUT_PREFIX
 from ..core.launch import ConnectionMode, LaunchSpec
 
 log = logging.getLogger("gateway_provisioners.local")
@@ -36,7 +34,9 @@ class LocalBackend(Backend):
     python:
         The interpreter that runs the agent, and replaces a bare ``python`` at the start of a kernel's argv.
     log_dir:
-        Where each kernel's log file goes (``kernel-<id>.log``); kept after the kernel ends only if ``keep_logs``.
+        Where each agent makes its private folder (0700, an unpredictable name) for the kernel's log (0600); default:
+        the temporary folder. The log is kept after the kernel ends only if ``keep_logs`` (or the launch failed, until
+        the kernel is cleaned up).
     """
 
     name: ClassVar[str] = "local"
@@ -49,18 +49,21 @@ class LocalBackend(Backend):
 
     def __init__(self, python: str | None = None, log_dir: str | None = None, keep_logs: bool = False) -> None:
         self.python = python or sys.executable
-        self.log_dir = Path(log_dir or tempfile.gettempdir())
+        self.log_dir = log_dir
         self.keep_logs = keep_logs
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def kernel_uid(self, spec: LaunchSpec) -> int | None:
+        return os.geteuid()  # no impersonation: the agent and its kernel run as this server
 
     async def submit(self, spec: LaunchSpec) -> BackendHandle:
         if spec.mode not in self.modes:
             raise ValueError(f"the local backend supports {', '.join(map(str, self.modes))}, not {spec.mode}")
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_file = str(self.log_dir / f"kernel-{spec.kernel_id}.log")
-        params = spec.agent_params(python=self.python, log_file=log_file, ready_timeout=spec.launch_timeout)
+        params = spec.agent_params(python=self.python, ready_timeout=spec.launch_timeout)
+        if self.log_dir:
+            params["log_dir"] = self.log_dir
         proc = await asyncio.create_subprocess_exec(
-            self.python, str(agent_path()), "--params", "-",
+            self.python, str(agent_path()), "--params", "-", *(["--keep-log"] if self.keep_logs else []),
             env=dict(spec.env), cwd=spec.cwd or None,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C in the server's terminal must not reach kernels
@@ -70,7 +73,7 @@ class LocalBackend(Backend):
         proc.stdin.write(json.dumps(params).encode() + b"\n")
         await proc.stdin.drain()
         proc.stdin.close()
-        handle = BackendHandle(spec.kernel_id, data={"pid": proc.pid, "log_file": log_file})
+        handle = BackendHandle(spec.kernel_id, data={"pid": proc.pid})
         # The agent runs here, so its address is known at once (as a pod IP is to the Kubernetes adapter).
         state = PlatformState.RUNNING if spec.mode is ConnectionMode.ASSIGNED else PlatformState.STARTING
         handle.update(Observation(state, ip="127.0.0.1", host=socket.gethostname(), reason=f"agent pid {proc.pid}"))
@@ -89,6 +92,8 @@ class LocalBackend(Backend):
             text = line.decode("utf-8", "replace").strip()
             if text.startswith(STDOUT_PREFIX):
                 handle.deliver_payload(text[len(STDOUT_PREFIX) :].encode())
+            elif text.startswith(f"{AGENT_LOG_PREFIX}{handle.kernel_id} /"):  # where the agent made the kernel's log
+                handle.data["log_file"] = text.split(" ", 2)[2]
 
     async def _observe(self, proc: asyncio.subprocess.Process, handle: BackendHandle) -> None:
         code = await proc.wait()
@@ -124,9 +129,15 @@ class LocalBackend(Backend):
         return True
 
     def _remove_log(self, handle: BackendHandle) -> None:
-        if not self.keep_logs and handle.data.get("log_file"):
+        """The agent removes its log after a clean shutdown; after a failure it leaves it for diagnostics, until now."""
+        path = handle.data.get("log_file")
+        if not self.keep_logs and path and os.path.basename(os.path.dirname(path)).startswith("gp-kernel-"):
+            # The agent's private folder: its log, and the connection file (the HMAC key) left by a killed agent.
+            for name in (path, os.path.join(os.path.dirname(path), "kernel.json")):
+                with contextlib.suppress(OSError):
+                    os.remove(name)
             with contextlib.suppress(OSError):
-                os.remove(handle.data["log_file"])
+                os.rmdir(os.path.dirname(path))  # only if nothing else is left in it
 
     async def signal(self, handle: BackendHandle, signum: int) -> None:
         _kill_group(handle.data.get("kernel_pgid"), signum)

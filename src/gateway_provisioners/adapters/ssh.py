@@ -29,7 +29,7 @@ import asyncssh
 from ..agent import agent_path
 from ..core.backend import Backend, BackendHandle, Observation, PlatformState
 from ..core.errors import BackendUnavailable, ConfigurationError
-from ..core.handshake import STDOUT_PREFIX
+from ..core.handshake import AGENT_LOG_PREFIX, STDOUT_PREFIX
 from ..core.launch import ConnectionMode, LaunchSpec
 
 log = logging.getLogger("gateway_provisioners.ssh")
@@ -237,6 +237,8 @@ class AgentSpawner:
             envelope = line[len(STDOUT_PREFIX) :]
             with contextlib.suppress(ValueError, KeyError, TypeError, RecursionError):  # a bad line is dropped
                 self.handles[json.loads(envelope)["kernel_id"]].deliver_payload(envelope.encode())
+        elif line.startswith(AGENT_LOG_PREFIX):
+            note_log_file(self.handles, line)
         elif line.startswith((AGENT_PID_PREFIX, AGENT_EXIT_PREFIX)):
             kernel_id, _, number = line.split(" ", 1)[1].partition(" ")
             handle = self.handles.get(kernel_id)
@@ -262,6 +264,13 @@ class AgentSpawner:
             self._process.close()
             self._process = None
             self.pool.release(self.slot)
+
+
+def note_log_file(handles: dict[str, BackendHandle], line: str) -> None:
+    """``GP-AGENT-LOG <kernel id> <path>``: where the agent made the kernel's log, for diagnostics and clean-up."""
+    kernel_id, _, path = line[len(AGENT_LOG_PREFIX) :].partition(" ")
+    if kernel_id in handles and path.startswith("/") and "\n" not in path:
+        handles[kernel_id].data["log_file"] = path
 
 
 #: A host selector: given the candidate hosts in configured order, the kernels per host (running and starting) and
@@ -317,7 +326,8 @@ class SSHBackend(Backend):
     selector:
         Orders the hosts for each launch (see :data:`HostSelector`).
     log_dir:
-        Folder on the hosts for each kernel's log (``kernel-<id>.log``).
+        Folder on the hosts in which each agent makes its private folder (0700, unpredictable name) for the kernel's
+        log (0600); default: the hosts' temporary folder.
     impersonate:
         Run the agent as ``KERNEL_USERNAME`` with ``sudo -n -u`` (the SSH user needs the sudo rights).
     tunnel:
@@ -336,7 +346,7 @@ class SSHBackend(Backend):
         default_user: str | None = None,
         python: str = "python3",
         selector: HostSelector | None = None,
-        log_dir: str = "/tmp",
+        log_dir: str | None = None,
         keep_logs: bool = False,
         impersonate: bool = False,
         tunnel: bool = False,
@@ -388,21 +398,23 @@ class SSHBackend(Backend):
         raise BackendUnavailable(f"no remote host could start kernel {spec.kernel_id}", diagnostics=failures, hint="")
 
     async def _start_agent(self, host: SSHHost, name: str, spec: LaunchSpec) -> BackendHandle:
-        log_file = f"{self.log_dir.rstrip('/')}/kernel-{spec.kernel_id}.log"
-        params = spec.agent_params(python=self.python, log_file=log_file, ready_timeout=spec.launch_timeout)
+        params = spec.agent_params(python=self.python, ready_timeout=spec.launch_timeout)
+        if self.log_dir:
+            params["log_dir"] = self.log_dir
+        keep = ["--keep-log"] if self.keep_logs else []
         if self.tunnel:
             params["kernel_ip"] = "127.0.0.1"  # only reachable through the tunnel
         if not (self.impersonate and spec.username):  # a spawner runs as the SSH user: not for impersonation
             spawner = await self._spawner(host, name, spec.launch_timeout)
-            handle = BackendHandle(spec.kernel_id, data={"host": name, "log_file": log_file})
+            handle = BackendHandle(spec.kernel_id, data={"host": name})
             peer = spawner.slot.connection.get_extra_info("peername")
             handle.update(Observation(PlatformState.STARTING, ip=peer[0] if peer else host.host, host=host.host,
                                       reason=f"agent starting on {name}"))  # fmt: skip
-            spawner.launch(handle, params, ["--log-file", log_file, *(["--keep-log"] if self.keep_logs else [])])
+            spawner.launch(handle, params, keep)
             return handle
         slot = await self.pool.acquire(host)
         conn = slot.connection
-        command = self._command(spec, log_file)
+        command = self._command(spec, keep)
         try:
             process = await conn.create_process(command, encoding=None)
         except (asyncssh.Error, OSError) as exc:
@@ -411,7 +423,7 @@ class SSHBackend(Backend):
         process.stdin.write(self._agent_source + json.dumps(params).encode() + b"\n")
         process.stdin.write_eof()
         peer = conn.get_extra_info("peername")
-        handle = BackendHandle(spec.kernel_id, data={"host": name, "log_file": log_file})
+        handle = BackendHandle(spec.kernel_id, data={"host": name, "run_as": spec.username})
         handle.update(
             Observation(PlatformState.STARTING, ip=peer[0] if peer else host.host, host=host.host,
                         reason=f"agent starting on {name}")
@@ -429,11 +441,9 @@ class SSHBackend(Backend):
                 self._spawners[name] = spawner
             return spawner
 
-    def _command(self, spec: LaunchSpec, log_file: str) -> str:
+    def _command(self, spec: LaunchSpec, extra: list[str]) -> str:
         stub = _STUB.format(size=len(self._agent_source))
-        words = [self.python, "-c", stub, "--params", "-", "--detach", "--log-file", log_file]
-        if self.keep_logs:
-            words.append("--keep-log")
+        words = [self.python, "-c", stub, "--params", "-", "--detach", *extra]
         if self.impersonate and spec.username:
             words = ["sudo", "-n", "-u", spec.username, "--", *words]
         # Every word is quoted: operator settings may hold spaces; client values never reach this line.
@@ -465,6 +475,8 @@ class SSHBackend(Backend):
             line = raw.decode("utf-8", "replace").strip()
             if line.startswith(AGENT_PID_PREFIX):
                 handle.data["agent_pid"] = int(line[len(AGENT_PID_PREFIX) :])
+            elif line.startswith(AGENT_LOG_PREFIX):
+                note_log_file({handle.kernel_id: handle}, line)
             elif line.startswith(STDOUT_PREFIX):
                 handle.deliver_payload(line[len(STDOUT_PREFIX) :].encode())
         result = await process.wait(check=False)
@@ -521,22 +533,36 @@ class SSHBackend(Backend):
             'kill -KILL "$a" 2>/dev/null; fi; '
             'if [ "$g" -gt 0 ]; then kill -KILL -- "-$g" 2>/dev/null; fi; '
         )
-        if not self.keep_logs:
-            script += f"rm -f {shlex.quote(handle.data.get('log_file', ''))}; "
-        await self._run(name, script + "true", timeout=grace + 10)
+        log_file = handle.data.get("log_file")
+        if log_file and not self.keep_logs and "/gp-kernel-" in log_file:  # the agent's private folder: the log and
+            # the connection file a killed agent left
+            folder = shlex.quote(log_file.rsplit("/", 1)[0])
+            script += f"rm -f {shlex.quote(log_file)} {folder}/kernel.json; rmdir {folder} 2>/dev/null; "
+        await self._run(name, self._as_kernel_user(handle, script + "true"), timeout=grace + 10)
 
     async def signal(self, handle: BackendHandle, signum: int) -> None:
         group = int(handle.data.get("kernel_pgid") or 0)
         if group > 0 and handle.data.get("host") in self.hosts:
-            await self._run(handle.data["host"], f"kill -{int(signum)} -- -{group}", timeout=10)
+            await self._run(handle.data["host"], self._as_kernel_user(handle, f"kill -{int(signum)} -- -{group}"), 10)
 
     async def log_tail(self, handle: BackendHandle, lines: int = 20) -> list[str]:
         tail = list(handle.data.get("launch_errors") or [])
         path = handle.data.get("log_file")
         if path and handle.data.get("host") in self.hosts:
-            output = await self._run(handle.data["host"], f"tail -n {int(lines)} {shlex.quote(path)} 2>/dev/null", 10)
+            command = self._as_kernel_user(handle, f"tail -n {int(lines)} {shlex.quote(path)} 2>/dev/null")
+            output = await self._run(handle.data["host"], command, 10)
             tail.extend(line for line in output.splitlines() if line.strip())
         return tail[-lines:]
+
+    def _as_kernel_user(self, handle: BackendHandle, script: str) -> str:
+        """With impersonation the agent, its kernel and the kernel's private log belong to the kernel's user."""
+        user = handle.data.get("run_as")
+        return f"sudo -n -u {shlex.quote(user)} -- sh -c {shlex.quote(script)}" if user else script
+
+    def kernel_uid(self, spec: LaunchSpec) -> int | None:
+        if self.impersonate and spec.username == "root":
+            return 0  # sudo -u root: known here; any other user's id is known only on the host, where the agent checks
+        return None
 
     async def _run(self, name: str, command: str, timeout: float) -> str:
         """Run a short command on host ``name``; returns its output ('' when the host cannot be reached)."""
@@ -557,7 +583,7 @@ class SSHBackend(Backend):
     # --- persistence --------------------------------------------------------------------------------------------
 
     def serialize(self, handle: BackendHandle) -> dict[str, Any]:
-        keys = ("host", "agent_pid", "kernel_pgid", "log_file", "tunnels", "remote_ports")
+        keys = ("host", "agent_pid", "kernel_pgid", "log_file", "run_as", "tunnels", "remote_ports")
         return {"kernel_id": handle.kernel_id, **{k: handle.data[k] for k in keys if k in handle.data}}
 
     async def restore(self, data: dict[str, Any]) -> BackendHandle:

@@ -101,6 +101,11 @@ class Backend(abc.ABC):
     #: False where the agent outlives what the backend observes (an SSH session).
     kernel_ends_with_resource: ClassVar[bool] = False
 
+    def kernel_uid(self, spec: LaunchSpec) -> int | None:
+        """The user id the kernel will really run as, where this backend decides it; None where only the agent on
+        the target knows (it refuses uid 0 itself unless ``spec.allow_root``). The core refuses 0 before submitting."""
+        return None
+
     @abc.abstractmethod
     async def submit(self, spec: LaunchSpec) -> BackendHandle:
         """Ask the platform to start the agent for ``spec``; return once the platform accepted the request.

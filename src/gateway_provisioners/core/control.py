@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,17 @@ EventHandler = Callable[[dict[str, Any]], None]
 
 class ControlChannelClosed(ConnectionError):
     """The control connection to the agent is gone (the agent exited, or the network dropped)."""
+
+
+def _detect_dead_peer(sock: Any) -> None:
+    """An agent whose host stops answering never closes the connection: keepalive probes (idle 10 s, 3 x 5 s) and
+    TCP_USER_TIMEOUT (25 s for unacknowledged data) make it count as gone, so the kernel is not shown alive for ever."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 25_000)
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> bytes:
@@ -72,6 +84,7 @@ class ControlConnection:
         answers so when it must make room, so the caller may try again — and ``asyncio.TimeoutError``.
         """
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        _detect_dead_peer(writer.get_extra_info("socket"))
         try:
             try:
                 data = await asyncio.wait_for(_read_frame(reader), timeout)
@@ -148,8 +161,12 @@ class ControlConnection:
         self._closing = True
         if self._writer is not None:
             self._writer.close()
-            with contextlib.suppress(Exception):
-                await self._writer.wait_closed()
+            try:  # closing flushes what is buffered: bounded, an agent whose host stopped answering never acknowledges
+                await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+            except asyncio.TimeoutError:
+                self._writer.transport.abort()
+            except Exception:  # the connection is going away either way
+                pass
         if self._read_task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._read_task

@@ -43,6 +43,7 @@ MAX_CONTROL_FRAME_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 32  # no message of this protocol nests deeper than 3; a deeper one is refused like bad JSON
 HELLO_NONCE_BYTES = 16
 STDOUT_PREFIX = "GP-CONNECTION-INFO "  # stdout mode: the agent prints this prefix, then the envelope
+AGENT_LOG_PREFIX = "GP-AGENT-LOG "  # the agent prints this prefix, its kernel id and the path of the kernel's log
 
 PAYLOAD_INFO = b"gp/2 payload"
 CONTROL_INFO = {"s2a": b"gp/2 control s2a", "a2s": b"gp/2 control a2s"}

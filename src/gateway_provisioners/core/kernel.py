@@ -31,11 +31,16 @@ from .errors import (
 )
 from .events import EventLog
 from .handshake import Reply, decode_token, encode_token, new_token
-from .launch import ConnectionMode, LaunchSpec
+from .launch import ConnectionMode, LaunchSpec, check_kernel_uid
 from .lifecycle import KernelLifecycle, KernelPhase
 from .logsafe import safe_logger
 
 log = safe_logger("gateway_provisioners.kernel")
+
+#: After a launch timed out, the error is raised within this many seconds: diagnostics and clean-up that wait on a
+#: host that stopped answering go on in the background (the agent's watchdog ends what they cannot reach).
+CLEANUP_AFTER_TIMEOUT = 0.5
+_background: set[asyncio.Task[Any]] = set()  # clean-ups still running after their launch failed
 
 CONNECTION_KEYS = (
     "ip", "transport", "signature_scheme", "kernel_name", "key",
@@ -114,10 +119,12 @@ class RemoteKernel:
     async def start(self, spec: LaunchSpec) -> dict[str, Any]:
         """Launch the kernel and return its connection info (``key`` as text), within ``spec.launch_timeout``.
 
-        Raises a :class:`LaunchError` subclass with reason, diagnostics and hint; on failure nothing is left running.
+        Raises a :class:`LaunchError` subclass with reason, diagnostics and hint; on failure nothing is left running
+        (after a timeout, clean-up that waits on an unresponsive platform finishes in the background).
         """
         if spec.mode is ConnectionMode.CALLBACK and not spec.response_address:
             raise ConfigurationError("callback mode needs a response address (GP_RESPONSE_IP / GP_RESPONSE_PORT)")
+        check_kernel_uid(self.backend.kernel_uid(spec), spec.allow_root, f" on the {self.backend.name} backend")
         if self.lifecycle.phase.is_final:
             self.lifecycle.restart_from_new()
         self.spec, self._token, self.exit_code, self._platform_ended = spec, spec.token, None, False
@@ -268,15 +275,20 @@ class RemoteKernel:
         """Leave nothing running after a failed or cancelled launch, record why, and return the error to raise."""
         if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, LaunchError):
             exc = LaunchTimeout(f"kernel not ready after {self.spec.launch_timeout if self.spec else 0:g} s")
+        timed_out = isinstance(exc, LaunchTimeout)
+        budget_end = time.monotonic() + CLEANUP_AFTER_TIMEOUT
         if isinstance(exc, LaunchTimeout) and not exc.diagnostics:
             if self.handle is not None:
                 obs = self.handle.observation
                 exc.diagnostics.append(f"platform state: {obs.state.value} {obs.reason}".rstrip())
-            exc.diagnostics.extend(await self._log_tail())
+            exc.diagnostics.extend(await self._log_tail(CLEANUP_AFTER_TIMEOUT / 2))
         await self._close_control()
         if self.handle is not None:
-            with contextlib.suppress(Exception):
-                await self.backend.terminate(self.handle, grace=0)
+            cleanup = asyncio.ensure_future(self.backend.terminate(self.handle, grace=0))
+            _background.add(cleanup)
+            cleanup.add_done_callback(_cleanup_done)
+            # A timed-out launch may be waiting on a host that stopped answering: report at once, clean up meanwhile.
+            await asyncio.wait({cleanup}, timeout=max(0.0, budget_end - time.monotonic()) if timed_out else None)
             self.handle = None
         self.lifecycle.fail(exc if isinstance(exc, Exception) else LaunchError("launch cancelled"))
         if isinstance(exc, LaunchError):
@@ -286,11 +298,11 @@ class RemoteKernel:
             log.warning(f"kernel %s on %s failed: {details}", self.kernel_id, self.backend.name)
         return exc
 
-    async def _log_tail(self) -> list[str]:
+    async def _log_tail(self, timeout: float = 5.0) -> list[str]:
         if self.handle is None:
             return []
         try:
-            return await asyncio.wait_for(self.backend.log_tail(self.handle), 5)
+            return await asyncio.wait_for(self.backend.log_tail(self.handle), timeout)
         except Exception:
             return []
 
@@ -490,3 +502,9 @@ PORT_KEYS = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"
 
 def _is_port(value: Any) -> bool:
     return type(value) is int and 0 < value < 65536
+
+
+def _cleanup_done(task: asyncio.Task[Any]) -> None:
+    _background.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("clean-up after a failed launch failed: %s", task.exception())

@@ -123,6 +123,22 @@ def check_user(username: str, authorized: Iterable[str], unauthorized: Iterable[
         raise NotAuthorized(f"user '{username}' is not in authorized_users for{target} (GP_AUTHORIZED_USERS)")
 
 
+ROOT_SETTING = "allow_root_kernels (GP_ALLOW_ROOT_KERNELS)"
+
+
+def check_kernel_uid(uid: int | None, allow_root: bool, where: str = "") -> None:
+    """Raise :class:`NotAuthorized` if the kernel would really run as uid 0 and the operator did not allow it.
+
+    ``uid`` is the id the kernel will run as where the server decides it (None where only the agent on the target can
+    tell; the agent checks there). A name a client claims (``KERNEL_USERNAME``) never stands in for it.
+    """
+    if uid == 0 and not allow_root:
+        raise NotAuthorized(
+            f"the kernel would run as root (uid 0){where}, whatever KERNEL_USERNAME says: run the server "
+            f"(or the backend's kernels) as another user, or set {ROOT_SETTING} to allow it"
+        )
+
+
 def validate_kernel_values(env: Mapping[str, str], schema: Iterable[Param]) -> dict[str, Any]:
     """Check every ``KERNEL_*`` value that the schema knows; returns the parsed values by name."""
     checked: dict[str, Any] = {}
@@ -168,6 +184,8 @@ class LaunchSpec:
     token: bytes = field(default_factory=new_token, repr=False)
     # CurveZMQ: the kernel's server key pair (Z85 public, secret) for encrypted kernel channels; None for plain ZMQ.
     curve_keys: tuple[str, str] | None = field(default=None, repr=False)
+    allow_root: bool = False  # the operator allows kernels that really run as uid 0 (checked here and by the agent)
+    agent_watchdog: float = 60.0  # the agent ends itself and its kernel after so long without a server; 0 = never
     # The backend's own checked request (a pod's or a container's choices), decided from the per-launch values before
     # the backend sees the launch, so that policy is checked in one place and the backend only builds.
     request: Any = None
@@ -201,6 +219,8 @@ class LaunchSpec:
             "kernel_ip": self.kernel_ip,
             "port_range": str(self.port_range),
             "kernel_name": self.kernel_name,
+            "allow_root": self.allow_root,
+            "watchdog": self.agent_watchdog,
         }
         if self.response_address:
             params["response_address"] = self.response_address

@@ -64,6 +64,18 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         limits_doc="the variable set but empty denies nobody",
         help="Users never allowed to start kernels; checked before authorized_users.",
     )  # fmt: skip
+    allow_root_kernels = setting(
+        Flag, "GP_ALLOW_ROOT_KERNELS", default=False,
+        help="Allow kernels that really run as root (uid 0). Off: a launch whose kernel would run as uid 0 is refused, "
+        "whatever KERNEL_USERNAME a client sends — by the server where it knows the uid (the local backend: the "
+        "server's own), by the agent on the target elsewhere.",
+    )  # fmt: skip
+    agent_watchdog = setting(
+        Number, "GP_AGENT_WATCHDOG", default=60.0, minimum=0, maximum=7 * 24 * 3600,
+        help="Seconds an agent waits without a connected server (a failed launch, a lost connection, a server that "
+        "ended) before it ends its kernel and itself; 0 = never. Sent to every agent with its launch parameters. A "
+        "server that restarts must reattach within this time.",
+    )  # fmt: skip
     port_range = setting(
         Ports, "GP_PORT_RANGE", default=PortRange(),
         limits_doc="`0..0` or empty (any port), else 1024 ≤ lower ≤ upper ≤ 65535 with at least 6 ports",
@@ -138,6 +150,10 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         """Where the kernel binds on its host."""
         return "0.0.0.0"
 
+    def root_allowed(self) -> bool:
+        """Whether a kernel may really run as uid 0 (see ``allow_root_kernels``)."""
+        return bool(self.allow_root_kernels)
+
     # --- jupyter_client hooks ---------------------------------------------------------------------------------------
 
     @property
@@ -173,6 +189,8 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             cwd=values.get("KERNEL_WORKING_DIR"),
             values=values,
             curve_keys=curve_keys,
+            allow_root=self.root_allowed(),
+            agent_watchdog=self.agent_watchdog,
         )
         kwargs["cmd"] = cmd
         return kwargs

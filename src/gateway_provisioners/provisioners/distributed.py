@@ -58,8 +58,10 @@ class DistributedProvisioner(RemoteProvisionerBase):
     gss_auth = setting(Flag, "GP_REMOTE_GSS_SSH", default=False, help="Use GSSAPI (Kerberos) authentication.")
     connect_timeout = setting(Number, default=10.0, minimum=0.1, help="Seconds to wait for an SSH connection.")
     kernel_log_dir = setting(
-        Text, "GP_KERNEL_LOG_DIR", default="/tmp", help="Folder on the hosts for each kernel's log, kernel-<id>.log."
-    )
+        Text, "GP_KERNEL_LOG_DIR", default="", default_doc="the hosts' temporary folder",
+        help="Folder on the hosts where each agent makes its private folder (0700, an unpredictable name) for the "
+        "kernel's log.",
+    )  # fmt: skip
     keep_kernel_logs = setting(Flag, default=False, help="Keep each kernel's log on its host after the kernel ends.")
     impersonation_enabled = setting(
         Flag, "GP_IMPERSONATION_ENABLED", default=False,

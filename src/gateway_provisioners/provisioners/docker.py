@@ -142,6 +142,10 @@ class DockerProvisioner(RemoteProvisionerBase):
             self._spec.cwd = None
         return kwargs
 
+    def root_allowed(self) -> bool:
+        # The container runs as kernel_uid / KERNEL_UID, never as the server's user: allow_root is the setting here.
+        return bool(self.allow_root)
+
     def container_request(self, values: dict[str, Any]) -> ContainerRequest:
         """The validated per-launch values and the operator's settings → how the container is made."""
         image = values.get("KERNEL_IMAGE") or self.image_name

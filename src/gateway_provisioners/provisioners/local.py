@@ -31,7 +31,7 @@ class LocalAgentProvisioner(RemoteProvisionerBase):
     )  # fmt: skip
     kernel_log_dir = setting(
         Text, "GP_KERNEL_LOG_DIR", default="", default_doc="the temporary folder",
-        help="Folder for each kernel's log file, kernel-<id>.log.",
+        help="Folder where each agent makes its private folder (0700, an unpredictable name) for the kernel's log.",
     )  # fmt: skip
     env_allowlist = setting(
         NameList, "GP_ENV_ALLOWLIST", default=sorted(LOCAL_ENV_ALLOWLIST),

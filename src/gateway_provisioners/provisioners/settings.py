@@ -257,7 +257,8 @@ def setting(
         empty_is_set=empty_is_set,
     )
     where = f"{' or '.join(env)}; default {shown}" if env else f"default {shown}"
-    return kind(help=f"{' '.join(help.split())} ({where})", **trait_kwargs).tag(config=True, rule=rule)
+    meaning = " ".join(help.split())
+    return kind(help=f"{meaning} ({where})", **trait_kwargs).tag(config=True, rule=rule, meaning=meaning)
 
 
 def _show(value: Any) -> str:
@@ -310,7 +311,7 @@ def table(cls: type[HasTraits], own_only: bool = True) -> str:
     ]
     for name, trait in declared(cls, own_only).items():
         rule: Rule = trait.metadata["rule"]
-        meaning = trait.help.rsplit(" (", 1)[0].replace("|", "\\|")
+        meaning = trait.metadata["meaning"].replace("|", "\\|")
         env = ", ".join(f"`{e}`" for e in rule.env) or "—"
         kind = KIND_DOC.get(type(trait), type(trait).__name__)
         rows.append(f"| `{name}` | {kind} | {rule.default_doc} | {env} | {limits(rule)} | {meaning} |")

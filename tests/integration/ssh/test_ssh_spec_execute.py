@@ -12,6 +12,8 @@ import pytest
 
 from tests.support.sshd import SSHKeys, SSHServer
 
+from ...conftest import AS_ROOT
+
 pytestmark = pytest.mark.integration
 
 
@@ -32,6 +34,8 @@ def test_jupyter_execute_through_a_jupyter_ssh_spec_kernel(tmp_path: Path, sshd:
             "execution_count": None}  # fmt: skip
     notebook.write_text(json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     env = {**os.environ, "JUPYTER_PATH": str(prefix / "share" / "jupyter"), "KERNEL_USERNAME": "gp-tester"}
+    if AS_ROOT:  # the SSH user is this process's user: as an operator would, allow root kernels explicitly
+        env["GP_ALLOW_ROOT_KERNELS"] = "true"
     run = subprocess.run(
         [str(bin_dir / "jupyter"), "execute", "--kernel_name=ssh-nb", "--inplace", str(notebook)],
         capture_output=True, text=True, timeout=120, env=env,
