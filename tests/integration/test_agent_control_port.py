@@ -29,6 +29,8 @@ from gateway_provisioners.core.kernel import RemoteKernel
 from gateway_provisioners.core.launch import ConnectionMode, LaunchSpec, build_kernel_env
 from gateway_provisioners.listener import ResponseListener
 
+from ..conftest import AS_ROOT
+
 pytestmark = pytest.mark.integration
 
 AGENT = Path(__file__).resolve().parents[2] / "launchers" / "gp_agent.py"
@@ -67,6 +69,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[RunningAgent]:
         "argv": [sys.executable, str(kernel_script), "{connection_file}"],
         "kernel_ip": HOST,
         "ready_timeout": 20,
+        "allow_root": AS_ROOT,
     }
     stderr = tmp_path / "agent.stderr"
     with stderr.open("wb") as err:
@@ -80,6 +83,8 @@ async def agent(tmp_path: Path) -> AsyncIterator[RunningAgent]:
     proc.stdin.close()
     try:
         line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+        if line.startswith("GP-AGENT-LOG "):  # where the agent keeps its log, then the payload
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
         assert line.startswith(STDOUT_PREFIX), (line, stderr.read_text())
         info = open_payload(token, parse_envelope(line[len(STDOUT_PREFIX) :]))
         yield RunningAgent(kernel_id, token, int(info["agent_port"]), stderr)
@@ -173,6 +178,7 @@ async def test_callback_launch_succeeds_while_idle_peers_fill_the_listener(tmp_p
                 launch_timeout=20,
                 mode=ConnectionMode.CALLBACK,
                 response_address=listener.address,
+                allow_root=AS_ROOT,
             )
             started = time.monotonic()
             await kernel.start(spec)

@@ -12,6 +12,7 @@ import pytest
 from jupyter_client.manager import AsyncKernelManager
 
 from gateway_provisioners.agent import agent_path
+from tests.conftest import AS_ROOT
 from tests.support.older_package import older_spec
 
 from ...support.kernels import run_code
@@ -38,6 +39,8 @@ async def test_older_k8s_spec_with_custom_template_converted_runs(
     # The operator's server settings for this cluster (the emulator); the spec itself is the converted one.
     monkeypatch.setenv("JUPYTER_PATH", str(kernels.parent))
     monkeypatch.setenv("KERNEL_USERNAME", "gp-tester")
+    if AS_ROOT:
+        monkeypatch.setenv("GP_ALLOW_ROOT_KERNELS", "true")
     monkeypatch.setenv("GP_KUBECONFIG", kubeconfig)
     monkeypatch.setenv("GP_NAMESPACE", NAMESPACE)
     monkeypatch.setenv("GP_AGENT_PYTHON", sys.executable)

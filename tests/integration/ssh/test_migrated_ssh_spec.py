@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import AS_ROOT
 from tests.support.older_package import older_spec
 from tests.support.sshd import SSHKeys, SSHServer
 
@@ -39,6 +40,8 @@ def test_older_ssh_spec_converted_runs_a_notebook(tmp_path: Path, sshd: SSHServe
         "GP_SSH_CLIENT_KEYS": str(ssh_keys.client_key),
         "GP_REMOTE_PYTHON": sys.executable,  # replaces the spec's bare "python" on the host
     }
+    if AS_ROOT:  # the SSH user is this process's user: as an operator would, allow root kernels explicitly
+        env["GP_ALLOW_ROOT_KERNELS"] = "true"
     nb = notebook(tmp_path / "nb.ipynb")
     execute = [str(BIN / "jupyter"), "execute", "--kernel_name=old_ssh", "--inplace", str(nb)]
 
