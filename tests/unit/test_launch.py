@@ -320,6 +320,7 @@ def test_agent_params() -> None:
         "kernel_name": "python3",
         "allow_root": False,
         "watchdog": 60.0,
+        "ready_timeout": 30.0,
         "response_address": "10.0.0.1:8877",
         "cwd": "/home/alice",
         "python": "/usr/bin/python3",

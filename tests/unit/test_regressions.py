@@ -17,7 +17,7 @@ from gateway_provisioners.core.backend import Backend, BackendHandle
 from gateway_provisioners.core.errors import ConfigurationError, LaunchTimeout, ProtocolError
 from gateway_provisioners.core.handshake import ControlCipher, control_keys
 from gateway_provisioners.core.kernel import RemoteKernel
-from gateway_provisioners.core.launch import COMMON_PARAMS, LaunchSpec, Param
+from gateway_provisioners.core.launch import COMMON_PARAMS, ConnectionMode, LaunchSpec, Param
 
 
 def free_window(size: int) -> int:
@@ -86,6 +86,7 @@ def test_two_agents_cannot_hold_the_same_port(agent: ModuleType) -> None:
 
 class HangingBackend(Backend):
     name = "hanging"
+    modes = (ConnectionMode.STDOUT,)
 
     async def submit(self, spec: LaunchSpec) -> BackendHandle:
         await asyncio.Event().wait()  # never accepts

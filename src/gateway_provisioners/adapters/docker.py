@@ -204,8 +204,6 @@ class DockerBackend(Backend):
         request = spec.request if isinstance(spec.request, ContainerRequest) else self.request
         if request is None:
             raise LaunchError("this Docker backend was made for reattaching only; it has no container request")
-        if spec.mode not in self.modes:
-            raise LaunchError(f"the Docker backend supports {', '.join(map(str, self.modes))}, not {spec.mode}")
         name = f"gp-kernel-{spec.kernel_id}"
         handle = BackendHandle(
             spec.kernel_id, data={"name": name, "network": request.network, "host_ip": request.host_ip}
@@ -215,7 +213,7 @@ class DockerBackend(Backend):
         self.tracker.track(handle)  # before the container exists: no event of it can be missed
         try:
             ids = request.kernel_ids(await self._ensure_image(request))
-            params = spec.agent_params(ready_timeout=spec.launch_timeout)
+            params = spec.agent_params()
             info = await call_or_undo(
                 self.engine, self._create_and_start, self._remove, request, spec, name, params, ids
             )

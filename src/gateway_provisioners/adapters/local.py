@@ -22,6 +22,7 @@ from ..agent import agent_path
 from ..core.backend import Backend, BackendHandle, Observation, PlatformState
 from ..core.handshake import AGENT_LOG_PREFIX, STDOUT_PREFIX
 from ..core.launch import ConnectionMode, LaunchSpec
+from ..core.tasks import BackgroundTasks
 
 log = logging.getLogger("gateway_provisioners.local")
 
@@ -51,15 +52,13 @@ class LocalBackend(Backend):
         self.python = python or sys.executable
         self.log_dir = log_dir
         self.keep_logs = keep_logs
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks(log, "local backend task")
 
     def kernel_uid(self, spec: LaunchSpec) -> int | None:
         return os.geteuid()  # no impersonation: the agent and its kernel run as this server
 
     async def submit(self, spec: LaunchSpec) -> BackendHandle:
-        if spec.mode not in self.modes:
-            raise ValueError(f"the local backend supports {', '.join(map(str, self.modes))}, not {spec.mode}")
-        params = spec.agent_params(python=self.python, ready_timeout=spec.launch_timeout)
+        params = spec.agent_params(python=self.python)
         if self.log_dir:
             params["log_dir"] = self.log_dir
         proc = await asyncio.create_subprocess_exec(
@@ -82,9 +81,7 @@ class LocalBackend(Backend):
         return handle
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     async def _read_output(self, proc: asyncio.subprocess.Process, handle: BackendHandle) -> None:
         assert proc.stdout is not None
@@ -171,8 +168,7 @@ class LocalBackend(Backend):
         return handle
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
 
 
 def _kill_group(pgid: int | None, signum: int) -> None:

@@ -31,6 +31,7 @@ from ..core.backend import Backend, BackendHandle, Observation, PlatformState
 from ..core.errors import BackendUnavailable, ConfigurationError
 from ..core.handshake import AGENT_LOG_PREFIX, STDOUT_PREFIX
 from ..core.launch import ConnectionMode, LaunchSpec
+from ..core.tasks import BackgroundTasks
 
 log = logging.getLogger("gateway_provisioners.ssh")
 
@@ -368,7 +369,7 @@ class SSHBackend(Backend):
         self._tunnels: dict[str, list[asyncssh.SSHListener]] = {}
         self._spawners: dict[str, AgentSpawner] = {}
         self._spawner_locks: dict[str, asyncio.Lock] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks(log, "SSH backend task")
         self._agent_source = agent_path().read_bytes()
 
     # --- launching ----------------------------------------------------------------------------------------------
@@ -398,7 +399,7 @@ class SSHBackend(Backend):
         raise BackendUnavailable(f"no remote host could start kernel {spec.kernel_id}", diagnostics=failures, hint="")
 
     async def _start_agent(self, host: SSHHost, name: str, spec: LaunchSpec) -> BackendHandle:
-        params = spec.agent_params(python=self.python, ready_timeout=spec.launch_timeout)
+        params = spec.agent_params(python=self.python)
         if self.log_dir:
             params["log_dir"] = self.log_dir
         keep = ["--keep-log"] if self.keep_logs else []
@@ -450,9 +451,7 @@ class SSHBackend(Backend):
         return "cd ~ 2>/dev/null; exec " + " ".join(shlex.quote(word) for word in words)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     async def _follow(
         self, process: asyncssh.SSHClientProcess[bytes], handle: BackendHandle, ip: str, slot: SessionSlot
@@ -604,8 +603,7 @@ class SSHBackend(Backend):
         for spawner in self._spawners.values():
             spawner.close()
         self._spawners.clear()
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         for listeners in self._tunnels.values():
             for listener in listeners:
                 listener.close()

@@ -259,7 +259,7 @@ class SwarmBackend(Backend):
                 hint="Set kernel_uid / kernel_gid (GP_DOCKER_UID / GP_DOCKER_GID)",
             )
         ids = request.kernel_ids(image_user or "")
-        params = spec.agent_params(ready_timeout=spec.launch_timeout)
+        params = spec.agent_params()
         await self.engine.stream_ready()
         self.tracker.launching.add(spec.kernel_id)
         try:

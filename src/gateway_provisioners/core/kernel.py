@@ -34,13 +34,14 @@ from .handshake import Reply, decode_token, encode_token, new_token
 from .launch import ConnectionMode, LaunchSpec, check_kernel_uid
 from .lifecycle import KernelLifecycle, KernelPhase
 from .logsafe import safe_logger
+from .tasks import BackgroundTasks
 
 log = safe_logger("gateway_provisioners.kernel")
 
 #: After a launch timed out, the error is raised within this many seconds: diagnostics and clean-up that wait on a
 #: host that stopped answering go on in the background (the agent's watchdog ends what they cannot reach).
 CLEANUP_AFTER_TIMEOUT = 0.5
-_background: set[asyncio.Task[Any]] = set()  # clean-ups still running after their launch failed
+_cleanups = BackgroundTasks(log, "clean-up after a failed launch")  # still running after their launch failed
 
 CONNECTION_KEYS = (
     "ip", "transport", "signature_scheme", "kernel_name", "key",
@@ -122,6 +123,9 @@ class RemoteKernel:
         Raises a :class:`LaunchError` subclass with reason, diagnostics and hint; on failure nothing is left running
         (after a timeout, clean-up that waits on an unresponsive platform finishes in the background).
         """
+        if spec.mode not in self.backend.modes:
+            modes = ", ".join(mode.value for mode in self.backend.modes)
+            raise ConfigurationError(f"the {self.backend.name} backend supports {modes}, not {spec.mode.value}")
         if spec.mode is ConnectionMode.CALLBACK and not spec.response_address:
             raise ConfigurationError("callback mode needs a response address (GP_RESPONSE_IP / GP_RESPONSE_PORT)")
         check_kernel_uid(self.backend.kernel_uid(spec), spec.allow_root, f" on the {self.backend.name} backend")
@@ -284,9 +288,7 @@ class RemoteKernel:
             exc.diagnostics.extend(await self._log_tail(CLEANUP_AFTER_TIMEOUT / 2))
         await self._close_control()
         if self.handle is not None:
-            cleanup = asyncio.ensure_future(self.backend.terminate(self.handle, grace=0))
-            _background.add(cleanup)
-            cleanup.add_done_callback(_cleanup_done)
+            cleanup = _cleanups.spawn(self.backend.terminate(self.handle, grace=0))
             # A timed-out launch may be waiting on a host that stopped answering: report at once, clean up meanwhile.
             await asyncio.wait({cleanup}, timeout=max(0.0, budget_end - time.monotonic()) if timed_out else None)
             self.handle = None
@@ -502,9 +504,3 @@ PORT_KEYS = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"
 
 def _is_port(value: Any) -> bool:
     return type(value) is int and 0 < value < 65536
-
-
-def _cleanup_done(task: asyncio.Task[Any]) -> None:
-    _background.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("clean-up after a failed launch failed: %s", task.exception())

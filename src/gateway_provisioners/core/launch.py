@@ -221,6 +221,7 @@ class LaunchSpec:
             "kernel_name": self.kernel_name,
             "allow_root": self.allow_root,
             "watchdog": self.agent_watchdog,
+            "ready_timeout": self.launch_timeout,  # how long the kernel may take to listen: the launch's own deadline
         }
         if self.response_address:
             params["response_address"] = self.response_address

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...core.backend import Backend, BackendHandle, Observation, PlatformState
-from ...core.errors import ConfigurationError, LaunchError
+from ...core.errors import LaunchError
 from ...core.handshake import encode_token
 from ...core.launch import ConnectionMode, LaunchSpec
+from ...core.tasks import BackgroundTasks
 from .client import KubeApiError
 from .hub import COMPONENT, KERNEL_ID_LABEL, MANAGED_BY, MANAGED_BY_VALUE, KubeHub
 from .pod_template import PARAMS_KEY, TOKEN_DIR, TOKEN_KEY, deep_merge, enforce_security, load_template, render_pod
@@ -63,7 +64,7 @@ class KubernetesBackend(Backend):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._unschedulable_since: dict[str, float] = {}
         self._reported: set[str] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks(log, "Kubernetes backend task")
 
     # --- building the pod -------------------------------------------------------------------------------------------
 
@@ -85,7 +86,6 @@ class KubernetesBackend(Backend):
         params.pop("token", None)  # the token travels in the Secret, never in the pod spec
         kernel_env = {k: v for k, v in params.get("env", {}).items() if not k.startswith("KERNEL_VOLUME")}
         params["env"] = {k: v for k, v in kernel_env.items() if k not in ("KERNEL_NODE_SELECTOR", "KERNEL_TOLERATIONS")}
-        params["ready_timeout"] = spec.launch_timeout
         token_file = f"{TOKEN_DIR}/{TOKEN_KEY}"
         params_file = f"{TOKEN_DIR}/{PARAMS_KEY}"
         # The parameters hold the kernel's HMAC key, so they go in the Secret with the token, not in the pod spec
@@ -120,10 +120,6 @@ class KubernetesBackend(Backend):
     # --- the port ---------------------------------------------------------------------------------------------------
 
     async def submit(self, spec: LaunchSpec) -> BackendHandle:
-        if spec.mode not in self.modes:
-            raise ConfigurationError(
-                f"the Kubernetes backend supports {', '.join(map(str, self.modes))}, not {spec.mode}"
-            )
         plan = self.plan(spec)
         if self.settings.modify_pod_hook is not None:
             changed = await self.settings.modify_pod_hook(plan.pod, spec)
@@ -267,9 +263,7 @@ class KubernetesBackend(Backend):
                                   obs.exit_code, obs.error))  # fmt: skip
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     async def terminate(self, handle: BackendHandle, grace: float = 0.0) -> None:
         """Delete the pod (its Secret goes with it) and a per-kernel namespace unless restarting. No-op if gone.
@@ -339,8 +333,7 @@ class KubernetesBackend(Backend):
         return [owned_entry(pod) for pod in pods]
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         for kernel_id in list(self._unsubscribe):
             self._forget(BackendHandle(kernel_id))
 

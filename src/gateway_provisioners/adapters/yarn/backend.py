@@ -195,7 +195,7 @@ class YarnBackend(Backend):
             memory_mb=memory_mb(values.get("KERNEL_DRIVER_MEMORY") or self.memory),
             vcores=int(values.get("KERNEL_DRIVER_CORES") or 1),
             python=self.python,
-            params=spec.agent_params(python=self.python, ready_timeout=spec.launch_timeout),
+            params=spec.agent_params(python=self.python),
         )
         handle = BackendHandle(
             spec.kernel_id,
