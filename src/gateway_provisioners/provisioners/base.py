@@ -17,6 +17,7 @@ import difflib
 import getpass
 import os
 import signal
+from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
 import zmq
@@ -99,6 +100,10 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     #: Per-launch values this provisioner accepts from clients, checked before anything starts.
     param_schema: ClassVar[tuple[Param, ...]] = COMMON_PARAMS
 
+    #: Called with ``(provisioner, event)`` for every progress event of every kernel (the server extension publishes
+    #: them and counts them). Class-level because jupyter_client, not the observer, makes each provisioner.
+    progress_observers: ClassVar[list[Callable[[RemoteProvisionerBase, ProgressEvent], None]]] = []
+
     def check_mode(self, value: str, name: str = "connection_mode") -> str:
         allowed = [mode.value for mode in self.backend_modes()]
         if value not in allowed:
@@ -135,6 +140,11 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         """Where the kernel binds on its host."""
         return "0.0.0.0"
 
+    def server_cwd(self, cwd: str | None) -> str | None:
+        """The kernel's folder when the client sets no KERNEL_WORKING_DIR, given the one jupyter_server chose (the
+        notebook's). ``None`` (the kernel's default folder) here: the server's folders mean nothing on another host."""
+        return None
+
     # --- jupyter_client hooks ---------------------------------------------------------------------------------------
 
     @property
@@ -166,7 +176,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             port_range=self.port_range,
             launch_timeout=float(values.get("KERNEL_LAUNCH_TIMEOUT") or self.launch_timeout),
             kernel_ip=self.kernel_ip(),
-            cwd=values.get("KERNEL_WORKING_DIR"),
+            cwd=values.get("KERNEL_WORKING_DIR") or self.server_cwd(kwargs.get("cwd")),
             values=values,
             curve_keys=curve_keys,
         )
@@ -286,6 +296,8 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             "kernel %s [%s] %s (%.3f s in %s) %s",
             event.kernel_id, backend, event.phase, event.elapsed, event.previous, event.message,
         )  # fmt: skip
+        for observer in list(self.progress_observers):
+            observer(self, event)  # the event log isolates a failing listener from the launch
 
 
 def unknown_settings(cls: type, names: list[str]) -> str:

@@ -1,0 +1,94 @@
+"""Kernels outlive their jupyter server: kill -9 or SIGTERM it, start it again, the same kernel answers with its state.
+
+Everything goes through a real ``jupyter server`` subprocess, its REST API and kernel WebSockets.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from ...conftest import pid_gone
+from .conftest import JupyterServer, agent_alive, execute
+
+pytestmark = pytest.mark.integration
+
+
+async def start_kernel_with_state(server: JupyterServer, spec: str) -> str:
+    kernel = await server.request("POST", "/api/kernels", {"name": spec})
+    status, _ = await execute(server, kernel["id"], "x = 42")
+    assert status == "ok"
+    return str(kernel["id"])
+
+
+@pytest.mark.parametrize("store", ["file", "sqlite"])
+async def test_kernel_survives_kill_9_of_the_server(make_server, local_spec: str, store: str) -> None:
+    server: JupyterServer = await make_server(store=store)
+    kernel_id = await start_kernel_with_state(server, local_spec)
+    record = server.records()[kernel_id]
+    assert record["kernel_name"] == local_spec
+
+    server.kill()
+    assert agent_alive(record), "the kernel's agent must outlive its server"
+    await server.start()
+    await server.wait_listed(kernel_id)
+    status, out = await execute(server, kernel_id, "print(x)")
+    assert (status, out.strip()) == ("ok", "42")
+
+    await server.request("DELETE", f"/api/kernels/{kernel_id}")
+    assert kernel_id not in await server.kernel_ids()
+    assert kernel_id not in server.records(), "a deleted kernel's record must be gone"
+    pid = record["provisioner_info"]["gateway_provisioners"]["handle"]["pid"]
+    assert pid_gone(int(pid), 5), "the agent must end with the deleted kernel"
+
+
+async def test_kernel_survives_sigterm_of_the_server(make_server, local_spec: str) -> None:
+    server: JupyterServer = await make_server()
+    kernel_id = await start_kernel_with_state(server, local_spec)
+    record = server.records()[kernel_id]
+
+    assert server.terminate() == 0
+    assert agent_alive(record), "a clean stop must leave remote kernels running for the next server"
+    assert kernel_id in server.records()
+    await server.start()
+    await server.wait_listed(kernel_id)
+    status, out = await execute(server, kernel_id, "print(x)")
+    assert (status, out.strip()) == ("ok", "42")
+    await server.request("DELETE", f"/api/kernels/{kernel_id}")
+    assert server.records() == {}
+
+
+async def test_kernel_gone_while_server_down_is_forgotten(make_server, local_spec: str) -> None:
+    server: JupyterServer = await make_server()
+    kernel_id = await start_kernel_with_state(server, local_spec)
+    handle = server.records()[kernel_id]["provisioner_info"]["gateway_provisioners"]["handle"]
+    server.kill()
+    os.killpg(int(handle["kernel_pgid"]), 9)
+    os.kill(int(handle["pid"]), 9)
+    assert pid_gone(int(handle["pid"]), 5)
+
+    await server.start()
+    await wait_for_no_records(server)
+    assert kernel_id not in await server.kernel_ids()
+
+
+async def wait_for_no_records(server: JupyterServer, timeout: float = 20) -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while server.records():
+        assert time.monotonic() < deadline, f"records left: {list(server.records())}\n{server.log_tail()}"
+        await asyncio.sleep(0.1)
+
+
+async def test_file_store_is_private(make_server, local_spec: str) -> None:
+    server: JupyterServer = await make_server()
+    kernel_id = await start_kernel_with_state(server, local_spec)
+    folder = Path(server.store_path) / "default"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / f"{kernel_id}.json").stat().st_mode) == 0o600
+    await server.request("DELETE", f"/api/kernels/{kernel_id}")
