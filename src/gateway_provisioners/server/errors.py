@@ -9,7 +9,16 @@ from __future__ import annotations
 from tornado.web import HTTPError
 from traitlets import TraitError
 
-from ..core.errors import BackendUnavailable, ConfigurationError, GatewayProvisionersError, LaunchTimeout, NotAuthorized
+from ..core.errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    GatewayProvisionersError,
+    LaunchError,
+    LaunchTimeout,
+    NotAuthorized,
+)
+
+MAX_DETAILS = 400
 
 
 def http_status(exc: BaseException) -> int | None:
@@ -38,4 +47,9 @@ def as_http_error(exc: BaseException) -> HTTPError | None:
     if status is None:
         return None
     line = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever the error's text held
+    if isinstance(exc, LaunchError) and exc.diagnostics:
+        # The cause is often only there ("no remote host could start kernel ..." names the hosts' reasons there); the
+        # client has no log to look at, so the first lines come along, kept to one line and a few hundred characters.
+        details = "; ".join(" ".join(d.split()) for d in exc.diagnostics[:3])
+        line = f"{line} [{details[:MAX_DETAILS]}{'...' if len(details) > MAX_DETAILS else ''}]"
     return HTTPError(status, line)  # jupyter_server's API handlers answer {"message": log_message}
