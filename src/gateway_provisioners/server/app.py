@@ -34,6 +34,7 @@ from ..provisioners.base import RemoteProvisionerBase
 from ..provisioners.settings import Flag, Text, setting
 from . import metrics
 from .events import SCHEMA, SCHEMA_ID, event_data
+from .handlers import KernelsWithEnvHandler
 from .manager import PersistentKernelManager, launch_args_to_keep
 from .store import STORES, KernelStore, open_store
 
@@ -106,6 +107,9 @@ class GatewayProvisionersServer(ExtensionApp):
         RemoteProvisionerBase.progress_observers.append(self.on_progress)
         where = f"{self.store} store {self.store_path} (scope {self.store_scope})" if self.kernel_store else "no store"
         self.log.info("gateway_provisioners.server: remote kernels are remembered in the %s", where)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.append((r"/api/kernels", KernelsWithEnvHandler))  # before the server's own: ours is matched
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         await self.reattach_all()
