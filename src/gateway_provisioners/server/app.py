@@ -266,8 +266,11 @@ class GatewayProvisionersServer(ExtensionApp):
         self.publish(event.kernel_id, kernel_name, backend, phase.value, event.previous, event.message, event)
 
     def launch_failed(self, km: Any, exc: BaseException) -> None:
-        """A start that failed before the provisioner's lifecycle began (a bad value, a refused user, an unknown
-        setting): no progress event said so, so count it and tell subscribers here."""
+        """A start failed. With pending kernels, jupyter_server listed the kernel when the request came and would
+        keep it listed as 'starting': it leaves the list now. A start that failed before the provisioner's lifecycle
+        began (a bad value, a refused user, an unknown setting) had no progress event: count it and tell subscribers
+        here."""
+        self._unlist_pending(str(getattr(km, "kernel_id", "") or ""))
         provisioner = getattr(km, "provisioner", None)
         if isinstance(provisioner, RemoteProvisionerBase) and provisioner.kernel is not None:
             return  # the lifecycle's FAILED event has done both
@@ -277,6 +280,14 @@ class GatewayProvisionersServer(ExtensionApp):
         kernel_id = str(getattr(km, "kernel_id", "") or "")
         if kernel_id:
             self.publish(kernel_id, km.kernel_name, "none", "failed", None, " ".join(str(exc).split()), error=exc)
+
+    def _unlist_pending(self, kernel_id: str) -> None:
+        mkm = self.server.kernel_manager
+        if not kernel_id or not getattr(mkm, "use_pending_kernels", False):
+            return
+        mkm.remove_kernel(kernel_id)  # as jupyter_server does with a kernel that died
+        mkm._pending_kernels.pop(kernel_id, None)
+        mkm._kernel_connections.pop(kernel_id, None)
 
     def publish(
         self,

@@ -93,3 +93,34 @@ async def test_local_kernel_starts_in_the_notebooks_folder(make_server, local_sp
     assert status == "ok"
     assert out.strip() == str(server.root / "notebooks" / "sub dir")
     await server.request("DELETE", f"/api/kernels/{kernel['id']}")
+
+
+async def test_pending_kernels_answer_at_once_and_a_failed_one_leaves_the_list(
+    make_server, local_spec: str, jupyter_path: Path
+) -> None:
+    write_kernel_spec(jupyter_path, "never-ready", argv=[sys.executable, "-c", "import time; time.sleep(60)"],
+                      config={"launch_timeout": 3})  # fmt: skip
+    server: JupyterServer = await make_server(extra_args=("--MultiKernelManager.use_pending_kernels=True",))
+    ws = await server.websocket("/api/events/subscribe")
+    started = time.monotonic()
+    good = await server.request("POST", "/api/kernels", {"name": local_spec})
+    bad = await server.request("POST", "/api/kernels", {"name": "never-ready"})
+    assert time.monotonic() - started < 1.5, "with pending kernels POST /api/kernels must not wait for the launch"
+    assert {good["id"], bad["id"]} <= set(await server.kernel_ids())
+
+    last: dict[str, dict] = {}
+    deadline = time.monotonic() + 30
+    while last.get(good["id"], {}).get("phase") != "ready" or last.get(bad["id"], {}).get("phase") != "failed":
+        raw = await asyncio.wait_for(ws.read_message(), max(0.1, deadline - time.monotonic()))
+        assert raw is not None, "event WebSocket closed"
+        event = json.loads(raw)
+        if event.get("schema_id") == SCHEMA_ID:
+            last[event["kernel_id"]] = event
+    ws.close()
+    assert last[bad["id"]]["error"] == "LaunchTimeout" and "not ready" in last[bad["id"]]["message"]
+    deadline = time.monotonic() + 2
+    while bad["id"] in await server.kernel_ids():
+        assert time.monotonic() < deadline, "a failed pending kernel must leave /api/kernels at once"
+        await asyncio.sleep(0.05)
+    assert (await execute(server, good["id"], "print(6 * 7)"))[1].strip() == "42"
+    await server.request("DELETE", f"/api/kernels/{good['id']}")
