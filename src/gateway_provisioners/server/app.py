@@ -36,13 +36,15 @@ from . import metrics
 from .events import SCHEMA, SCHEMA_ID, event_data
 from .handlers import KernelsWithEnvHandler
 from .manager import PersistentKernelManager, launch_args_to_keep
-from .store import STORES, KernelStore, open_store
+from .store import STORES, KernelStore, describe, open_store
 
 MANAGER_CLASS = f"{PersistentKernelManager.__module__}.{PersistentKernelManager.__name__}"
 RECORD_VERSION = 1
 
 
 def _default_store_path(app: Any) -> str:
+    if app.store == "postgres":
+        return ""  # no default database: open_store says what to set
     base = Path(jupyter_data_dir()) / "gateway_provisioners"
     return str(base / ("kernels.sqlite" if app.store == "sqlite" else "kernels"))
 
@@ -57,12 +59,14 @@ class GatewayProvisionersServer(ExtensionApp):
     store = setting(
         Text, "GP_SERVER_STORE", default="file", choices=STORES,
         help="Where remote kernels are remembered across server restarts: 'file' (one 0600 file per kernel), "
-        "'sqlite' (one database file for the servers of one host) or 'none' (not remembered).",
+        "'sqlite' (one database file for the servers of one host), 'postgres' (a PostgreSQL database, for servers "
+        "on several hosts) or 'none' (not remembered).",
     )  # fmt: skip
     store_path = setting(
         Text, "GP_SERVER_STORE_PATH", default=_default_store_path,
-        default_doc="`<jupyter data dir>/gateway_provisioners/kernels`, or `.../kernels.sqlite` for sqlite",
-        help="The store's folder (file) or database file (sqlite).",
+        default_doc="`<jupyter data dir>/gateway_provisioners/kernels`; `.../kernels.sqlite` (sqlite); none (postgres)",
+        help="The store's folder (file), database file (sqlite) or libpq connection string or URL (postgres; keep "
+        "its password in ~/.pgpass or PGPASSWORD).",
     )  # fmt: skip
     store_scope = setting(
         Text, "GP_SERVER_STORE_SCOPE", default="default",
@@ -105,7 +109,8 @@ class GatewayProvisionersServer(ExtensionApp):
         with contextlib.suppress(Exception):  # already registered by an earlier load in this process
             self.server.event_logger.register_event_schema(SCHEMA)
         RemoteProvisionerBase.progress_observers.append(self.on_progress)
-        where = f"{self.store} store {self.store_path} (scope {self.store_scope})" if self.kernel_store else "no store"
+        where = describe(self.store, self.store_path)
+        where = f"{self.store} store {where} (scope {self.store_scope})" if self.kernel_store else "no store"
         self.log.info("gateway_provisioners.server: remote kernels are remembered in the %s", where)
 
     def initialize_handlers(self) -> None:

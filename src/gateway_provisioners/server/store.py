@@ -8,6 +8,8 @@ never on the server's event loop.
   (written to a temporary file in the same folder, then ``os.replace``), so a crash leaves the old record or the new
   one, never half of one.
 - :class:`SQLiteStore`: one SQLite file, for one host, shared by the servers that run there.
+- :class:`PostgresStore`: a table in a PostgreSQL database, for servers on several hosts (replicas, a server pod that
+  moves between nodes). Needs ``psycopg`` (the ``server-postgres`` extra).
 """
 
 from __future__ import annotations
@@ -135,15 +137,85 @@ class SQLiteStore(KernelStore):
             self._db.close()
 
 
-STORES = ("file", "sqlite", "none")
+class PostgresStore(KernelStore):
+    """Table ``gateway_provisioners_kernels`` in a PostgreSQL database; ``conninfo`` is a libpq connection string or
+    URL. Keep the password out of it (libpq reads ``~/.pgpass`` and ``PGPASSWORD``); it is never logged anyway.
+
+    One short connection per operation: operations are rare (a start, a restart, a shutdown, one read at start-up),
+    and nothing has to notice a database restart in between.
+    """
+
+    TABLE = "gateway_provisioners_kernels"
+
+    def __init__(self, conninfo: str, scope: str = "default", connect_timeout: float = 10) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise ConfigurationError(
+                "the postgres store needs psycopg: pip install 'gateway_provisioners[server-postgres]'"
+            ) from None
+        if not conninfo.strip():
+            raise ConfigurationError("the postgres store needs store_path: a PostgreSQL URL or connection string")
+        self._psycopg = psycopg
+        self.conninfo = conninfo
+        self.scope = _checked_id(scope)
+        self.connect_timeout = connect_timeout
+        with self._connect() as db:
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.TABLE} (scope TEXT NOT NULL, kernel_id TEXT NOT NULL, "
+                "record TEXT NOT NULL, saved_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (scope, kernel_id))"
+            )
+
+    def _connect(self) -> Any:
+        return self._psycopg.connect(self.conninfo, autocommit=True, connect_timeout=int(self.connect_timeout))
+
+    def save(self, kernel_id: str, record: dict[str, Any]) -> None:
+        with self._connect() as db:
+            db.execute(
+                f"INSERT INTO {self.TABLE} (scope, kernel_id, record) VALUES (%s, %s, %s) "
+                "ON CONFLICT (scope, kernel_id) DO UPDATE SET record = EXCLUDED.record, saved_at = now()",
+                (self.scope, _checked_id(kernel_id), json.dumps(record, sort_keys=True)),
+            )
+
+    def delete(self, kernel_id: str) -> None:
+        with self._connect() as db:
+            db.execute(f"DELETE FROM {self.TABLE} WHERE scope = %s AND kernel_id = %s", (self.scope, kernel_id))
+
+    def load_all(self) -> dict[str, dict[str, Any]]:
+        with self._connect() as db:
+            rows = db.execute(f"SELECT kernel_id, record FROM {self.TABLE} WHERE scope = %s", (self.scope,)).fetchall()
+        records: dict[str, dict[str, Any]] = {}
+        for kernel_id, text in rows:
+            with contextlib.suppress(ValueError):
+                records[kernel_id] = json.loads(text)
+        return records
+
+
+def describe(kind: str, location: str) -> str:
+    """The store for the log: a PostgreSQL connection string without its password."""
+    if kind != "postgres":
+        return location
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        parts = conninfo_to_dict(location)
+    except Exception:
+        return "(connection string not shown)"
+    return " ".join(f"{k}={v}" for k, v in sorted(parts.items()) if k in ("host", "port", "dbname", "user"))
+
+
+STORES = ("file", "sqlite", "postgres", "none")
 
 
 def open_store(kind: str, location: str, scope: str) -> KernelStore | None:
-    """The store named ``kind`` at ``location`` (a folder for ``file``, a file for ``sqlite``); ``none``: no store."""
+    """The store named ``kind`` at ``location`` (a folder for ``file``, a file for ``sqlite``, a connection string for
+    ``postgres``); ``none``: no store."""
     if kind == "none":
         return None
     if kind == "file":
         return FileStore(location, scope)
     if kind == "sqlite":
         return SQLiteStore(location, scope)
+    if kind == "postgres":
+        return PostgresStore(location, scope)
     raise ConfigurationError(f"store {kind!r} is not one of {', '.join(STORES)}")

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from ...conftest import write_kernel_spec
+from .postgres import cannot_run, run_postgres
 
 EXTENSION = "gateway_provisioners.server"
 # Long enough that a kernel outlives the gap between two server processes in these tests, whatever the agent's
@@ -43,12 +44,21 @@ class JupyterServer:
     """One ``jupyter server`` process; :meth:`start` again after :meth:`kill` or :meth:`terminate` runs a new one on
     the same folders, store and port."""
 
-    def __init__(self, root: Path, *, store: str = "file", extra_args: tuple[str, ...] = (), env: dict[str, str]):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        env: dict[str, str],
+        store: str = "file",
+        store_path: str = "",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.root = root
         self.port = free_port()
         self.token = uuid.uuid4().hex
         self.store = store
-        self.store_path = str(root / ("state/kernels.sqlite" if store == "sqlite" else "state/kernels"))
+        self.scope = uuid.uuid4().hex[:12]  # servers of different tests may share a database
+        self.store_path = store_path or str(root / ("state/kernels.sqlite" if store == "sqlite" else "state/kernels"))
         self.extra_args = list(extra_args)
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
@@ -68,6 +78,7 @@ class JupyterServer:
             f"--ServerApp.jpserver_extensions={EXTENSION}=True",
             f"--GatewayProvisionersServer.store={self.store}",
             f"--GatewayProvisionersServer.store_path={self.store_path}",
+            f"--GatewayProvisionersServer.store_scope={self.scope}",
             *self.extra_args,
         ]  # fmt: skip
 
@@ -132,7 +143,7 @@ class JupyterServer:
         """The store's records, read as the next server would (the file store's folder, or the SQLite file)."""
         from gateway_provisioners.server.store import open_store
 
-        store = open_store(self.store, self.store_path, "default")
+        store = open_store(self.store, self.store_path, self.scope)
         assert store is not None
         try:
             return store.load_all()
@@ -224,6 +235,16 @@ async def make_server(tmp_path: Path, server_env: dict[str, str]) -> AsyncIterat
         if server.proc is not None and server.proc.poll() is None:
             server.kill()
         kill_stored_kernels(server)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for this test session (skipped with the reason where it cannot run)."""
+    reason = cannot_run()
+    if reason:
+        pytest.skip(reason)
+    with run_postgres() as url:
+        yield url
 
 
 def agent_alive(record: dict[str, Any]) -> bool:

@@ -24,9 +24,12 @@ async def start_kernel_with_state(server: JupyterServer, spec: str) -> str:
     return str(kernel["id"])
 
 
-@pytest.mark.parametrize("store", ["file", "sqlite"])
-async def test_kernel_survives_kill_9_of_the_server(make_server, local_spec: str, store: str) -> None:
-    server: JupyterServer = await make_server(store=store)
+@pytest.mark.parametrize("store", ["file", "sqlite", "postgres"])
+async def test_kernel_survives_kill_9_of_the_server(
+    make_server, local_spec: str, store: str, request: pytest.FixtureRequest
+) -> None:
+    store_path = request.getfixturevalue("postgres_url") if store == "postgres" else ""
+    server: JupyterServer = await make_server(store=store, store_path=store_path)
     kernel_id = await start_kernel_with_state(server, local_spec)
     record = server.records()[kernel_id]
     assert record["kernel_name"] == local_spec
@@ -88,7 +91,7 @@ async def wait_for_no_records(server: JupyterServer, timeout: float = 20) -> Non
 async def test_file_store_is_private(make_server, local_spec: str) -> None:
     server: JupyterServer = await make_server()
     kernel_id = await start_kernel_with_state(server, local_spec)
-    folder = Path(server.store_path) / "default"
+    folder = Path(server.store_path) / server.scope
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE((folder / f"{kernel_id}.json").stat().st_mode) == 0o600
     await server.request("DELETE", f"/api/kernels/{kernel_id}")
