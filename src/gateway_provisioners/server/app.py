@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -217,7 +218,11 @@ class GatewayProvisionersServer(ExtensionApp):
             return False
         assert km is not None
         km.load_connection_info(km.provisioner.connection_info)
-        km._launch_args = dict(record.get("launch_args") or {})  # a restart of this kernel relaunches with these
+        # A restart of this kernel relaunches with these: like its first launch, the server's environment with the
+        # request's KERNEL_* values over it (the provisioner passes on only what its allowlist and schema accept).
+        launch_args = dict(record.get("launch_args") or {})
+        launch_args["env"] = {**os.environ, **(launch_args.get("env") or {})}
+        km._launch_args = launch_args
         km._attempted_start = True  # so a later shutdown or restart makes its own 'ready' future, as after a start
         km.ready.set_result(None)
         km.execution_state = "idle"  # the activity watcher corrects it with the kernel's next status message

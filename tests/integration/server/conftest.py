@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,8 +151,15 @@ class JupyterServer:
             store.close()
 
 
-async def execute(server: JupyterServer, kernel_id: str, code: str, timeout: float = 30) -> tuple[str, str]:
-    """Run ``code`` over a new kernel WebSocket; returns (reply status, everything printed)."""
+async def execute(
+    server: JupyterServer,
+    kernel_id: str,
+    code: str,
+    timeout: float = 30,
+    on_busy: Callable[[], Awaitable[Any]] | None = None,
+) -> tuple[str, str]:
+    """Run ``code`` over a new kernel WebSocket; returns (reply status, everything printed). ``on_busy`` is awaited
+    once the kernel has begun executing it (to interrupt it, say)."""
     ws = await server.websocket(f"/api/kernels/{kernel_id}/channels?session_id={uuid.uuid4().hex}")
     try:
         msg_id = uuid.uuid4().hex
@@ -174,7 +181,9 @@ async def execute(server: JupyterServer, kernel_id: str, code: str, timeout: flo
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind = msg["header"]["msg_type"]
-            if kind == "stream":
+            if kind == "status" and msg["content"]["execution_state"] == "busy" and on_busy is not None:
+                await on_busy()
+            elif kind == "stream":
                 printed.append(msg["content"]["text"])
             elif kind == "execute_reply":
                 status = msg["content"]["status"]

@@ -5,8 +5,10 @@ Everything goes through a real ``jupyter server`` subprocess, its REST API and k
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -79,9 +81,6 @@ async def test_kernel_gone_while_server_down_is_forgotten(make_server, local_spe
 
 
 async def wait_for_no_records(server: JupyterServer, timeout: float = 20) -> None:
-    import asyncio
-    import time
-
     deadline = time.monotonic() + timeout
     while server.records():
         assert time.monotonic() < deadline, f"records left: {list(server.records())}\n{server.log_tail()}"
@@ -95,3 +94,24 @@ async def test_file_store_is_private(make_server, local_spec: str) -> None:
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE((folder / f"{kernel_id}.json").stat().st_mode) == 0o600
     await server.request("DELETE", f"/api/kernels/{kernel_id}")
+
+
+async def test_reattached_kernel_can_be_interrupted_and_restarted(make_server, local_spec: str) -> None:
+    server: JupyterServer = await make_server()
+    kernel_id = await start_kernel_with_state(server, local_spec)
+    server.kill()
+    await server.start()
+    await server.wait_listed(kernel_id)
+
+    started = time.monotonic()
+    status, _ = await execute(
+        server, kernel_id, "import time; print('sleeping', flush=True); time.sleep(60)",
+        on_busy=lambda: server.request("POST", f"/api/kernels/{kernel_id}/interrupt"),
+    )  # fmt: skip
+    assert status == "error" and time.monotonic() - started < 10, "the interrupt did not reach the kernel"
+    assert (await execute(server, kernel_id, "print(x)"))[1].strip() == "42", "an interrupt must keep the state"
+
+    await server.request("POST", f"/api/kernels/{kernel_id}/restart")
+    assert (await execute(server, kernel_id, "print('x' in globals())"))[1].strip() == "False"
+    await server.request("DELETE", f"/api/kernels/{kernel_id}")
+    assert server.records() == {}
