@@ -176,7 +176,8 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             port_range=self.port_range,
             launch_timeout=float(values.get("KERNEL_LAUNCH_TIMEOUT") or self.launch_timeout),
             kernel_ip=self.kernel_ip(),
-            cwd=values.get("KERNEL_WORKING_DIR") or self.server_cwd(kwargs.get("cwd")),
+            cwd=values.get("KERNEL_WORKING_DIR")
+            or self.server_cwd(_text(kwargs["cwd"]) if kwargs.get("cwd") else None),
             values=values,
             curve_keys=curve_keys,
         )
