@@ -15,6 +15,7 @@ import pytest
 
 from ...conftest import pid_gone
 from .conftest import JupyterServer, agent_alive, execute
+from .test_progress_errors_metrics import metric
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +43,9 @@ async def test_kernel_survives_kill_9_of_the_server(
     await server.wait_listed(kernel_id)
     status, out = await execute(server, kernel_id, "print(x)")
     assert (status, out.strip()) == ("ok", "42")
+    metrics = await server.request("GET", "/metrics")
+    assert metric(metrics, "gateway_provisioners_kernels_reattached_total", backend="local") == 1
+    assert metric(metrics, "gateway_provisioners_kernels", backend="local", phase="ready") == 1
 
     await server.request("DELETE", f"/api/kernels/{kernel_id}")
     assert kernel_id not in await server.kernel_ids()

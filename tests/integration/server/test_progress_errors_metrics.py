@@ -80,10 +80,15 @@ async def test_failed_starts_answer_with_status_and_reason(make_server, jupyter_
         assert words in body["message"], f"{name}: {body['message']!r}"
         assert "\n" not in body["message"]
         assert took < 15, f"{name}: the error took {took:.1f} s"
+    # jupyter_server's sessions handler answers any error with 500, but the reason now reaches its message.
+    session = {"path": "nb.ipynb", "type": "notebook", "kernel": {"name": "refused-user"}}
+    code, body = await server.request("POST", "/api/sessions", session, raise_error=False)
+    assert code >= 400 and "not allowed to start kernel" in body["message"], (code, body)
     assert await server.kernel_ids() == [], "a failed start must not stay listed"
     metrics = await server.request("GET", "/metrics")
     assert metric(metrics, "gateway_provisioners_kernel_failures_total", backend="local", reason="LaunchTimeout") == 1
-    assert metric(metrics, "gateway_provisioners_kernel_failures_total", backend="none", reason="NotAuthorized") == 1
+    # NotAuthorized twice: the kernel request and the session request.
+    assert metric(metrics, "gateway_provisioners_kernel_failures_total", backend="none", reason="NotAuthorized") == 2
 
 
 async def test_local_kernel_starts_in_the_notebooks_folder(make_server, local_spec: str) -> None:

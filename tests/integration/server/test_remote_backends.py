@@ -1,4 +1,5 @@
-"""Persistence across a ``kill -9`` of a real jupyter server for kernels on SSH hosts and in Docker containers.
+"""Persistence across a ``kill -9`` or SIGTERM of a real jupyter server, for kernels on SSH hosts and in Docker
+containers.
 
 The agent's watchdog (when on) must be longer than the few seconds between the two server processes here; the
 kernels are deleted at the end, and the fixtures' own safety nets remove whatever a failed test leaves.
@@ -25,14 +26,18 @@ def remote_spec(request: pytest.FixtureRequest, jupyter_path: Path) -> str:
     return make_variant("docker-bridge", request, jupyter_path).spec("gp-docker")
 
 
-async def test_remote_kernel_survives_kill_9_of_the_server(make_server: Any, remote_spec: str) -> None:
+@pytest.mark.parametrize("stop", ["kill -9", "SIGTERM"])
+async def test_remote_kernel_survives_a_server_restart(make_server: Any, remote_spec: str, stop: str) -> None:
     server: JupyterServer = await make_server()
     kernel = await server.request("POST", "/api/kernels", {"name": remote_spec})
     kernel_id = kernel["id"]
     assert (await execute(server, kernel_id, "x = 42"))[0] == "ok"
     assert kernel_id in server.records()
 
-    server.kill()
+    if stop == "SIGTERM":
+        assert server.terminate() == 0
+    else:
+        server.kill()
     await server.start()
     await server.wait_listed(kernel_id)
     status, out = await execute(server, kernel_id, "print(x)")
