@@ -242,7 +242,7 @@ class GatewayProvisionersServer(ExtensionApp):
         self.phases.move(kernel_id, backend, str(KernelPhase.READY), final=False)
         self.publish(kernel_id, record["kernel_name"], backend, "ready", None, "reattached after a server restart")
         self.log.info("gateway_provisioners.server: kernel %s [%s] reattached", kernel_id, backend)
-        await self.save(km)  # the provisioner may know more now (a new address after a restart elsewhere)
+        await km._save()  # the provisioner may know more now; and a reattached kernel that dies is forgotten too
         return True
 
     async def _orphaned(self, kernel_id: str, km: Any, backend: str) -> None:

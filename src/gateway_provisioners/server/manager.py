@@ -12,8 +12,9 @@ Only kernels of our provisioners (:class:`RemoteProvisionerBase`) are persisted;
 
 from __future__ import annotations
 
+import asyncio
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
 
@@ -82,6 +83,18 @@ class PersistentKernelManager(ServerKernelManager):
         extension = self.extension
         if extension is not None and self.is_remote and self.has_kernel and self.kernel_id:
             await extension.save(self)
+            if not self._watching_death:
+                # jupyter_server drops a kernel whose automatic restarts failed without shutting it down: forget it too.
+                self.add_restart_callback(self._on_dead, "dead")
+                self._watching_death = True
+
+    _watching_death = False
+    _forgetting: ClassVar[set[asyncio.Task[None]]] = set()
+
+    def _on_dead(self) -> None:
+        task = asyncio.ensure_future(self._forget())
+        self._forgetting.add(task)  # keep a reference until done: the loop holds tasks only weakly
+        task.add_done_callback(self._forgetting.discard)
 
     async def _forget(self) -> None:
         extension = self.extension

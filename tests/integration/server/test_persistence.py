@@ -119,3 +119,27 @@ async def test_reattached_kernel_can_be_interrupted_and_restarted(make_server, l
     assert (await execute(server, kernel_id, "print('x' in globals())"))[1].strip() == "False"
     await server.request("DELETE", f"/api/kernels/{kernel_id}")
     assert server.records() == {}
+
+
+async def test_automatic_restart_after_the_agent_died_is_stored(make_server, local_spec: str) -> None:
+    """jupyter_server's restarter brings back a kernel whose agent was killed: the new agent's record is what the
+    next server process reattaches."""
+    server: JupyterServer = await make_server()
+    kernel_id = await start_kernel_with_state(server, local_spec)
+    old = server.records()[kernel_id]["provisioner_info"]["gateway_provisioners"]["handle"]
+    os.killpg(int(old["kernel_pgid"]), 9)
+    os.kill(int(old["pid"]), 9)
+
+    deadline = time.monotonic() + 60
+    while True:  # the restarter polls every few seconds, then starts a new agent
+        handle = server.records().get(kernel_id, {}).get("provisioner_info", {}).get("gateway_provisioners", {})
+        if handle.get("handle", {}).get("pid") not in (None, old["pid"]):
+            break
+        assert time.monotonic() < deadline, f"no new agent stored:\n{server.log_tail()}"
+        await asyncio.sleep(0.2)
+    server.kill()
+    await server.start()
+    await server.wait_listed(kernel_id)
+    assert (await execute(server, kernel_id, "print('x' in globals())"))[1].strip() == "False"
+    await server.request("DELETE", f"/api/kernels/{kernel_id}")
+    assert server.records() == {}
