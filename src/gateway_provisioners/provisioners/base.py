@@ -277,6 +277,13 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             self.kernel = await RemoteKernel.restore(self.make_backend(), saved, broker=shared_broker())
             self.kernel.lifecycle.events.subscribe(self._log_progress)
 
+    async def detach(self) -> None:
+        """Let go of the kernel without ending it (its server stops; another process will reattach): close the control
+        connection, so no reader is left pending when the event loop closes. The agent, the kernel and their
+        resources stay."""
+        if self.kernel is not None:
+            await self.kernel._close_control()  # the core's own close, short of ending the agent as shutdown() does
+
     def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
         return recommended
 

@@ -29,6 +29,7 @@ from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
 from traitlets import TraitError
 
+from ..core.errors import BackendUnavailable
 from ..core.events import ProgressEvent
 from ..core.lifecycle import KernelPhase
 from ..provisioners.base import RemoteProvisionerBase
@@ -134,13 +135,15 @@ class GatewayProvisionersServer(ExtensionApp):
                 if isinstance(km, PersistentKernelManager) and km.is_remote and km.has_kernel:
                     mkm.stop_watching_activity(kernel_id)
                     mkm.stop_buffering(kernel_id)
+                    await km.provisioner.detach()  # type: ignore[union-attr]
                     km.detach()
                     mkm.remove_kernel(kernel_id)
                     kept.append(kernel_id)
             if kept:
                 self.log.info("gateway_provisioners.server: %d remote kernel(s) left running for the next server "
                               "process: %s", len(kept), ", ".join(kept))  # fmt: skip
-        await asyncio.to_thread(self.kernel_store.close)
+        # The store stays open: jupyter_server shuts the other kernels down after this, and each shutdown deletes its
+        # record. The process ends right after.
 
     # --- the store --------------------------------------------------------------------------------------------------
 
@@ -182,7 +185,7 @@ class GatewayProvisionersServer(ExtensionApp):
             *(self.reattach(kernel_id, record) for kernel_id, record in records.items()), return_exceptions=True
         )
         alive = sum(1 for r in results if r is True)
-        self.log.info("gateway_provisioners.server: %d reattached, %d gone", alive, len(records) - alive)
+        self.log.info("gateway_provisioners.server: %d reattached, %d not", alive, len(records) - alive)
 
     async def reattach(self, kernel_id: str, record: dict[str, Any]) -> bool:
         """Make ``kernel_id`` a kernel of this server again if it still runs; else delete its record. True if alive.
@@ -210,6 +213,10 @@ class GatewayProvisionersServer(ExtensionApp):
             )
             await km.provisioner.load_provisioner_info(record["provisioner_info"])
             alive = await km.provisioner.poll() is None
+        except BackendUnavailable as exc:  # the platform is down, not the kernel: keep the record for the next start
+            self.log.warning("gateway_provisioners.server: cannot reach kernel %s's platform now, kept for the next "
+                             "start: %s", kernel_id, exc)  # fmt: skip
+            return False
         except Exception as exc:  # a kernel spec removed since, a backend that cannot be reached, a bad record
             self.log.warning("gateway_provisioners.server: cannot reattach kernel %s: %s", kernel_id, exc)
             alive = False

@@ -61,6 +61,8 @@ async def test_kernel_survives_sigterm_of_the_server(make_server, local_spec: st
 
     assert server.terminate() == 0
     assert agent_alive(record), "a clean stop must leave remote kernels running for the next server"
+    log = server.log_path.read_text()
+    assert "Traceback" not in log and "Task was destroyed" not in log, log[-3000:]
     assert kernel_id in server.records()
     await server.start()
     await server.wait_listed(kernel_id)
@@ -143,3 +145,14 @@ async def test_automatic_restart_after_the_agent_died_is_stored(make_server, loc
     assert (await execute(server, kernel_id, "print('x' in globals())"))[1].strip() == "False"
     await server.request("DELETE", f"/api/kernels/{kernel_id}")
     assert server.records() == {}
+
+
+async def test_sigterm_shuts_kernels_down_when_told_not_to_keep_them(make_server, local_spec: str) -> None:
+    server: JupyterServer = await make_server(
+        store="sqlite", extra_args=("--GatewayProvisionersServer.keep_kernels_on_shutdown=False",)
+    )
+    kernel_id = await start_kernel_with_state(server, local_spec)
+    pid = int(server.records()[kernel_id]["provisioner_info"]["gateway_provisioners"]["handle"]["pid"])
+    assert server.terminate() == 0
+    assert pid_gone(pid, 5), "the kernel's agent must end with the server"
+    assert server.records() == {}, "a kernel shut down with the server must leave no record"

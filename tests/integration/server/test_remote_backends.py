@@ -36,6 +36,10 @@ async def test_remote_kernel_survives_a_server_restart(make_server: Any, remote_
 
     if stop == "SIGTERM":
         assert server.terminate() == 0
+        log = server.log_path.read_text()
+        assert "ControlConnection" not in log, "a kept kernel's control connection was left pending at shutdown"
+        if "ssh" not in remote_spec:  # the SSH spawner's own reader tasks are the SSH adapter's to end (issue 14)
+            assert "Traceback" not in log and "Task was destroyed" not in log, log[-3000:]
     else:
         server.kill()
     await server.start()
