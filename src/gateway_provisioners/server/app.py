@@ -86,6 +86,9 @@ class GatewayProvisionersServer(ExtensionApp):
         "YARN application or agent), besides deleting its record.",
     )  # fmt: skip
 
+    kernel_store: KernelStore | None = None
+    _loaded = False  # jupyter_server runs the start and stop hooks of an extension whose loading failed, too
+
     @property
     def server(self) -> Any:
         """The ServerApp (typed loosely: its kernel manager and event logger are optional in its own types)."""
@@ -94,7 +97,11 @@ class GatewayProvisionersServer(ExtensionApp):
     # --- jupyter_server's extension hooks ---------------------------------------------------------------------------
 
     def initialize_settings(self) -> None:
-        self.kernel_store: KernelStore | None = open_store(self.store, self.store_path, self.store_scope)
+        try:
+            self.kernel_store = open_store(self.store, self.store_path, self.store_scope)
+        except Exception as exc:  # jupyter_server goes on without the extension: say so as an error, in one line
+            self.log.error("gateway_provisioners.server is not active: %s", " ".join(str(exc).split()))
+            raise
         self.phases = metrics.PhaseGauge()
         self._launching: dict[str, str] = {}  # kernel id -> backend, from a launch's first event until ready/failed
         mkm = self.server.kernel_manager
@@ -114,18 +121,20 @@ class GatewayProvisionersServer(ExtensionApp):
         where = describe(self.store, self.store_path)
         where = f"{self.store} store {where} (scope {self.store_scope})" if self.kernel_store else "no store"
         self.log.info("gateway_provisioners.server: remote kernels are remembered in the %s", where)
+        self._loaded = True
 
     def initialize_handlers(self) -> None:
         self.handlers.append((r"/api/kernels", KernelsWithEnvHandler))  # before the server's own: ours is matched
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        await self.reattach_all()
+        if self._loaded:
+            await self.reattach_all()
 
     async def stop_extension(self) -> None:
         """Runs before jupyter_server shuts its kernels down: let go of the remote kernels that are to survive."""
         with contextlib.suppress(ValueError):
             RemoteProvisionerBase.progress_observers.remove(self.on_progress)
-        if self.kernel_store is None:
+        if not self._loaded or self.kernel_store is None:
             return
         if self.keep_kernels_on_shutdown:
             mkm = self.server.kernel_manager
@@ -161,7 +170,8 @@ class GatewayProvisionersServer(ExtensionApp):
         try:
             await asyncio.to_thread(self.kernel_store.save, km.kernel_id, record)
         except Exception as exc:  # the kernel runs fine; it just will not survive a server restart
-            self.log.error("gateway_provisioners.server: cannot store kernel %s: %s", km.kernel_id, exc)
+            self.log.error("gateway_provisioners.server: cannot store kernel %s: %s", km.kernel_id,
+                           self.kernel_store.describe_error(exc))  # fmt: skip
 
     async def forget(self, kernel_id: str) -> None:
         if self.kernel_store is None:
@@ -170,14 +180,20 @@ class GatewayProvisionersServer(ExtensionApp):
         try:
             await asyncio.to_thread(self.kernel_store.delete, kernel_id)
         except Exception as exc:
-            self.log.error("gateway_provisioners.server: cannot delete kernel %s's record: %s", kernel_id, exc)
+            self.log.error("gateway_provisioners.server: cannot delete kernel %s's record: %s", kernel_id,
+                           self.kernel_store.describe_error(exc))  # fmt: skip
 
     # --- reattaching at start-up ------------------------------------------------------------------------------------
 
     async def reattach_all(self) -> None:
         if self.kernel_store is None:
             return
-        records = await asyncio.to_thread(self.kernel_store.load_all)
+        try:
+            records = await asyncio.to_thread(self.kernel_store.load_all)
+        except Exception as exc:  # the database is down: the server runs, its stored kernels wait for the next start
+            self.log.error("gateway_provisioners.server: cannot read the store, no kernel reattached: %s",
+                           self.kernel_store.describe_error(exc))  # fmt: skip
+            return
         if not records:
             return
         self.log.info("gateway_provisioners.server: reattaching %d stored kernel(s)", len(records))

@@ -54,6 +54,10 @@ class KernelStore(ABC):
     def close(self) -> None:  # noqa: B027 - most stores hold nothing open
         """Release what the store holds open."""
 
+    def describe_error(self, exc: BaseException) -> str:
+        """``exc`` in one line for the log, without anything secret the store's driver may have quoted."""
+        return " ".join(str(exc).split())
+
 
 class FileStore(KernelStore):
     """``<folder>/<scope>/<kernel_id>.json``; the folders are made 0700, the files 0600."""
@@ -160,11 +164,32 @@ class PostgresStore(KernelStore):
         self.conninfo = conninfo
         self.scope = _checked_id(scope)
         self.connect_timeout = connect_timeout
-        with self._connect() as db:
-            db.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.TABLE} (scope TEXT NOT NULL, kernel_id TEXT NOT NULL, "
-                "record TEXT NOT NULL, saved_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (scope, kernel_id))"
-            )
+        try:
+            with self._connect() as db:
+                self._create_table(db)
+        except psycopg.Error as exc:
+            raise ConfigurationError(f"cannot use the PostgreSQL store {describe('postgres', conninfo)}: "
+                                     f"{self.describe_error(exc)}") from None  # fmt: skip
+
+    def _create_table(self, db: Any) -> None:
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.TABLE} (scope TEXT NOT NULL, kernel_id TEXT NOT NULL, "
+            "record TEXT NOT NULL, saved_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (scope, kernel_id))"
+        )
+
+    def describe_error(self, exc: BaseException) -> str:
+        """``exc``'s text in one line, without the connection string or its password (libpq may quote either)."""
+        text = " ".join(str(exc).split())
+        secrets = [self.conninfo]
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+
+            secrets.append(str(conninfo_to_dict(self.conninfo).get("password") or ""))
+        except Exception:
+            pass
+        for secret in filter(None, secrets):
+            text = text.replace(secret, "(store_path)")
+        return text
 
     def _connect(self) -> Any:
         return self._psycopg.connect(self.conninfo, autocommit=True, connect_timeout=int(self.connect_timeout))

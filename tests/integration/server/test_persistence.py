@@ -156,3 +156,15 @@ async def test_sigterm_shuts_kernels_down_when_told_not_to_keep_them(make_server
     assert server.terminate() == 0
     assert pid_gone(pid, 5), "the kernel's agent must end with the server"
     assert server.records() == {}, "a kernel shut down with the server must leave no record"
+
+
+async def test_a_bad_store_setting_is_one_error_line_and_the_server_still_stops(make_server) -> None:
+    pytest.importorskip("psycopg")
+    unreachable = "postgresql://gp:hunter2@127.0.0.1:1/kernels?connect_timeout=2"
+    server: JupyterServer = await make_server(store="postgres", store_path=unreachable)
+    assert server.terminate() == 0, "the server must stop cleanly although the extension did not load"
+    log = server.log_path.read_text()
+    errors = [line for line in log.splitlines() if "gateway_provisioners.server is not active" in line]
+    assert len(errors) == 1 and "cannot use the PostgreSQL store" in errors[0], log[-3000:]
+    assert "host=127.0.0.1" in errors[0] and "hunter2" not in log, errors
+    assert "AttributeError" not in log, log[-3000:]
