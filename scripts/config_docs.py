@@ -21,9 +21,10 @@ from gateway_provisioners.provisioners.kubernetes import KubernetesProvisioner
 from gateway_provisioners.provisioners.local import LocalAgentProvisioner
 from gateway_provisioners.provisioners.settings import declared, table
 from gateway_provisioners.provisioners.yarn import YarnProvisioner
+from gateway_provisioners.server.app import GatewayProvisionersServer
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
-# Provisioners in the order of the docs, with the name the environment table uses for them.
+# Provisioners (and the server extension) in the order of the docs, with the name the environment table uses for them.
 PROVISIONERS: list[tuple[type, str]] = [
     (RemoteProvisionerBase, "all"),
     (LocalAgentProvisioner, "local"),
@@ -31,6 +32,7 @@ PROVISIONERS: list[tuple[type, str]] = [
     (DockerProvisioner, "Docker, Swarm"),
     (KubernetesProvisioner, "Kubernetes"),
     (YarnProvisioner, "YARN"),
+    (GatewayProvisionersServer, "server extension"),
 ]
 # Variables read outside the settings (how a default is computed), documented with them.
 OTHER_VARIABLES = [

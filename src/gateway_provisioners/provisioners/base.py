@@ -17,6 +17,7 @@ import difflib
 import getpass
 import os
 import signal
+from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
 import zmq
@@ -113,6 +114,10 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     #: Per-launch values this provisioner accepts from clients, checked before anything starts.
     param_schema: ClassVar[tuple[Param, ...]] = COMMON_PARAMS
 
+    #: Called with ``(provisioner, event)`` for every progress event of every kernel (the server extension publishes
+    #: them and counts them). Class-level because jupyter_client, not the observer, makes each provisioner.
+    progress_observers: ClassVar[list[Callable[[RemoteProvisionerBase, ProgressEvent], None]]] = []
+
     def check_mode(self, value: str, name: str = "connection_mode") -> str:
         allowed = [mode.value for mode in self.backend_modes()]
         if value not in allowed:
@@ -154,6 +159,11 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         """Whether a kernel may really run as uid 0 (see ``allow_root_kernels``)."""
         return bool(self.allow_root_kernels)
 
+    def server_cwd(self, cwd: str | None) -> str | None:
+        """The kernel's folder when the client sets no KERNEL_WORKING_DIR, given the one jupyter_server chose (the
+        notebook's). ``None`` (the kernel's default folder) here: the server's folders mean nothing on another host."""
+        return None
+
     # --- jupyter_client hooks ---------------------------------------------------------------------------------------
 
     @property
@@ -186,7 +196,8 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             port_range=self.port_range,
             launch_timeout=float(values.get("KERNEL_LAUNCH_TIMEOUT") or self.launch_timeout),
             kernel_ip=self.kernel_ip(),
-            cwd=values.get("KERNEL_WORKING_DIR"),
+            cwd=values.get("KERNEL_WORKING_DIR")
+            or self.server_cwd(_text(kwargs["cwd"]) if kwargs.get("cwd") else None),
             values=values,
             curve_keys=curve_keys,
             allow_root=self.root_allowed(),
@@ -288,6 +299,13 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             self.kernel = await RemoteKernel.restore(self.make_backend(), saved, broker=shared_broker())
             self.kernel.lifecycle.events.subscribe(self._log_progress)
 
+    async def detach(self) -> None:
+        """Let go of the kernel without ending it (its server stops; another process will reattach): close the control
+        connection, so no reader is left pending when the event loop closes. The agent, the kernel and their
+        resources stay."""
+        if self.kernel is not None:
+            await self.kernel._close_control()  # the core's own close, short of ending the agent as shutdown() does
+
     def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
         return recommended
 
@@ -309,6 +327,8 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             "kernel %s [%s] %s (%.3f s in %s) %s",
             printable(event.kernel_id), backend, event.phase, event.elapsed, event.previous, printable(event.message),
         )  # fmt: skip
+        for observer in list(self.progress_observers):
+            observer(self, event)  # the event log isolates a failing listener from the launch
 
 
 def unknown_settings(cls: type, names: list[str]) -> str:

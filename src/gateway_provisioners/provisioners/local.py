@@ -53,6 +53,9 @@ class LocalAgentProvisioner(RemoteProvisionerBase):
     def kernel_ip(self) -> str:
         return "127.0.0.1"
 
+    def server_cwd(self, cwd: str | None) -> str | None:
+        return cwd  # the kernel runs here: start it in the notebook's folder, as jupyter_client's local kernels do
+
     def kernel_argv(self, cmd: list[str]) -> list[str]:
         resource_dir = self.kernel_spec.resource_dir or ""
         return [arg.replace("{resource_dir}", resource_dir).replace("{prefix}", sys.prefix) for arg in cmd]
