@@ -10,6 +10,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v dockerd >/dev/null || missing="$missing docker.io"
     command -v mmdebstrap >/dev/null || missing="$missing mmdebstrap"
     command -v java >/dev/null || missing="$missing default-jre-headless"
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"  # the server-store tests
     if [ -n "$missing" ]; then
         echo "== installing Debian packages:$missing"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
