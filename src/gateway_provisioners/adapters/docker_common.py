@@ -26,7 +26,7 @@ import re
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,10 +79,6 @@ class ContainerRequest:
     host_ip: str = "127.0.0.1"  # where kernels on host networking are reached
     agent_log_level: str = "INFO"  # the agent's stderr, visible in `docker logs` and in error reports
     extra_env: dict[str, str] = field(default_factory=dict)  # operator-set container variables (never the server's)
-
-    @property
-    def host_network(self) -> bool:
-        return self.network == "host"
 
     def labels(self, kernel_id: str, username: str) -> dict[str, str]:
         return {KERNEL_ID_LABEL: kernel_id, OWNER_LABEL: self.owner, USERNAME_LABEL: username}
@@ -436,7 +432,3 @@ _engines: PerLoop[DockerEngine] = PerLoop()
 def shared_engine(base_url: str | None = None, pool_size: int = DEFAULT_POOL_SIZE) -> DockerEngine:
     """The process's one :class:`DockerEngine` for ``base_url`` on the running loop."""
     return _engines.get(base_url, lambda: DockerEngine(base_url, pool_size), usable=lambda engine: not engine._closed)
-
-
-def kernel_ids(items: Sequence[dict[str, Any]]) -> list[str]:
-    return [str((item.get("Labels") or {}).get(KERNEL_ID_LABEL, "")) for item in items]

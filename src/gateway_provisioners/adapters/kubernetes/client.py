@@ -194,9 +194,6 @@ class KubeClient:
     async def create_secret(self, namespace: str, secret: dict[str, Any]) -> dict[str, Any]:
         return await self._json((await self.core()).create_namespaced_secret, namespace, secret)
 
-    async def delete_secret(self, namespace: str, name: str) -> None:
-        await self._ignore_404((await self.core()).delete_namespaced_secret, name, namespace)
-
     async def create_namespace(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create a namespace; None when it exists already."""
         try:

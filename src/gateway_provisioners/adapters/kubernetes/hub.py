@@ -81,10 +81,6 @@ class KubeHub:
             except Exception:  # one kernel's bug must not stop the watch for the others
                 log.exception("pod update for %s failed", key)
 
-    @property
-    def subscriptions(self) -> int:
-        return sum(len(v) for v in self._routes.values())
-
     async def close(self) -> None:
         for watcher in list(self.watchers.values()):
             await watcher.close()

@@ -101,10 +101,6 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def kernel_container(pod: dict[str, Any]) -> dict[str, Any]:
-    return next(c for c in pod["spec"]["containers"] if c.get("name") == "kernel")
-
-
 def enforce_security(pod: dict[str, Any], prohibited_uids: Iterable[int], prohibited_gids: Iterable[int]) -> None:
     """Apply the secure defaults where a template left them out, and refuse a pod that breaks them.
 

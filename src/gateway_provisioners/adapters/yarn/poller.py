@@ -104,10 +104,6 @@ class ApplicationPoller:
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
 
-    @property
-    def following(self) -> int:
-        return len(self._followed)
-
     # --- the loop ---------------------------------------------------------------------------------------------------
 
     async def _run(self) -> None:
