@@ -44,7 +44,7 @@ import time
 import uuid
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
-AGENT_VERSION = "0.1.0"
+AGENT_VERSION = "1.0.0"
 PROTOCOL_VERSION = 2
 SUPPORTED_VERSIONS = (2,)
 STDOUT_PREFIX = "GP-CONNECTION-INFO "
@@ -76,6 +76,7 @@ class Protocol:
     CONTROL_INFO: ClassVar[Dict[str, bytes]] = {"s2a": b"gp/2 control s2a", "a2s": b"gp/2 control a2s"}
 
     def __init__(self) -> None:
+        """Load the cryptography primitives once (imported here, so that ``--help`` works without them)."""
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -84,9 +85,11 @@ class Protocol:
         self._hkdf_cls, self._sha256, self.AESGCM, self.InvalidTag = HKDF, hashes.SHA256, AESGCM, InvalidTag
 
     def hkdf(self, token: bytes, info: bytes, salt: Optional[bytes] = None) -> bytes:
+        """HKDF-SHA256 of the launch token: one 32-byte key per purpose (``info``)."""
         return self._hkdf_cls(algorithm=self._sha256(), length=32, salt=salt, info=info).derive(token)
 
     def seal_payload(self, token: bytes, kernel_id: str, info: Dict[str, Any], nonce: Optional[bytes] = None) -> str:
+        """The connection payload sealed with AES-256-GCM under the token's payload key, kernel id in the AAD."""
         nonce = os.urandom(12) if nonce is None else nonce
         plaintext = json.dumps(info, sort_keys=True, separators=(",", ":")).encode("utf-8")
         aad = self.PAYLOAD_INFO + b"\0" + kernel_id.encode("utf-8")
@@ -100,11 +103,13 @@ class Protocol:
         return json.dumps(envelope, separators=(",", ":"))
 
     def control_keys(self, token: bytes, kernel_id: str, agent_nonce: bytes, server_nonce: bytes) -> Dict[str, bytes]:
+        """The control channel's two directional keys, bound to this kernel and both peers' nonces."""
         suffix = b"\0" + kernel_id.encode("utf-8")
         salt = agent_nonce + server_nonce
         return {d: self.hkdf(token, info + suffix, salt) for d, info in self.CONTROL_INFO.items()}
 
     def cipher(self, keys: Dict[str, bytes]) -> "FrameCipher":
+        """A frame cipher for one control connection."""
         return FrameCipher(self, keys)
 
 
@@ -112,6 +117,7 @@ class FrameCipher:
     """The agent's side of a control connection: seals a2s frames, opens s2a frames, counters strictly +1."""
 
     def __init__(self, protocol: Protocol, keys: Dict[str, bytes]) -> None:
+        """Counters start at zero in each direction; a frame out of sequence is refused."""
         self._protocol = protocol
         self._seal = protocol.AESGCM(keys["a2s"])
         self._open = protocol.AESGCM(keys["s2a"])
@@ -119,12 +125,14 @@ class FrameCipher:
         self._recv = 0
 
     def seal(self, message: Dict[str, Any]) -> bytes:
+        """One agent-to-server frame: the send counter, then the sealed message."""
         counter = struct.pack(">Q", self._send)
         body = json.dumps(message, separators=(",", ":")).encode("utf-8")
         self._send += 1
         return counter + self._seal.encrypt(b"\0\0\0\0" + counter, body, b"a2s" + counter)
 
     def open(self, frame: bytes) -> Dict[str, Any]:
+        """The message of one server-to-agent frame; a frame out of sequence or forged raises ValueError."""
         if len(frame) < 24 or struct.unpack(">Q", frame[:8])[0] != self._recv:
             raise ValueError("control frame out of sequence or too short")
         counter = frame[:8]
@@ -158,10 +166,12 @@ def printable(value: Any, limit: int = 200) -> str:
 
 
 def pack_frame(data: bytes) -> bytes:
+    """``data`` with its 4-byte big-endian length in front, as the control channel frames it."""
     return struct.pack(">I", len(data)) + data
 
 
 async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    """The next length-prefixed frame; a length above the protocol's cap is refused before reading it."""
     (length,) = struct.unpack(">I", await reader.readexactly(4))
     if length > MAX_CONTROL_FRAME_BYTES:
         raise ValueError("control frame too large")
@@ -172,6 +182,7 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes:
 
 
 def parse_port_range(text: str) -> Tuple[int, int]:
+    """``"lower..upper"`` as two ports; ``"0..0"`` or empty means any port."""
     text = (text or "0..0").strip()
     parts = text.split("..")
     if len(parts) != 2:
@@ -273,6 +284,7 @@ def socket_inodes(pid: int) -> set:
 
 
 async def port_answers(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections at ``host:port`` within a second."""
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
     except (OSError, asyncio.TimeoutError):
@@ -282,6 +294,7 @@ async def port_answers(host: str, port: int) -> bool:
 
 
 def connect_ip(ip: str) -> str:
+    """Where to connect to reach a socket bound on ``ip`` (a wildcard address means this host's loopback)."""
     return "127.0.0.1" if ip in ("0.0.0.0", "") else ("::1" if ip == "::" else ip)
 
 
@@ -379,12 +392,14 @@ def open_private_log(path: str) -> int:
 
 
 def kill_group(pgid: Optional[int], signum: int) -> None:
+    """Send ``signum`` to a process group that may already be gone."""
     if pgid:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signum)
 
 
 def tail_lines(path: Optional[str], lines: int = LOG_TAIL_LINES) -> List[str]:
+    """The last ``lines`` lines of a log file, for failure reports (empty if there is none)."""
     if not path or not os.path.exists(path):
         return []
     with open(path, "rb") as handle:
@@ -398,7 +413,10 @@ def tail_lines(path: Optional[str], lines: int = LOG_TAIL_LINES) -> List[str]:
 
 
 class Agent:
+    """One kernel's agent: starts and supervises the kernel, reports its connection info, serves the control channel."""
+
     def __init__(self, params: Dict[str, Any], opts: argparse.Namespace) -> None:
+        """Hold the checked launch parameters and options; nothing starts until :meth:`run`."""
         self.params = params
         self.opts = opts
         self.kernel_id: str = params["kernel_id"]
@@ -474,6 +492,7 @@ class Agent:
         self.write_connection_file()
 
     def write_connection_file(self) -> None:
+        """Write the kernel's connection file (0600, never through a link) in the agent's private folder."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)  # in our private folder
         fd = os.open(self.connection_file, flags, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -489,12 +508,14 @@ class Agent:
         self.write_connection_file()
 
     def kernel_argv(self) -> List[str]:
+        """The kernel's own command, with the connection file filled in and a bare python replaced by the agent's."""
         argv = [str(arg).replace("{connection_file}", self.connection_file) for arg in self.params["argv"]]
         if argv and argv[0] in ("python", "python3") and self.params.get("python"):
             argv[0] = self.params["python"]
         return argv
 
     def kernel_env(self) -> Dict[str, str]:
+        """The kernel's environment: the agent's, less its launch secrets, plus what the server sent."""
         env = dict(os.environ)
         for name in ("GP_LAUNCH_PARAMS", "GP_LAUNCH_TOKEN"):
             env.pop(name, None)  # the launch secret stays with the agent
@@ -527,6 +548,7 @@ class Agent:
         self._exit_watch = asyncio.ensure_future(self._watch_exit(self.proc))
 
     async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
+        """Wait for a kernel process to end, end its group, and tell the server (a restart's old kernel excepted)."""
         code = await proc.wait()
         kill_group(proc.pid, signal.SIGKILL)  # whatever the kernel started ends with it
         self.tell_guardian(f"-{proc.pid}")
@@ -544,12 +566,14 @@ class Agent:
             self.done.set()
 
     def tell_guardian(self, line: str) -> None:
+        """Tell the guardian process which groups to end if the agent dies (``+pgid`` / ``-pgid``)."""
         if self.guardian_fd is not None:
             with contextlib.suppress(OSError):
                 os.write(self.guardian_fd, (line + "\n").encode())
 
     @property
     def kernel_running(self) -> bool:
+        """Whether the kernel process runs (started and not yet ended)."""
         return self.proc is not None and self.exit_code is None and self.proc.returncode is None
 
     async def wait_ready(self, timeout: float) -> str:
@@ -583,6 +607,7 @@ class Agent:
             interval = min(interval * 1.5, 0.05)
 
     def ports_stolen(self) -> bool:
+        """Whether another process holds one of the kernel's ports (Linux /proc; False where that cannot be told)."""
         owners = listening_socket_inodes([self.connection[name] for name in PORT_NAMES])
         if owners is None or self.proc is None:
             return False
@@ -616,6 +641,7 @@ class Agent:
     # -- reporting the connection info -------------------------------------------------------------------------------
 
     def payload(self, ready: bool, reason: str = "") -> Dict[str, Any]:
+        """What the agent reports: the connection info and its control port, or a failure with the log's tail."""
         if not ready:
             # Short lines, few enough that the whole payload stays one atomic pipe write (PIPE_BUF) in spawner mode.
             return {
@@ -638,6 +664,7 @@ class Agent:
         return info
 
     async def report(self, info: Dict[str, Any]) -> None:
+        """Deliver the sealed payload: on standard output, or to the server's response listener with retries."""
         assert self.protocol is not None
         envelope = self.protocol.seal_payload(self.token, self.kernel_id, info)
         if self.mode == "stdout":
@@ -708,6 +735,7 @@ class Agent:
     # -- control channel ---------------------------------------------------------------------------------------------
 
     async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One control connection: the handshake, then sealed requests answered in order until it closes."""
         assert self.protocol is not None
         peer = writer.get_extra_info("peername")
         if self.watchdog_seconds > 0:  # a server on a host that became unreachable must count as gone
@@ -783,12 +811,14 @@ class Agent:
                 self.done.set()
 
     async def broadcast(self, event: Dict[str, Any]) -> None:
+        """Push an event (e.g. kernel-exited) to every authenticated server."""
         for writer, cipher in list(self.clients.values()):
             with contextlib.suppress(ConnectionError, RuntimeError):
                 writer.write(pack_frame(cipher.seal(event)))
                 await writer.drain()
 
     def state(self) -> Dict[str, Any]:
+        """The answer to a ping: whether the kernel runs, its pid and exit code."""
         return {
             "ok": True,
             "kernel": "running" if self.kernel_running else "exited",
@@ -797,6 +827,7 @@ class Agent:
         }
 
     async def handle(self, message: Dict[str, Any]) -> Dict[str, Any]:
+        """Answer one control request (ping, signal, restart, shutdown)."""
         op = message.get("op")
         if op == "ping":
             return self.state()
@@ -820,6 +851,7 @@ class Agent:
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     async def restart(self, grace: float, ready_timeout: float) -> Dict[str, Any]:
+        """Restart the kernel in place: same ports and key, a new process."""
         self.busy = True
         try:
             await self.stop_kernel(grace)
@@ -850,6 +882,7 @@ class Agent:
     # -- main --------------------------------------------------------------------------------------------------------
 
     async def run(self) -> int:
+        """Start the kernel, report, serve the control channel until shutdown or the watchdog; the exit status."""
         loop = asyncio.get_running_loop()
         self.done = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -978,6 +1011,7 @@ def detach() -> int:
 
 
 def decode_token(text: str) -> bytes:
+    """The 32-byte launch token from its base64url text."""
     token = base64.urlsafe_b64decode(str(text).strip().encode("ascii"))
     if len(token) != 32:
         raise ValueError("launch token must be 32 bytes")
@@ -985,6 +1019,7 @@ def decode_token(text: str) -> bytes:
 
 
 def read_params(opts: argparse.Namespace) -> Dict[str, Any]:
+    """The launch parameters from standard input, a file or the environment, checked; a bad one exits 2."""
     if opts.params == "-":
         text = sys.stdin.readline()
     elif opts.params:
@@ -1024,6 +1059,7 @@ def check_params(params: Any) -> Dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The agent's command line (docs/configuration.md, "The agent")."""
     parser = argparse.ArgumentParser(
         prog="gp_agent.py",
         description="Start a Jupyter kernel next to this agent and connect it to a gateway-provisioners server.",
@@ -1082,6 +1118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(level: str) -> logging.Formatter:
+    """Log to standard error (and later the kernel's log file) with time and level on every line."""
     formatter = logging.Formatter("%(asctime)s gp-agent %(levelname)s %(message)s")
     to_stderr = logging.StreamHandler(sys.stderr)
     to_stderr.setFormatter(formatter)
@@ -1167,6 +1204,7 @@ def spawner(opts: argparse.Namespace) -> int:
 
 
 def reap(children: Dict[int, str]) -> None:
+    """Spawner mode: collect ended agents and report each one's exit on standard output."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -1178,6 +1216,7 @@ def reap(children: Dict[int, str]) -> None:
 
 
 def spawn(line: bytes, opts: argparse.Namespace, children: Dict[int, str], wake: Tuple[int, int]) -> None:
+    """Spawner mode: fork one detached agent for the request on ``line``."""
     try:
         request = load_json(line)
         params = check_params(request["params"])
@@ -1204,6 +1243,7 @@ def spawn(line: bytes, opts: argparse.Namespace, children: Dict[int, str], wake:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run as an agent, or as a spawner of agents (``--spawner``)."""
     opts = build_parser().parse_args(argv)
     if opts.spawner:
         return spawner(opts)
