@@ -20,9 +20,9 @@ import contextlib
 import logging
 from typing import Any, ClassVar
 
-from ..core.backend import Backend, BackendHandle, Observation, PlatformState
+from ..core.backend import BackendHandle, Observation, PlatformState
 from ..core.errors import ImagePullError, LaunchError
-from ..core.launch import ConnectionMode, LaunchSpec
+from ..core.launch import LaunchSpec
 from .docker_common import (
     KERNEL_ID_LABEL,
     LAUNCH_ARGS,
@@ -30,10 +30,11 @@ from .docker_common import (
     OWNER_LABEL,
     ContainerRequest,
     DockerEngine,
+    EngineBackend,
+    HandleTracker,
     call_or_undo,
     engine_message,
     params_archive,
-    signal_in_container,
     tail_text,
 )
 
@@ -42,32 +43,24 @@ log = logging.getLogger("gateway_provisioners.docker")
 _EVENTS = ("start", "die", "oom", "destroy", "pause", "unpause")
 
 
-class ContainerTracker:
+class ContainerTracker(HandleTracker):
     """The shared observer: kernel id → handle, fed by the engine's events stream and by inspections."""
 
+    key = "docker"
+
     def __init__(self, engine: DockerEngine) -> None:
-        self.engine = engine
-        self.handles: dict[str, BackendHandle] = {}
+        super().__init__(engine)
         self._early: dict[str, list[dict[str, Any]]] = {}  # events seen before a container's id was known
         self._unsubscribe = engine.subscribe({"type": ["container"]}, self._on_event, self._resync)
 
-    @classmethod
-    def for_engine(cls, engine: DockerEngine) -> ContainerTracker:
-        tracker = engine.state.get("docker")
-        if tracker is None:
-            tracker = engine.state["docker"] = cls(engine)
-        return tracker
+    def untrack(self, handle: BackendHandle) -> bool:
+        if not super().untrack(handle):
+            return False
+        self._early.pop(handle.kernel_id, None)
+        return True
 
-    def track(self, handle: BackendHandle) -> None:
-        if handle.kernel_id not in self.handles:
-            self.engine.hold()
-        self.handles[handle.kernel_id] = handle
-
-    def untrack(self, handle: BackendHandle) -> None:
-        if self.handles.get(handle.kernel_id) is handle:
-            del self.handles[handle.kernel_id]
-            self._early.pop(handle.kernel_id, None)
-            self.engine.release()
+    async def refresh_restored(self, handle: BackendHandle) -> None:
+        await self.refresh(handle)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         action = str(event.get("Action") or event.get("status") or "")
@@ -176,7 +169,7 @@ def _exit_of(handle: BackendHandle) -> int | None:
     return handle.observation.exit_code
 
 
-class DockerBackend(Backend):
+class DockerBackend(EngineBackend):
     """Kernels as containers on one Docker engine.
 
     Parameters
@@ -184,26 +177,20 @@ class DockerBackend(Backend):
     engine:
         The shared engine (client, pool, events stream): :func:`docker_common.shared_engine`.
     request:
-        How containers are made (image, network, user, resources, mounts); one per provisioner.
+        The default container request (image, network, user, resources, mounts), for embedders; a provisioner
+        decides one per launch (``LaunchSpec.request``).
     """
 
     name: ClassVar[str] = "docker"
-    kernel_ends_with_resource: ClassVar[bool] = True  # the container holds the agent
-    modes: ClassVar[tuple[ConnectionMode, ...]] = (ConnectionMode.ASSIGNED, ConnectionMode.CALLBACK)
-
-    def __init__(self, engine: DockerEngine, request: ContainerRequest | None = None) -> None:
-        self.engine = engine
-        self.request = request
-        self.tracker = ContainerTracker.for_engine(engine)
+    tracker_class = ContainerTracker
+    serialized_keys = ("container_id", "name", "network", "host_ip", "kernel_pgid")
+    tracker: ContainerTracker
 
     # --- launching --------------------------------------------------------------------------------------------------
 
     async def submit(self, spec: LaunchSpec) -> BackendHandle:
         await self.engine.connect()
-        # The provisioner decides each launch's request before the backend sees it; self.request serves embedders.
-        request = spec.request if isinstance(spec.request, ContainerRequest) else self.request
-        if request is None:
-            raise LaunchError("this Docker backend was made for reattaching only; it has no container request")
+        request = self.request_for(spec)
         name = f"gp-kernel-{spec.kernel_id}"
         handle = BackendHandle(
             spec.kernel_id, data={"name": name, "network": request.network, "host_ip": request.host_ip}
@@ -330,13 +317,6 @@ class DockerBackend(Backend):
             handle.update(Observation(PlatformState.GONE, reason="container removed", exit_code=_exit_of(handle)))
         self.tracker.untrack(handle)
 
-    async def signal(self, handle: BackendHandle, signum: int) -> None:
-        """Signal the kernel's process group inside the container, or the agent (the container's main process)."""
-        if not handle.observation.state.is_over:
-            await signal_in_container(
-                self.engine, handle.data.get("container_id"), handle.data.get("kernel_pgid"), signum
-            )
-
     async def log_tail(self, handle: BackendHandle, lines: int = 20) -> list[str]:
         container_id = handle.data.get("container_id")
         if not container_id:
@@ -349,26 +329,10 @@ class DockerBackend(Backend):
 
     # --- persistence and housekeeping -------------------------------------------------------------------------------
 
-    def serialize(self, handle: BackendHandle) -> dict[str, Any]:
-        keys = ("container_id", "name", "network", "host_ip", "kernel_pgid")
-        return {"kernel_id": handle.kernel_id, **{k: handle.data[k] for k in keys if k in handle.data}}
-
-    async def restore(self, data: dict[str, Any]) -> BackendHandle:
-        await self.engine.connect()
-        handle = BackendHandle(str(data.get("kernel_id", "")), data={k: v for k, v in data.items() if k != "kernel_id"})
-        await self.engine.stream_ready()
-        self.tracker.track(handle)
-        await self.tracker.refresh(handle)
-        if handle.observation.state is PlatformState.GONE:
-            self.tracker.untrack(handle)
-        return handle
-
     async def list_owned(self, owner: str | None = None) -> list[dict[str, Any]]:
         """Every container carrying the owner label (this backend's owner unless given)."""
         await self.engine.connect()
-        owner = owner or (self.request.owner if self.request else None)
-        label = f"{OWNER_LABEL}={owner}" if owner else OWNER_LABEL
-        items = await self.engine.call(self.engine.api.containers, all=True, filters={"label": label})
+        items = await self.engine.call(self.engine.api.containers, all=True, filters=self.owner_filter(owner))
         return [
             {
                 "kernel_id": (item.get("Labels") or {}).get(KERNEL_ID_LABEL, ""),

@@ -28,9 +28,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
-from ..core.errors import BackendUnavailable, ConfigurationError
+from ..core.backend import Backend, BackendHandle, PlatformState
+from ..core.errors import BackendUnavailable, ConfigurationError, LaunchError
+from ..core.launch import ConnectionMode, LaunchSpec
 from ..per_loop import PerLoop
 
 log = logging.getLogger("gateway_provisioners.docker")
@@ -432,3 +434,94 @@ _engines: PerLoop[DockerEngine] = PerLoop()
 def shared_engine(base_url: str | None = None, pool_size: int = DEFAULT_POOL_SIZE) -> DockerEngine:
     """The process's one :class:`DockerEngine` for ``base_url`` on the running loop."""
     return _engines.get(base_url, lambda: DockerEngine(base_url, pool_size), usable=lambda engine: not engine._closed)
+
+
+# --- what the Docker and Swarm backends share ---------------------------------------------------------------------
+
+
+TrackerT = TypeVar("TrackerT", bound="HandleTracker")
+
+
+class HandleTracker:
+    """The base of each backend's shared observer on one engine: kernel id → handle, and the engine's events stream
+    held open while any kernel is tracked. One per engine and kind (``key``), kept in ``engine.state``."""
+
+    key: ClassVar[str] = ""
+
+    def __init__(self, engine: DockerEngine) -> None:
+        self.engine = engine
+        self.handles: dict[str, BackendHandle] = {}
+
+    @classmethod
+    def for_engine(cls: type[TrackerT], engine: DockerEngine) -> TrackerT:
+        tracker = engine.state.get(cls.key)
+        if tracker is None:
+            tracker = engine.state[cls.key] = cls(engine)
+        return tracker  # type: ignore[no-any-return]
+
+    def track(self, handle: BackendHandle) -> None:
+        if handle.kernel_id not in self.handles:
+            self.engine.hold()
+        self.handles[handle.kernel_id] = handle
+
+    def untrack(self, handle: BackendHandle) -> bool:
+        """Stop tracking ``handle``; False when another handle (a relaunch) holds its kernel id now."""
+        if self.handles.get(handle.kernel_id) is not handle:
+            return False
+        del self.handles[handle.kernel_id]
+        self.engine.release()
+        return True
+
+    async def refresh_restored(self, handle: BackendHandle) -> None:
+        """Read a reattached kernel's resource once (the events stream tells only of changes)."""
+        raise NotImplementedError
+
+
+class EngineBackend(Backend):
+    """The Docker and Swarm backends' common part: the engine, the provisioner's request, the tracker, and what
+    does not depend on whether a kernel is a container or a service."""
+
+    kernel_ends_with_resource: ClassVar[bool] = True  # the container (a service's task) holds the agent
+    # Assigned on a network of the server's reach (the engine reports the address); callback on host networking.
+    modes: ClassVar[tuple[ConnectionMode, ...]] = (ConnectionMode.ASSIGNED, ConnectionMode.CALLBACK)
+    tracker_class: ClassVar[type[HandleTracker]] = HandleTracker
+    #: The ``handle.data`` keys that identify a launch in another process (reattach).
+    serialized_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, engine: DockerEngine, request: ContainerRequest | None = None) -> None:
+        self.engine = engine
+        self.request = request  # the default request, for embedders; provisioners decide one per launch
+        self.tracker = self.tracker_class.for_engine(engine)
+
+    def request_for(self, spec: LaunchSpec) -> ContainerRequest:
+        """The launch's own checked request (decided in the provisioner's pre_launch), else the backend's."""
+        request = spec.request if isinstance(spec.request, ContainerRequest) else self.request
+        if request is None:
+            raise LaunchError(f"this {self.name} backend was made for reattaching only; it has no container request")
+        return request
+
+    def owner_filter(self, owner: str | None) -> dict[str, str]:
+        """The label filter of what this server's owner (or ``owner``) made."""
+        owner = owner or (self.request.owner if self.request else None)
+        return {"label": f"{OWNER_LABEL}={owner}" if owner else OWNER_LABEL}
+
+    async def signal(self, handle: BackendHandle, signum: int) -> None:
+        """Signal the kernel's process group inside its container, or the agent (the container's main process)."""
+        if not handle.observation.state.is_over:
+            await signal_in_container(
+                self.engine, handle.data.get("container_id"), handle.data.get("kernel_pgid"), signum
+            )
+
+    def serialize(self, handle: BackendHandle) -> dict[str, Any]:
+        keys = self.serialized_keys
+        return {"kernel_id": handle.kernel_id, **{k: handle.data[k] for k in keys if k in handle.data}}
+
+    async def restore(self, data: dict[str, Any]) -> BackendHandle:
+        await self.engine.connect()
+        handle = BackendHandle(str(data.get("kernel_id", "")), data={k: v for k, v in data.items() if k != "kernel_id"})
+        await self.engine.stream_ready()
+        self.tracker.track(handle)
+        await self.tracker.refresh_restored(handle)
+        if handle.observation.state is PlatformState.GONE:
+            self.tracker.untrack(handle)
+        return handle

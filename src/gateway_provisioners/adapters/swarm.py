@@ -23,9 +23,9 @@ import secrets
 import time
 from typing import Any, ClassVar
 
-from ..core.backend import Backend, BackendHandle, Observation, PlatformState
+from ..core.backend import BackendHandle, Observation, PlatformState
 from ..core.errors import ImagePullError, LaunchError, Unschedulable
-from ..core.launch import ConnectionMode, LaunchSpec
+from ..core.launch import LaunchSpec
 from .docker_common import (
     KERNEL_ID_LABEL,
     LAUNCH_ARGS,
@@ -33,10 +33,11 @@ from .docker_common import (
     OWNER_LABEL,
     ContainerRequest,
     DockerEngine,
+    EngineBackend,
+    HandleTracker,
     call_or_undo,
     engine_message,
     params_json,
-    signal_in_container,
     tail_text,
 )
 
@@ -50,37 +51,28 @@ SECRET_PREFIX = "gp-launch-"
 _PENDING_STATES = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready")
 
 
-class ServiceTracker:
+class ServiceTracker(HandleTracker):
     """kernel id → handle for every tracked service; refreshed by one batched task query."""
 
+    key = "swarm"
+
     def __init__(self, engine: DockerEngine) -> None:
-        self.engine = engine
-        self.handles: dict[str, BackendHandle] = {}
+        super().__init__(engine)
         self.launching: set[str] = set()  # kernels whose secret exists and whose service is being made
         self._wake = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self._node_addr: dict[str, str] = {}
         self._unsubscribe = engine.subscribe({"type": ["container", "service"]}, self._on_event, self._wake.set)
 
-    @classmethod
-    def for_engine(cls, engine: DockerEngine) -> ServiceTracker:
-        tracker = engine.state.get("swarm")
-        if tracker is None:
-            tracker = engine.state["swarm"] = cls(engine)
-        return tracker
-
     def track(self, handle: BackendHandle) -> None:
-        if handle.kernel_id not in self.handles:
-            self.engine.hold()
-        self.handles[handle.kernel_id] = handle
+        super().track(handle)
         if self._poller is None or self._poller.done():
             self._poller = asyncio.ensure_future(self._poll_loop())
         self._wake.set()
 
-    def untrack(self, handle: BackendHandle) -> None:
-        if self.handles.get(handle.kernel_id) is handle:
-            del self.handles[handle.kernel_id]
-            self.engine.release()
+    async def refresh_restored(self, handle: BackendHandle) -> None:
+        handle.data["t0"] = time.monotonic()
+        await self.refresh_all()
 
     def _on_event(self, event: dict[str, Any]) -> None:
         attributes = (event.get("Actor") or {}).get("Attributes") or {}
@@ -221,7 +213,7 @@ class ServiceTracker:
         return self._node_addr.get(node_id) or None
 
 
-class SwarmBackend(Backend):
+class SwarmBackend(EngineBackend):
     """Kernels as single-task services on a Docker Swarm (this engine must be a manager).
 
     Parameters
@@ -229,24 +221,18 @@ class SwarmBackend(Backend):
     engine:
         The shared engine (client, pool, events stream).
     request:
-        How the task's container is made (image, network, user, resources, mounts); one per provisioner.
+        The default request for the task's container (image, network, user, resources, mounts), for embedders; a
+        provisioner decides one per launch (``LaunchSpec.request``).
     """
 
     name: ClassVar[str] = "swarm"
-    kernel_ends_with_resource: ClassVar[bool] = True  # the service's task holds the agent
-    modes: ClassVar[tuple[ConnectionMode, ...]] = (ConnectionMode.ASSIGNED, ConnectionMode.CALLBACK)
-
-    def __init__(self, engine: DockerEngine, request: ContainerRequest | None = None) -> None:
-        self.engine = engine
-        self.request = request
-        self.tracker = ServiceTracker.for_engine(engine)
+    tracker_class = ServiceTracker
+    serialized_keys = ("service_id", "service_name", "secret_id", "network", "host_ip", "kernel_pgid")
+    tracker: ServiceTracker
 
     async def submit(self, spec: LaunchSpec) -> BackendHandle:
         await self.engine.connect()
-        # The provisioner decides each launch's request before the backend sees it; self.request serves embedders.
-        request = spec.request if isinstance(spec.request, ContainerRequest) else self.request
-        if request is None:
-            raise LaunchError("this Swarm backend was made for reattaching only; it has no container request")
+        request = self.request_for(spec)
         name = f"gp-kernel-{spec.kernel_id}"
         handle = BackendHandle(
             spec.kernel_id,
@@ -415,13 +401,6 @@ class SwarmBackend(Backend):
                 Observation(PlatformState.GONE, reason="service removed", exit_code=handle.observation.exit_code)
             )
 
-    async def signal(self, handle: BackendHandle, signum: int) -> None:
-        """Signal the task's container on this node (kernel process group when known, else the agent)."""
-        if not handle.observation.state.is_over:
-            await signal_in_container(
-                self.engine, handle.data.get("container_id"), handle.data.get("kernel_pgid"), signum
-            )
-
     async def log_tail(self, handle: BackendHandle, lines: int = 20) -> list[str]:
         service_id = handle.data.get("service_id")
         if not service_id:
@@ -436,27 +415,10 @@ class SwarmBackend(Backend):
             return []
         return tail_text(raw, lines)
 
-    def serialize(self, handle: BackendHandle) -> dict[str, Any]:
-        keys = ("service_id", "service_name", "secret_id", "network", "host_ip", "kernel_pgid")
-        return {"kernel_id": handle.kernel_id, **{k: handle.data[k] for k in keys if k in handle.data}}
-
-    async def restore(self, data: dict[str, Any]) -> BackendHandle:
-        await self.engine.connect()
-        handle = BackendHandle(str(data.get("kernel_id", "")), data={k: v for k, v in data.items() if k != "kernel_id"})
-        handle.data["t0"] = time.monotonic()
-        await self.engine.stream_ready()
-        self.tracker.track(handle)
-        await self.tracker.refresh_all()
-        if handle.observation.state is PlatformState.GONE:
-            self.tracker.untrack(handle)
-        return handle
-
     async def list_owned(self, owner: str | None = None) -> list[dict[str, Any]]:
         """Every service carrying the owner label, with its newest task's state."""
         await self.engine.connect()
-        owner = owner or (self.request.owner if self.request else None)
-        label = f"{OWNER_LABEL}={owner}" if owner else OWNER_LABEL
-        services = await self.engine.call(self.engine.api.services, filters={"label": label})
+        services = await self.engine.call(self.engine.api.services, filters=self.owner_filter(owner))
         tasks = (
             await self.engine.call(self.engine.api.tasks, filters={"service": [s["ID"] for s in services]})
             if services
@@ -506,11 +468,9 @@ class SwarmBackend(Backend):
     async def _reap_secrets(
         self, live_kernel_ids: set[str] | None, kept: set[str], owner: str | None, dry_run: bool
     ) -> list[dict[str, Any]]:
-        owner = owner or (self.request.owner if self.request else None)
-        label = f"{OWNER_LABEL}={owner}" if owner else OWNER_LABEL
         errors = self.engine.docker.errors
         removed = []
-        for secret in await self.engine.call(self.engine.api.secrets, filters={"label": label}):
+        for secret in await self.engine.call(self.engine.api.secrets, filters=self.owner_filter(owner)):
             spec = secret.get("Spec") or {}
             labels = spec.get("Labels") or {}
             kernel_id = labels.get(KERNEL_ID_LABEL, "")
