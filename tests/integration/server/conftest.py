@@ -25,7 +25,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from ...conftest import write_kernel_spec
+from ...conftest import AS_ROOT, write_kernel_spec
 from .postgres import cannot_run, run_postgres
 
 EXTENSION = "gateway_provisioners.server"
@@ -218,6 +218,8 @@ def server_env(jupyter_path: Path, tmp_path: Path) -> dict[str, str]:
         JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
         KERNEL_USERNAME="gp-tester",
     )
+    if AS_ROOT:  # the kernels really run as this user: as an operator would, allow root kernels explicitly
+        env["GP_ALLOW_ROOT_KERNELS"] = "true"
     (tmp_path / "notebooks" / "sub dir").mkdir(parents=True)
     return env
 
