@@ -125,6 +125,9 @@ state = "$STATE/containerd/state"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
   enable_selinux = false
+  # root here may lack CAP_SYS_RESOURCE (it does in these CI VMs): runc then cannot set the kubelet's negative
+  # oom_score_adj and every sandbox fails with "can't get final child's PID from pipe". Clamp to containerd's own.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -138,7 +141,7 @@ state = "$STATE/containerd/state"
 EOF
     cat >"$STATE/cni/net.d/10-gpk8s.conflist" <<EOF
 {"cniVersion": "0.4.0", "name": "gpk8s", "plugins": [
-  {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+  {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "isDefaultGateway": true, "ipMasq": false, "hairpinMode": true,
    "ipam": {"type": "host-local", "dataDir": "$STATE/cni/ipam",
             "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]]}}
 ]}
@@ -197,7 +200,8 @@ cmdline() {  # the command line of COMPONENT
     etcd) echo "$bin/etcd --name gpk8s --data-dir $STATE/etcd --listen-client-urls http://127.0.0.1:$ETCD_PORT
         --advertise-client-urls http://127.0.0.1:$ETCD_PORT --listen-peer-urls http://127.0.0.1:$((ETCD_PORT + 10))
         --initial-advertise-peer-urls http://127.0.0.1:$((ETCD_PORT + 10))
-        --initial-cluster gpk8s=http://127.0.0.1:$((ETCD_PORT + 10)) --log-level warn" ;;
+        --initial-cluster gpk8s=http://127.0.0.1:$((ETCD_PORT + 10)) --log-level error
+        --unsafe-no-fsync" ;;  # a throw-away test cluster: no fsync (etcd is slow on a busy 2-core VM otherwise)
     kube-apiserver) echo "$bin/kube-apiserver --etcd-servers http://127.0.0.1:$ETCD_PORT
         --bind-address $NODE_IP --advertise-address $NODE_IP --secure-port $API_PORT
         --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction --allow-privileged=false
@@ -267,8 +271,13 @@ default_sa() { kubectl_admin -n default get serviceaccount default; }
 
 load_image() {  # copy a Docker image into the cluster's containerd
     local image=$1
-    docker image inspect "$image" >/dev/null 2>&1 || die "no Docker image $image (build it first)"
+    local id record
+    id=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null) || die "no Docker image $image (build it first)"
+    record="$STATE/images/$(echo "$image" | tr '/:' '__')"
+    [ -f "$record" ] && [ "$(cat "$record")" = "$id" ] && return 0  # this very image is there already
+    mkdir -p "$STATE/images"
     docker save "$image" | ctr_k8s images import - >/dev/null
+    echo "$id" >"$record"
 }
 
 pause_image() {

@@ -32,7 +32,7 @@ SCRIPT = REPO / "scripts" / "k8s-cluster.sh"
 SHARED_RBAC = REPO / "deploy" / "kubernetes" / "rbac-shared-namespace.yaml"
 PER_KERNEL_RBAC = REPO / "deploy" / "kubernetes" / "rbac-namespace-per-kernel.yaml"
 NAMESPACE = "kernels"  # the namespace the shared-namespace manifest grants
-KERNEL_IMAGE = "gp-test-kernel:suite"
+KERNEL_IMAGE = "gp-test-kernel:k8s"  # a tag of its own: the Docker tests of another checkout may rebuild theirs
 KERNEL_ARGV = ["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 REQUIRED = os.environ.get("GP_K8S_REAL_CLUSTER") == "1"
 

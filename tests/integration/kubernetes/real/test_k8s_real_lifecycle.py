@@ -186,8 +186,8 @@ async def test_namespace_per_kernel_container_killed_restart_shutdown(
         pod = await aget(cluster, "pod", pod_name(km), namespace)
         assert pod is not None and pod["spec"]["automountServiceAccountToken"] is True
         # The kernel's token works, and its Role lets it list pods in its own namespace only.
-        _, out = await run_code(km, KERNEL_API_CHECK)
-        assert out.split() == ["200", "403"], out
+        content, out = await run_code(km, KERNEL_API_CHECK)
+        assert out.split() == ["200", "403"], (content, out)
 
         # The kernel's container is killed on the node: the provisioner notices, a restart replaces the pod.
         kill_kernel_container(cluster, pod)
