@@ -45,6 +45,7 @@ async def test_spec_from_jupyter_k8s_spec_runs_a_notebook(
     monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
     monkeypatch.setenv("GP_KUBECONFIG", server_kubeconfig)
     monkeypatch.setenv("GP_IMAGE_PULL_POLICY", "Never")
+    monkeypatch.setenv("KERNEL_USERNAME", "jovyan")  # the suite may run as root, which specs refuse by default
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code) for code in CELLS])
     client = NotebookClient(nb, kernel_name="k8s-op", timeout=120, startup_timeout=120)
     await client.async_execute()
