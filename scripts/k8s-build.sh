@@ -28,7 +28,8 @@ if have_all; then
     echo "$BIN"
     exit 0
 fi
-command -v go >/dev/null || { echo "k8s-build: Go is not installed (need Go >= 1.24 on PATH)" >&2; exit 1; }
+command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"  # where the Go distribution installs itself
+command -v go >/dev/null || { echo "k8s-build: Go is not installed (Go >= 1.21 on PATH; it fetches the toolchain the modules ask for)" >&2; exit 1; }
 mkdir -p "$BIN"
 start=$(date +%s)
 
