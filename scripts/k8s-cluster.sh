@@ -146,6 +146,17 @@ EOF
             "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]]}}
 ]}
 EOF
+    # The audit log records every request of the Jupyter server's ServiceAccounts (namespace "jupyter", as the RBAC
+    # manifests bind): the tests and the benchmark count API requests per launch and per idle kernel with it.
+    cat >"$STATE/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts:jupyter"]
+  - level: None
+EOF
     cat >"$STATE/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -211,7 +222,8 @@ cmdline() {  # the command line of COMPONENT
         --kubelet-preferred-address-types InternalIP
         --service-account-issuer https://kubernetes.default.svc.cluster.local
         --service-account-key-file $pki/sa.pub --service-account-signing-key-file $pki/sa.key
-        --service-cluster-ip-range $SERVICE_CIDR --profiling=false --v 1" ;;
+        --service-cluster-ip-range $SERVICE_CIDR --profiling=false --v 1
+        --audit-policy-file $STATE/audit-policy.yaml --audit-log-path $STATE/logs/audit.log --audit-log-mode blocking" ;;
     kube-controller-manager) echo "$bin/kube-controller-manager --kubeconfig $STATE/controller-manager.kubeconfig
         --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false --use-service-account-credentials
         --service-account-private-key-file $pki/sa.key --root-ca-file $pki/ca.crt
@@ -404,6 +416,7 @@ env_lines() {
     echo "GP_K8S_POD_CIDR=$POD_CIDR"
     echo "GP_K8S_BIN=$(cat "$STATE/bin-dir")"
     echo "GP_K8S_CONTAINERD=$STATE/containerd/containerd.sock"
+    echo "GP_K8S_AUDIT_LOG=$STATE/logs/audit.log"
 }
 
 server_kubeconfig() {  # apply an RBAC manifest and write a kubeconfig for the ServiceAccount it binds

@@ -87,6 +87,24 @@ class Cluster:
                 pytest.fail(f"{what}: not within {timeout:.0f} s")
             time.sleep(0.2)
 
+    def audit_mark(self) -> int:
+        """A position in the apiserver's audit log (requests of the Jupyter server's ServiceAccounts only)."""
+        return Path(self.env["GP_K8S_AUDIT_LOG"]).stat().st_size
+
+    def requests_since(self, mark: int) -> list[str]:
+        """The server side's API requests after ``mark``, in order: "VERB /path" (query left out), one per request."""
+        seen: set[str] = set()
+        requests: list[str] = []
+        with open(self.env["GP_K8S_AUDIT_LOG"], "rb") as log:
+            log.seek(mark)
+            for line in log.read().decode().splitlines():
+                event = json.loads(line)
+                if event["auditID"] in seen:  # a watch logs ResponseStarted and ResponseComplete
+                    continue
+                seen.add(event["auditID"])
+                requests.append(f"{event['verb'].upper()} {event['requestURI'].split('?', 1)[0]}")
+        return requests
+
     def ctr(self, *args: str) -> str:
         result = subprocess.run(
             ["ctr", "--address", self.env["GP_K8S_CONTAINERD"], "-n", "k8s.io", *args],
