@@ -104,13 +104,18 @@ async def test_callback_mode_pod_calls_the_server(cluster: Cluster, real_spec, p
     km = AsyncKernelManager(kernel_name=real_spec(connection_mode="callback", response_ip=cluster.node_ip))
     await km.start_kernel()
     try:
-        pod = await aget(cluster, "pod", pod_name(km), NAMESPACE)
-        assert pod is not None
-        assert km.get_connection_info()["ip"] == pod["status"]["podIP"]
+        # The agent may call back before the kubelet has reported the pod's IP to the API.
+        await until("the pod's IP in its status", lambda: pod_ip(cluster, km), 30)
+        assert km.get_connection_info()["ip"] == await pod_ip(cluster, km)
         _, out = await run_code(km, "print('called back')")
         assert out.strip() == "called back"
     finally:
         await km.shutdown_kernel(now=True)
+
+
+async def pod_ip(cluster: Cluster, km: AsyncKernelManager) -> str | None:
+    pod = await aget(cluster, "pod", pod_name(km), NAMESPACE)
+    return None if pod is None else (pod.get("status") or {}).get("podIP")
 
 
 async def test_curve_encrypted_channels(cluster: Cluster, real_spec, pods_left) -> None:
