@@ -35,8 +35,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jupyter_client.asynchronous import AsyncKernelClient  # noqa: E402
+import zmq  # noqa: E402
+import zmq.asyncio  # noqa: E402
 from jupyter_client.manager import AsyncKernelManager  # noqa: E402
+from jupyter_client.session import Session  # noqa: E402
 from tests.conftest import write_kernel_spec  # noqa: E402
 from tests.integration.kubernetes.real.conftest import (  # noqa: E402
     KERNEL_ARGV,
@@ -74,14 +76,20 @@ def bare_pod(name: str, key: str) -> dict[str, Any]:
 
 
 async def kernel_info(ip: str, key: str, timeout: float = 120) -> None:
-    kc = AsyncKernelClient()
-    kc.load_connection_info({**PORTS, "ip": ip, "key": key.encode(), "transport": "tcp",
-                             "signature_scheme": "hmac-sha256"})  # fmt: skip
-    kc.start_channels()
+    """Until the bare kernel answers kernel_info on its shell port. (A client's wait_for_ready would give up at the
+    first missed heartbeat while ipykernel is still starting: nothing tells the floor when its ports are bound.)"""
+    context = zmq.asyncio.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(f"tcp://{ip}:{PORTS['shell_port']}")  # queued until the kernel binds
     try:
-        await kc.wait_for_ready(timeout=timeout)
+        session = Session(key=key.encode(), signature_scheme="hmac-sha256")
+        session.send(sock, "kernel_info_request", {})
+        if not await sock.poll(timeout * 1000):
+            raise TimeoutError(f"no kernel_info reply from {ip} within {timeout} s")
     finally:
-        kc.stop_channels()
+        sock.close()
+        context.term()
 
 
 async def floor(client: KubeClient, n: int) -> dict[str, Any]:
