@@ -31,6 +31,10 @@ NODE_NAME=gpk8s-node
 API_PORT=16443
 ETCD_PORT=23790
 PAUSE_IMAGE=gp.local/pause:1
+# host directories the node's programs create whatever they are told (the kubelet's container log links and device
+# plugin socket folder, containerd's shim sockets, libcni's cache, iproute2's netns folder): the ones that did not
+# exist before `up` are removed by `down`
+HOST_DIRS="/var/log/containers /var/lib/kubelet /run/containerd /var/lib/cni /run/netns"
 # host settings the kubelet changes (it sets kernel tunables it expects): saved on `up`, restored on `down`
 SYSCTLS="vm.overcommit_memory kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes
 net.ipv4.conf.all.route_localnet"
@@ -135,6 +139,7 @@ state = "$STATE/containerd/state"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "$STATE/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$STATE/cni/net.d"
@@ -321,6 +326,7 @@ up() {
     if [ ! -f "$STATE/host-before" ]; then
         for key in $SYSCTLS; do echo "$key=$(sysctl -n "$key")"; done >"$STATE/host-before.tmp"
         ip netns list | awk '{print $1}' >"$STATE/netns-before"
+        for dir in $HOST_DIRS; do [ -e "$dir" ] || echo "$dir"; done >"$STATE/dirs-created"
         mv "$STATE/host-before.tmp" "$STATE/host-before"
     fi
     make_pki
@@ -348,9 +354,10 @@ up() {
 }
 
 down() {
-    local name host_before="" netns_before=""
+    local name host_before="" netns_before="" dirs_created=""
     [ -f "$STATE/host-before" ] && host_before=$(cat "$STATE/host-before")
     [ -f "$STATE/netns-before" ] && netns_before=$(cat "$STATE/netns-before")
+    [ -f "$STATE/dirs-created" ] && dirs_created=$(cat "$STATE/dirs-created")
     for name in kube-proxy kubelet; do stop "$name"; done
     # The pods' containers and sandboxes: their shims outlive containerd, so end them through containerd first.
     if alive containerd; then
@@ -392,6 +399,14 @@ down() {
         echo "$netns_before" | grep -qx "$ns" || ip netns delete "$ns" 2>/dev/null || true
     done
     rm -rf /var/lib/cni/results/gpk8s-* 2>/dev/null || true
+    # the kubelet's links to our pods' logs, then the host folders that only exist because of this cluster
+    find /var/log/containers -maxdepth 1 -type l -lname "$STATE/*" -delete 2>/dev/null || true
+    for dir in $dirs_created; do
+        case $dir in
+        /var/log/containers|/run/netns) rmdir "$dir" 2>/dev/null || true ;;  # only if empty: others may use them
+        *) rm -rf "$dir" ;;
+        esac
+    done
     for link in $(ip -o link show master "$BRIDGE" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
         ip link delete "$link" 2>/dev/null || true
     done
