@@ -398,7 +398,7 @@ down() {
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^cni-' || true); do
         echo "$netns_before" | grep -qx "$ns" || ip netns delete "$ns" 2>/dev/null || true
     done
-    rm -rf /var/lib/cni/results/gpk8s-* 2>/dev/null || true
+    rm -rf /var/lib/cni/results/gpk8s-* /var/lib/cni/results/cni-loopback-* 2>/dev/null || true  # libcni cache
     # the kubelet's links to our pods' logs, then the host folders that only exist because of this cluster
     find /var/log/containers -maxdepth 1 -type l -lname "$STATE/*" -delete 2>/dev/null || true
     for dir in $dirs_created; do
