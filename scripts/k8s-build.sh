@@ -7,8 +7,9 @@
 #
 #   sh scripts/k8s-build.sh            # prints the bin directory on its last line; a second run returns at once
 #
-# Environment: GP_K8S_CACHE (default ~/.cache/gp-k8s) holds GOCACHE, GOMODCACHE, the generated modules and the
-# binaries; GP_K8S_BUILD_JOBS (default 2) is passed to `go build -p`.
+# Environment: GP_K8S_VERSION (default v1.34.4) and GP_K8S_ETCD_VERSION (default v3.6.16) pick the releases;
+# GP_K8S_CACHE (default ~/.cache/gp-k8s) holds GOCACHE, GOMODCACHE, the generated modules and the binaries;
+# GP_K8S_BUILD_JOBS (default 2) is passed to `go build -p`.
 set -eu
 
 K8S_VERSION=${GP_K8S_VERSION:-v1.34.4}

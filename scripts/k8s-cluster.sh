@@ -5,7 +5,7 @@
 #   scripts/k8s-cluster.sh down               stop every process it started (by pid) and remove what it made
 #   scripts/k8s-cluster.sh env                KUBECONFIG=... and the other values a test needs (exit 1 when down)
 #   scripts/k8s-cluster.sh load-image IMAGE   copy a local Docker image into the cluster's containerd
-#   scripts/k8s-cluster.sh stop|start|restart COMPONENT    e.g. kube-apiserver (tests kill and restart it)
+#   scripts/k8s-cluster.sh stop|kill|start|restart COMPONENT  e.g. kube-apiserver (tests kill and restart it)
 #   scripts/k8s-cluster.sh server-kubeconfig FILE          apply FILE (the RBAC manifest of docs/kubernetes.md) and
 #                                             print the path of a kubeconfig for its ServiceAccount subject
 #
@@ -267,6 +267,15 @@ stop() {  # stop COMPONENT: SIGTERM by pid, then SIGKILL after 10 s
     rm -f "$f"
 }
 
+kill_now() {  # kill COMPONENT: SIGKILL by pid, as a crash would end it
+    local f=$STATE/pids/$1 pid i
+    [ -f "$f" ] || die "$1 is not running"
+    pid=$(cat "$f")
+    kill -KILL "$pid" 2>/dev/null || true
+    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$f"
+}
+
 wait_for() {  # wait_for SECONDS WHAT COMMAND...: poll COMMAND until it succeeds
     local seconds=$1 what=$2 i
     shift 2
@@ -469,9 +478,10 @@ down) down ;;
 env) env_lines ;;
 load-image) [ -n "${2:-}" ] || die "usage: load-image IMAGE"; load_image "$2" ;;
 stop) stop "${2:?component}" ;;
+kill) kill_now "${2:?component}" ;;
 start) start "${2:?component}" ;;
 restart) stop "${2:?component}"; start "$2" ;;
 server-kubeconfig) server_kubeconfig "${2:?manifest file}" ;;
 build) bin_dir ;;
-*) echo "usage: $0 up|down|env|load-image IMAGE|stop|start|restart COMPONENT|server-kubeconfig MANIFEST" >&2; exit 2 ;;
+*) echo "usage: $0 up|down|env|load-image IMAGE|stop|kill|start|restart COMPONENT|server-kubeconfig MANIFEST" >&2; exit 2 ;;
 esac
