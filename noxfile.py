@@ -38,22 +38,16 @@ def benchmarks(session: nox.Session) -> None:
     session.run("python", "benchmarks/kernel_startup.py", "--runs", "10", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def k8s_real_cluster(session: nox.Session) -> None:
-    """The Kubernetes integration tests against a real cluster (kind, minikube...), when `kubectl cluster-info` works.
+    """The real-cluster tests (tests/integration/kubernetes/real) on a cluster this machine runs: root only.
 
-    Set GP_K8S_TEST_IMAGE (and optionally GP_K8S_TEST_NAMESPACE, GP_KUBECONFIG); see docs/kubernetes.md.
+    `scripts/k8s-cluster.sh up` builds Kubernetes from its Go modules the first time (cached) and starts it; `down`
+    removes it again, also when the tests fail. See docs/kubernetes.md, "Tests on a real cluster".
     """
-    import shutil
-    import subprocess
-
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        session.skip("kubectl is not installed, so no cluster can be checked: install kubectl and a cluster (kind)")
-    probe = subprocess.run([kubectl, "cluster-info"], capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        reason = (probe.stderr or probe.stdout).strip().splitlines()[-1:] or ["no answer"]
-        session.skip(f"`kubectl cluster-info` failed, no reachable cluster: {reason[0]}")
-    session.install(".[test]")
-    session.run("pytest", "-ra", "tests/integration/kubernetes/test_k8s_real_cluster.py", *session.posargs,
-                env={"GP_K8S_REAL_CLUSTER": "1"})  # fmt: skip
+    session.run("bash", "scripts/k8s-cluster.sh", "up", external=True)
+    try:
+        session.run("python", "-m", "pytest", "-ra", "tests/integration/kubernetes/real", *session.posargs,
+                    env={"GP_K8S_REAL_CLUSTER": "1"}, external=True)  # fmt: skip
+    finally:
+        session.run("bash", "scripts/k8s-cluster.sh", "down", external=True)

@@ -11,6 +11,14 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v mmdebstrap >/dev/null || missing="$missing mmdebstrap"
     command -v java >/dev/null || missing="$missing default-jre-headless"
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"  # the server-store tests
+    # the real Kubernetes cluster's node (scripts/k8s-cluster.sh); Kubernetes itself is built from Go modules
+    command -v containerd >/dev/null || missing="$missing containerd"
+    command -v runc >/dev/null || missing="$missing runc"
+    [ -x /usr/lib/cni/bridge ] || missing="$missing containernetworking-plugins"
+    command -v iptables >/dev/null || missing="$missing iptables"
+    command -v conntrack >/dev/null || missing="$missing conntrack"
+    command -v openssl >/dev/null || missing="$missing openssl"
+    command -v curl >/dev/null || missing="$missing curl"
     if [ -n "$missing" ]; then
         echo "== installing Debian packages:$missing"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
@@ -28,6 +36,35 @@ echo "== ruff"
 echo "== mypy (strict on the core)"
 "$VENV/bin/mypy" src
 "$VENV/bin/mypy" --strict src/gateway_provisioners/core
+# Test clusters started here are stopped when this script ends, also on failure or interruption.
+cleanup=""
+k8s_down() { bash scripts/k8s-cluster.sh down >/tmp/gp-k8s-down.log 2>&1 || echo "== k8s-cluster.sh down failed: /tmp/gp-k8s-down.log"; }
+trap 'eval "$cleanup"' EXIT
+trap 'exit 130' INT TERM
+# A real single-node Kubernetes cluster for tests/integration/kubernetes/real (root only): the first run builds it from
+# the Kubernetes Go modules (cached in ~/.cache/gp-k8s, see docs/kubernetes.md); it is removed again when the tests
+# end, also on failure. One that is already up is used and left up. GP_K8S_CLUSTER=0 (or --co) skips it; then, or
+# when it cannot start outside CI, those tests skip and say why. Under CI=true a cluster that does not start fails.
+case " $* " in *" --co "*|*" --collect-only "*) GP_K8S_CLUSTER=${GP_K8S_CLUSTER:-0} ;; esac
+if [ "$(id -u)" = 0 ] && [ "${GP_K8S_CLUSTER:-1}" != 0 ] && [ "$(uname -s)" = Linux ]; then
+    if bash scripts/k8s-cluster.sh env >/dev/null 2>&1; then
+        echo "== using the Kubernetes test cluster that is already up"
+        export GP_K8S_REAL_CLUSTER=1
+    else
+        echo "== starting a Kubernetes test cluster (scripts/k8s-cluster.sh up; log: /tmp/gp-k8s-up.log)"
+        cleanup="$cleanup k8s_down;"
+        if bash scripts/k8s-cluster.sh up >/tmp/gp-k8s-up.log 2>&1; then
+            export GP_K8S_REAL_CLUSTER=1
+        elif [ "${CI:-}" = true ]; then
+            tail -n 20 /tmp/gp-k8s-up.log
+            echo "== the Kubernetes test cluster did not start (CI=true: failing)"
+            exit 1
+        else
+            tail -n 5 /tmp/gp-k8s-up.log
+            echo "== no Kubernetes test cluster: the real-cluster tests will skip"
+        fi
+    fi
+fi
 echo "== pytest"
 # The tests import the installed wheel (src/ is not on the path), so the agent files shipped in it are what runs.
-exec "$PY" -m pytest -p no:cacheprovider -ra "$@"
+"$PY" -m pytest -p no:cacheprovider -ra "$@"
