@@ -1,9 +1,10 @@
 #!/bin/sh
-# A real Hadoop YARN for the tests (one ResourceManager, one NodeManager: Hadoop's MiniYARNCluster), on loopback.
+# A real Hadoop YARN for the tests: Hadoop's own ResourceManager and NodeManager, one JVM each, on loopback.
 #
 #   sh scripts/yarn-cluster.sh up      resolve Hadoop (cached), start the cluster, print its pid and the env lines
 #   sh scripts/yarn-cluster.sh env     print the env lines of the running cluster (HADOOP_CONF_DIR, GP_YARN_ENDPOINT)
 #   sh scripts/yarn-cluster.sh down    stop the cluster and the containers it started, by pid
+#   sh scripts/yarn-cluster.sh resolve only fetch Hadoop and compile tests/yarn_cluster/MiniYarn.java (cached)
 #
 # Hadoop's jars come from Maven Central (tests/yarn_cluster/pom.xml pins the version, that of the Hadoop client in
 # the pinned pyspark) into $GP_YARN_CACHE (~/.cache/gp-yarn), laid out like an install (share/hadoop/common/lib), so
@@ -15,7 +16,8 @@ HERE=$(pwd)/tests/yarn_cluster
 CACHE=${GP_YARN_CACHE:-$HOME/.cache/gp-yarn}
 RUN=${GP_YARN_RUN:-$CACHE/run}
 VERSION=$(sed -n 's:.*<hadoop.version>\(.*\)</hadoop.version>.*:\1:p' "$HERE/pom.xml")
-HADOOP=$CACHE/hadoop-$VERSION
+# The cached install is keyed by the pom's hash: a changed pom resolves again.
+HADOOP=$CACHE/hadoop-$VERSION-$(sha256sum "$HERE/pom.xml" | cut -c1-8)
 JARS=$HADOOP/share/hadoop/common/lib
 EXPIRY_MS=${GP_YARN_AM_EXPIRY_MS:-20000}
 # Hadoop 3.5 on Java 17 reflects into these packages.
@@ -30,7 +32,7 @@ say() { echo "== yarn-cluster: $*" >&2; }
 resolve() {
     [ -f "$HADOOP/.complete" ] && return 0
     command -v mvn >/dev/null || { say "Maven (mvn) is needed to fetch Hadoop $VERSION: apt-get install maven"; exit 1; }
-    say "fetching Hadoop $VERSION (minicluster) from Maven Central into $HADOOP"
+    say "fetching Hadoop $VERSION (ResourceManager, NodeManager) from Maven Central into $HADOOP"
     rm -rf "$HADOOP"
     mkdir -p "$JARS"
     mvn -B -q -f "$HERE/pom.xml" -Dmaven.repo.local="$CACHE/m2" dependency:copy-dependencies \
@@ -50,78 +52,103 @@ compile() {
     fi
 }
 
-running() { [ -f "$RUN/pid" ] && kill -0 "$(cat "$RUN/pid")" 2>/dev/null; }
+pid_of() { cat "$RUN/$1.pid" 2>/dev/null || true; }
+alive() { p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+running() { alive rm && alive nm; }
 
 env_lines() {
     echo "HADOOP_CONF_DIR=$RUN/conf"
-    echo "GP_YARN_ENDPOINT=$(cat "$RUN/conf/ready")"
+    echo "GP_YARN_ENDPOINT=$(cat "$RUN/conf/endpoint")"
     echo "GP_YARN_AM_EXPIRY_MS=$EXPIRY_MS"
     echo "GP_YARN_HADOOP_HOME=$HADOOP"
 }
 
+# One running node, as the RM sees it.
+node_running() {
+    python3 - "$(cat "$RUN/conf/endpoint")" <<'PY'
+import json, sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1] + "/ws/v1/cluster/nodes", timeout=5) as reply:
+        nodes = (json.load(reply).get("nodes") or {}).get("node") or []
+except OSError:
+    sys.exit(1)
+sys.exit(0 if any(n.get("state") == "RUNNING" for n in nodes) else 1)
+PY
+}
+
 up() {
     if running; then
-        say "already running (pid $(cat "$RUN/pid"))"
+        say "already running (pids $(pid_of rm) $(pid_of nm))"
         env_lines
         return 0
     fi
+    down >/dev/null 2>&1 || true
     command -v java >/dev/null || { say "Java is needed: apt-get install default-jdk-headless"; exit 1; }
     resolve
     compile
     rm -rf "$RUN"
     mkdir -p "$RUN/conf" "$RUN/work"
+    java -XX:TieredStopAtLevel=1 -cp "$CLASSES:$JARS/*" -Dgp.yarn.amExpiryMs="$EXPIRY_MS" \
+        MiniYarn conf "$RUN/conf" "$RUN/work" >"$RUN/conf.log" 2>&1
     # The NodeManager's containers inherit this environment: Hadoop's layout (the AM of REST submission finds its
     # jars there, as on an install) and the clients' configuration.
-    (
-        cd "$RUN/work"
-        export HADOOP_HOME="$HADOOP" HADOOP_COMMON_HOME="$HADOOP" HADOOP_HDFS_HOME="$HADOOP" \
-            HADOOP_YARN_HOME="$HADOOP" HADOOP_MAPRED_HOME="$HADOOP" HADOOP_CONF_DIR="$RUN/conf"
-        JAVA_HOME=${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")}
-        export JAVA_HOME
+    export HADOOP_HOME="$HADOOP" HADOOP_COMMON_HOME="$HADOOP" HADOOP_HDFS_HOME="$HADOOP" \
+        HADOOP_YARN_HOME="$HADOOP" HADOOP_MAPRED_HOME="$HADOOP" HADOOP_CONF_DIR="$RUN/conf"
+    JAVA_HOME=${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")}
+    export JAVA_HOME
+    # The configuration comes first on the classpath (yarn-site.xml, capacity-scheduler.xml, log4j.properties).
+    for role in rm nm; do
         # shellcheck disable=SC2086
-        exec setsid java -Xmx768m $OPENS -Dgp.yarn.amExpiryMs="$EXPIRY_MS" \
-            -cp "$RUN/conf:$CLASSES:$JARS/*" MiniYarn "$RUN/conf" "$RUN/work" >"$RUN/cluster.log" 2>&1 </dev/null
-    ) &
-    echo $! >"$RUN/pid"
+        (cd "$RUN/work" && exec setsid java -Xmx512m -XX:TieredStopAtLevel=1 $OPENS \
+            -cp "$RUN/conf:$CLASSES:$JARS/*" MiniYarn "$role" "$RUN/conf" "$RUN/work" \
+            >"$RUN/$role.log" 2>&1 </dev/null) &
+        echo $! >"$RUN/$role.pid"
+    done
     deadline=$(($(date +%s) + ${GP_YARN_UP_TIMEOUT:-180}))
-    while [ ! -f "$RUN/conf/ready" ]; do
-        if ! running; then
-            say "the cluster exited while starting; the end of $RUN/cluster.log:"
-            tail -n 30 "$RUN/cluster.log" >&2
-            exit 1
-        fi
+    until [ -f "$RUN/conf/rm.ready" ] && [ -f "$RUN/conf/nm.ready" ] && node_running; do
+        for role in rm nm; do
+            if ! alive $role; then
+                say "the $role exited while starting; the end of $RUN/$role.log:"
+                tail -n 30 "$RUN/$role.log" >&2
+                down
+                exit 1
+            fi
+        done
         if [ "$(date +%s)" -gt "$deadline" ]; then
-            say "not ready after ${GP_YARN_UP_TIMEOUT:-180} s; the end of $RUN/cluster.log:"
-            tail -n 30 "$RUN/cluster.log" >&2
+            say "not ready after ${GP_YARN_UP_TIMEOUT:-180} s; see $RUN/rm.log and $RUN/nm.log"
             down
             exit 1
         fi
         sleep 0.5
     done
-    say "up: pid $(cat "$RUN/pid"), ResourceManager $(cat "$RUN/conf/ready")"
+    say "up: ResourceManager $(cat "$RUN/conf/endpoint") (pid $(pid_of rm)), NodeManager (pid $(pid_of nm))"
     env_lines
 }
 
+stop_pid() {
+    kill -TERM "$1" 2>/dev/null || return 0
+    i=0
+    while kill -0 "$1" 2>/dev/null && [ $i -lt 60 ]; do sleep 0.5; i=$((i + 1)); done
+    kill -KILL "$1" 2>/dev/null || true
+}
+
 down() {
-    [ -f "$RUN/pid" ] || { say "not running"; return 0; }
-    pid=$(cat "$RUN/pid")
+    [ -f "$RUN/rm.pid" ] || [ -f "$RUN/nm.pid" ] || { say "not running"; return 0; }
     # The containers' process groups (the NodeManager writes each container's pid under its work folder).
     containers=$(find "$RUN/work" -name '*.pid' -path '*nmPrivate*' -exec cat {} + 2>/dev/null || true)
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid"  # the shutdown hook stops the NodeManager, which stops its containers
-        i=0
-        while kill -0 "$pid" 2>/dev/null && [ $i -lt 60 ]; do sleep 0.5; i=$((i + 1)); done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
+    nm=$(pid_of nm)
+    rm_=$(pid_of rm)
+    [ -z "$nm" ] || stop_pid "$nm"  # its shutdown hook stops the containers
+    [ -z "$rm_" ] || stop_pid "$rm_"
     for c in $containers; do kill -KILL -- "-$c" 2>/dev/null || true; done
-    rm -f "$RUN/pid" "$RUN/conf/ready"
-    say "down (pid $pid)"
+    rm -f "$RUN/rm.pid" "$RUN/nm.pid" "$RUN/conf/rm.ready" "$RUN/conf/nm.ready"
+    say "down (pids $rm_ $nm)"
 }
 
 case "${1:-}" in
     up) up ;;
     down) down ;;
-    env) running && env_lines || { say "not running"; exit 1; } ;;
+    env) if running; then env_lines; else say "not running"; exit 1; fi ;;
     resolve) resolve && compile ;;
     *) echo "usage: $0 up|down|env|resolve" >&2; exit 2 ;;
 esac

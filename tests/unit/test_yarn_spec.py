@@ -87,3 +87,23 @@ def test_env_booleans_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert provisioner.impersonation_enabled is False and provisioner.yarn_endpoint_security_enabled is False
     monkeypatch.setenv("GP_IMPERSONATION_ENABLED", "yes")
     assert YarnProvisioner().impersonation_enabled is True
+
+
+def test_rest_body_runs_the_agent_under_the_java_application_master() -> None:
+    import base64
+
+    from gateway_provisioners.adapters.yarn.submit import APPLICATION_MASTER, Application, rest_body
+
+    app = Application(kernel_id="k", name="k", tags=["t"], python="/opt/py/bin/python3", params={"token": "s"})
+    body = rest_body(app, "application_1_0001", am_classpath="/etc/hadoop:/opt/hadoop/*")
+    env = {e["key"]: e["value"] for e in body["am-container-spec"]["environment"]["entry"]}
+    command = body["am-container-spec"]["commands"]["command"]
+    assert base64.b64decode(env["GP_YARN_AM"]) == APPLICATION_MASTER.read_bytes()
+    assert env["CLASSPATH"] == "/etc/hadoop:/opt/hadoop/*"  # in the environment: a command line would be globbed
+    assert "{{JAVA_HOME}}/bin/java" in command and "GpYarnAm.java /opt/py/bin/python3 gp_yarn_bootstrap.py" in command
+    assert "/opt/hadoop/*" not in command and "token" not in command
+
+    plain = rest_body(app, "application_1_0001", application_master="agent")
+    env = {e["key"]: e["value"] for e in plain["am-container-spec"]["environment"]["entry"]}
+    assert "GP_YARN_AM" not in env and "CLASSPATH" not in env
+    assert "exec /opt/py/bin/python3 gp_yarn_bootstrap.py" in plain["am-container-spec"]["commands"]["command"]

@@ -1,14 +1,17 @@
 /*
- * A real Hadoop YARN for the tests: one ResourceManager and one NodeManager (Hadoop's MiniYARNCluster) in this JVM,
- * every address on 127.0.0.1, local files instead of HDFS (fs.defaultFS=file:///: one machine, so the NodeManager
- * localizes from the local disk).
+ * A real Hadoop YARN for the tests: Hadoop's own ResourceManager and NodeManager services, each in its own JVM (as
+ * in a deployment; in one JVM their web UIs would share Guice's static filter and the RM's /cluster page would be
+ * lost), every address on 127.0.0.1, local files instead of HDFS (fs.defaultFS=file:///: one machine, so the
+ * NodeManager localizes from the local disk).
  *
- * Usage: java -cp <conf dir>:<hadoop jars>:<this class> MiniYarn <conf dir> <work dir>
- * Settings (system properties): gp.yarn.amExpiryMs (AM liveness expiry, default 20000), gp.yarn.nmMemoryMb (8192).
+ *   java -cp <conf dir>:<hadoop jars>:<this class> MiniYarn conf <conf dir> <work dir>   write the configuration
+ *   java ... MiniYarn rm <conf dir> <work dir>                                          run the ResourceManager
+ *   java ... MiniYarn nm <conf dir> <work dir>                                          run a NodeManager
  *
- * Once the RM and NM run, it writes yarn-site.xml and core-site.xml for clients into <conf dir> and then the file
- * <conf dir>/ready (the RM's web address); it runs until SIGTERM, when a shutdown hook stops the cluster (and with it
- * the NodeManager's containers).
+ * Settings of the conf step (system properties): gp.yarn.amExpiryMs (AM liveness expiry, default 20000),
+ * gp.yarn.nmMemoryMb (8192). The rm and nm steps read yarn-site.xml from <conf dir> (first on their classpath),
+ * write <conf dir>/<role>.ready once started, and run until SIGTERM, when a shutdown hook stops the service (the
+ * NodeManager stops its containers).
  */
 
 import java.io.IOException;
@@ -22,13 +25,55 @@ import java.nio.file.Paths;
 import java.nio.file.StandardCopyOption;
 
 import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.service.Service;
 import org.apache.hadoop.yarn.conf.YarnConfiguration;
-import org.apache.hadoop.yarn.server.MiniYARNCluster;
+import org.apache.hadoop.yarn.server.nodemanager.NodeManager;
+import org.apache.hadoop.yarn.server.resourcemanager.ResourceManager;
 
 public final class MiniYarn {
     private static final String HOST = "127.0.0.1";
 
-    /** A free port on loopback (the cluster's ports are fixed, so that nothing binds the machine's other addresses). */
+    public static void main(String[] args) {
+        try {
+            start(args);
+        } catch (Throwable e) {  // other threads would keep a half-started service's JVM alive: end it
+            e.printStackTrace();
+            System.exit(1);
+        }
+    }
+
+    private static void start(String[] args) throws Exception {
+        String role = args[0];
+        Path confDir = Paths.get(args[1]).toAbsolutePath();
+        Path workDir = Paths.get(args[2]).toAbsolutePath();
+        switch (role) {
+            case "conf":
+                writeConf(confDir);
+                break;
+            case "rm":
+                run("rm", new ResourceManager(), new YarnConfiguration(), confDir);
+                break;
+            case "nm":
+                YarnConfiguration conf = new YarnConfiguration();
+                conf.set(YarnConfiguration.NM_LOCAL_DIRS, workDir.resolve("nm-local").toString());
+                conf.set(YarnConfiguration.NM_LOG_DIRS, workDir.resolve("nm-logs").toString());
+                conf.set(YarnConfiguration.NM_REMOTE_APP_LOG_DIR, workDir.resolve("nm-remote-logs").toString());
+                run("nm", new NodeManager(), conf, confDir);
+                break;
+            default:
+                throw new IllegalArgumentException("role must be conf, rm or nm, not " + role);
+        }
+    }
+
+    private static void run(String role, Service service, Configuration conf, Path confDir) throws Exception {
+        service.init(conf);
+        service.start();
+        Runtime.getRuntime().addShutdownHook(new Thread(service::stop, "stop-" + role));
+        write(confDir.resolve(role + ".ready"), role + " started\n");
+        System.out.println("MiniYarn: " + role + " started");
+    }
+
+    /** A free port on loopback (the ports are fixed before start, so that nothing binds another address). */
     private static String freeAddress() throws IOException {
         try (ServerSocket socket = new ServerSocket()) {
             socket.bind(new InetSocketAddress(HOST, 0));
@@ -36,15 +81,9 @@ public final class MiniYarn {
         }
     }
 
-    public static void main(String[] args) throws Exception {
-        Path confDir = Paths.get(args[0]).toAbsolutePath();
+    private static void writeConf(Path confDir) throws IOException {
         Files.createDirectories(confDir);
-        Files.deleteIfExists(confDir.resolve("ready"));
-
-        YarnConfiguration conf = new YarnConfiguration();
-        conf.set("fs.defaultFS", "file:///");
-        // Fixed ports, all on loopback (MiniYARNCluster's ephemeral mode binds the machine's host name instead).
-        conf.setBoolean(YarnConfiguration.YARN_MINICLUSTER_FIXED_PORTS, true);
+        Configuration conf = new Configuration(false);
         conf.set(YarnConfiguration.RM_HOSTNAME, HOST);
         conf.set(YarnConfiguration.RM_ADDRESS, freeAddress());
         conf.set(YarnConfiguration.RM_SCHEDULER_ADDRESS, freeAddress());
@@ -73,38 +112,34 @@ public final class MiniYarn {
         conf.setLong(YarnConfiguration.NM_MIN_PER_DISK_FREE_SPACE_MB, 0);
         // Keep a finished container's logs a while: a failed launch reads their tail.
         conf.setLong(YarnConfiguration.NM_LOG_RETAIN_SECONDS, 3600);
+        // Containers are stopped quickly (SIGTERM, then SIGKILL 250 ms later: Hadoop's default).
+        conf.setLong(YarnConfiguration.NM_SLEEP_DELAY_BEFORE_SIGKILL_MS, 250);
 
         // Capacity scheduler: 'default' for the kernels, and 'tiny', too small for any AM (a full queue on demand).
         conf.set(YarnConfiguration.RM_SCHEDULER,
                 "org.apache.hadoop.yarn.server.resourcemanager.scheduler.capacity.CapacityScheduler");
-        conf.set("yarn.scheduler.capacity.root.queues", "default,tiny");
-        conf.set("yarn.scheduler.capacity.root.default.capacity", "99");
-        conf.set("yarn.scheduler.capacity.root.default.maximum-capacity", "100");
-        conf.set("yarn.scheduler.capacity.root.default.user-limit-factor", "100");
-        conf.set("yarn.scheduler.capacity.root.tiny.capacity", "1");
-        conf.set("yarn.scheduler.capacity.root.tiny.maximum-capacity", "1");
-        conf.set("yarn.scheduler.capacity.maximum-am-resource-percent", "1.0");
-        conf.set("yarn.scheduler.capacity.node-locality-delay", "-1");
+        Configuration queues = new Configuration(false);
+        queues.set("yarn.scheduler.capacity.root.queues", "default,tiny");
+        queues.set("yarn.scheduler.capacity.root.default.capacity", "99");
+        queues.set("yarn.scheduler.capacity.root.default.maximum-capacity", "100");
+        queues.set("yarn.scheduler.capacity.root.default.user-limit-factor", "100");
+        queues.set("yarn.scheduler.capacity.root.tiny.capacity", "1");
+        queues.set("yarn.scheduler.capacity.root.tiny.maximum-capacity", "1");
+        queues.set("yarn.scheduler.capacity.maximum-am-resource-percent", "1.0");
+        queues.set("yarn.scheduler.capacity.node-locality-delay", "-1");
+        writeXml(queues, confDir.resolve("capacity-scheduler.xml"));
 
-        MiniYARNCluster cluster = new MiniYARNCluster("gp-yarn", 1, 1, 1, 1);
-        cluster.init(conf);
-        cluster.start();
-        Runtime.getRuntime().addShutdownHook(new Thread(cluster::stop, "stop-mini-yarn"));
-        if (!cluster.waitForNodeManagersToConnect(60000)) {
-            throw new IllegalStateException("the NodeManager did not register with the ResourceManager in 60 s");
-        }
-
-        Configuration live = cluster.getConfig();
-        writeXml(live, confDir.resolve("yarn-site.xml"));
+        writeXml(conf, confDir.resolve("yarn-site.xml"));
         Configuration core = new Configuration(false);
         core.set("fs.defaultFS", "file:///");
         writeXml(core, confDir.resolve("core-site.xml"));
-        String web = "http://" + live.get(YarnConfiguration.RM_WEBAPP_ADDRESS);
-        Path ready = confDir.resolve("ready.tmp");
-        Files.write(ready, (web + "\n").getBytes(StandardCharsets.UTF_8));
-        Files.move(ready, confDir.resolve("ready"), StandardCopyOption.ATOMIC_MOVE);
-        System.out.println("MiniYarn ready: ResourceManager " + web);
-        Thread.currentThread().join();  // until SIGTERM
+        write(confDir.resolve("log4j.properties"),
+                "log4j.rootLogger=INFO,console\n"
+                + "log4j.appender.console=org.apache.log4j.ConsoleAppender\n"
+                + "log4j.appender.console.target=System.err\n"
+                + "log4j.appender.console.layout=org.apache.log4j.PatternLayout\n"
+                + "log4j.appender.console.layout.ConversionPattern=%d{ISO8601} %p %c{2}: %m%n\n");
+        write(confDir.resolve("endpoint"), "http://" + conf.get(YarnConfiguration.RM_WEBAPP_ADDRESS) + "\n");
     }
 
     private static void writeXml(Configuration conf, Path path) throws IOException {
@@ -112,6 +147,12 @@ public final class MiniYarn {
         try (OutputStream out = Files.newOutputStream(tmp)) {
             conf.writeXml(out);
         }
+        Files.move(tmp, path, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+    }
+
+    private static void write(Path path, String text) throws IOException {
+        Path tmp = path.resolveSibling(path.getFileName() + ".tmp");
+        Files.write(tmp, text.getBytes(StandardCharsets.UTF_8));
         Files.move(tmp, path, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
     }
 }

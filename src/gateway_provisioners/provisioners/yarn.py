@@ -17,6 +17,7 @@ import shlex
 from traitlets import Bool, Float, List, Unicode, default
 
 from ..adapters.yarn import YarnBackend, YarnShared
+from ..adapters.yarn.submit import AM_JAVA, DEFAULT_AM_CLASSPATH
 from ..core.backend import Backend
 from ..core.errors import ConfigurationError
 from ..core.launch import COMMON_PARAMS, ConnectionMode, Param, parse_bool
@@ -82,6 +83,18 @@ class YarnProvisioner(RemoteProvisionerBase):
         config=True
     )
 
+    application_master = Unicode(
+        help="""REST submission's application master (GP_YARN_APPLICATION_MASTER): 'java' (default) runs a small
+        AM (GpYarnAm.java, from source, with the nodes' Java and Hadoop jars) that registers with the RM, heartbeats
+        and runs the agent; 'agent' makes the agent the AM container's process, which never registers, so the RM
+        expires the kernel after yarn.am.liveness-monitor.expiry-interval-ms (10 minutes by default).""",
+    ).tag(config=True)
+
+    am_classpath = Unicode(
+        help="""Where the Java AM finds Hadoop's jars and configuration on the nodes (GP_YARN_AM_CLASSPATH): the
+        cluster's yarn.application.classpath, ':'-separated, $VARIABLES allowed. Default: Hadoop's default.""",
+    ).tag(config=True)
+
     poll_interval = Float(
         help="""Seconds between the shared RM queries once every kernel runs (GP_YARN_POLL_INTERVAL; 15). One query
         serves every kernel of this server.""",
@@ -141,6 +154,14 @@ class YarnProvisioner(RemoteProvisionerBase):
     def _default_am_memory(self) -> str:
         return env_default("GP_YARN_AM_MEMORY", default="1g")
 
+    @default("application_master")
+    def _default_application_master(self) -> str:
+        return env_default("GP_YARN_APPLICATION_MASTER", default=AM_JAVA)
+
+    @default("am_classpath")
+    def _default_am_classpath(self) -> str:
+        return env_default("GP_YARN_AM_CLASSPATH", default=DEFAULT_AM_CLASSPATH)
+
     @default("poll_interval")
     def _default_poll_interval(self) -> float:
         return env_number("GP_YARN_POLL_INTERVAL", float, "15", 0.1, 3600)
@@ -192,6 +213,8 @@ class YarnProvisioner(RemoteProvisionerBase):
             impersonation=self.impersonation_enabled,
             memory=self.am_memory,
             shutdown_wait=self.shutdown_wait_time,
+            application_master=self.application_master.strip().lower(),
+            am_classpath=self.am_classpath,
         )
 
     def kernel_ip(self) -> str:

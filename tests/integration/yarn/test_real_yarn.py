@@ -1,0 +1,157 @@
+"""yarn-provisioner against a real Hadoop YARN (scripts/yarn-cluster.sh: Hadoop's own ResourceManager and
+NodeManager), through AsyncKernelManager and real ipykernels in YARN containers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from jupyter_client.manager import AsyncKernelManager
+
+from gateway_provisioners.core.errors import LaunchError, QueueFull
+from gateway_provisioners.provisioners.yarn import YarnProvisioner
+
+from ...conftest import pid_gone
+from ...support.kernels import interrupt_running_cell, reattach_in_new_process, run_code
+from .conftest import RealYarn, write_real_yarn_spec
+
+pytestmark = pytest.mark.integration
+
+FINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+def app_of(km: AsyncKernelManager) -> str:
+    assert isinstance(km.provisioner, YarnProvisioner) and km.provisioner.kernel is not None
+    handle = km.provisioner.kernel.handle
+    assert handle is not None
+    return str(handle.data["app_id"])
+
+
+def rm_app(cluster: RealYarn, app_id: str) -> dict[str, Any]:
+    reply = requests.get(f"{cluster.endpoint}/ws/v1/cluster/apps/{app_id}", timeout=10)
+    reply.raise_for_status()
+    return dict(reply.json()["app"])
+
+
+async def wait_for_app(cluster: RealYarn, app_id: str, states: tuple[str, ...], timeout: float = 30) -> dict[str, Any]:
+    """Poll the RM (off the event loop) until the application is in one of ``states``; its report."""
+    deadline = time.monotonic() + timeout
+    while True:
+        app = await asyncio.to_thread(rm_app, cluster, app_id)
+        if app["state"] in states or time.monotonic() > deadline:
+            return app
+        await asyncio.sleep(0.5)
+
+
+async def test_rest_kernel_lives_past_three_am_expiries(jupyter_path: Path, real_yarn: RealYarn) -> None:
+    """A kernel submitted through REST has a registered AM that heartbeats: the RM does not expire it."""
+    write_real_yarn_spec(jupyter_path, "real-rest", real_yarn)
+    km = AsyncKernelManager(kernel_name="real-rest")
+    await km.start_kernel()
+    try:
+        app_id = app_of(km)
+        app = await wait_for_app(real_yarn, app_id, ("RUNNING", *FINAL))
+        assert app["state"] == "RUNNING", app  # registered: ACCEPTED would mean an AM the RM is waiting for
+        assert f"gp-kernel-{km.kernel_id}" in app["applicationTags"].split(",")
+        content, out = await run_code(km, "import os; print(6 * 7, os.getpid())")
+        assert content["status"] == "ok" and out.split()[0] == "42"
+        # Waiting out wall time is the point: three AM expiry intervals, checking all along that it still runs.
+        deadline = time.monotonic() + 3 * real_yarn.am_expiry + 2
+        while time.monotonic() < deadline:
+            app = await asyncio.to_thread(rm_app, real_yarn, app_id)
+            assert app["state"] == "RUNNING", f"the RM ended the kernel's application: {app.get('diagnostics')}"
+            await asyncio.sleep(2)
+        content, out = await run_code(km, "print(sum(range(10)))")
+        assert content["status"] == "ok" and out.strip() == "45"
+        assert await km.is_alive()
+    finally:
+        await km.shutdown_kernel(now=True)
+    app = await wait_for_app(real_yarn, app_id, FINAL)
+    assert app["state"] in ("KILLED", "FINISHED"), app
+
+
+async def test_agent_as_am_is_expired_by_the_rm(jupyter_path: Path, real_yarn: RealYarn) -> None:
+    """The control: with application_master 'agent' (nothing registers) the RM ends the kernel after its AM expiry.
+    This is what the Java AM prevents, and proves the cluster's short expiry is in force."""
+    write_real_yarn_spec(jupyter_path, "real-agent-am", real_yarn, application_master="agent")
+    km = AsyncKernelManager(kernel_name="real-agent-am")
+    await km.start_kernel()
+    try:
+        app_id = app_of(km)
+        assert (await asyncio.to_thread(rm_app, real_yarn, app_id))["state"] == "ACCEPTED"  # never RUNNING
+        content, _ = await run_code(km, "print(1)")
+        assert content["status"] == "ok"
+        app = await wait_for_app(real_yarn, app_id, FINAL, timeout=3 * real_yarn.am_expiry)
+        assert app["state"] == "FAILED" and "timed out" in app["diagnostics"], app
+    finally:
+        await km.shutdown_kernel(now=True)
+
+
+async def test_rest_kernel_execute_interrupt_restart_reattach_shutdown(
+    jupyter_path: Path, real_yarn: RealYarn, tmp_path: Path
+) -> None:
+    write_real_yarn_spec(jupyter_path, "real-life", real_yarn)
+    km = AsyncKernelManager(kernel_name="real-life")
+    await km.start_kernel()
+    try:
+        app_id = app_of(km)
+        app = await asyncio.to_thread(rm_app, real_yarn, app_id)
+        assert app["user"] == "gp-tester" and app["queue"] in ("default", "root.default")
+        assert app["applicationType"] == "GATEWAY-PROVISIONERS"
+        content, out = await run_code(km, "import os; print(os.getpid(), os.environ.get('CONTAINER_ID', ''))")
+        assert content["status"] == "ok"
+        pid, container = out.split()
+        assert container.startswith("container_") and app_id.split("_", 1)[1] in container  # in YARN's container
+
+        reply, elapsed = await interrupt_running_cell(km, timeout=20)
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt" and elapsed < 5
+
+        await km.restart_kernel(now=True)  # in place: same application, a new kernel process
+        assert app_of(km) == app_id
+        _, out = await run_code(km, "import os; print(os.getpid())")
+        assert out.strip() != pid and pid_gone(int(pid), 10)
+        pid = out.strip()
+
+        seen_pid, handle = await reattach_in_new_process(km, tmp_path)  # another server process reattaches
+        assert seen_pid == int(pid) and handle["data"]["app_id"] == app_id
+        assert await km.is_alive()
+    finally:
+        await km.shutdown_kernel(now=True)
+    # Shutdown kills the application (the RM's own record) and with it the container's processes.
+    assert (await asyncio.to_thread(rm_app, real_yarn, app_id))["state"] in ("KILLED", "FINISHED")
+    assert pid_gone(int(pid), 10)
+
+
+async def test_full_queue_is_queue_full_with_the_rms_diagnostics(jupyter_path: Path, real_yarn: RealYarn) -> None:
+    """Queue 'tiny' (1 % of the node) cannot hold any AM container: the RM keeps the application ACCEPTED."""
+    write_real_yarn_spec(jupyter_path, "real-full", real_yarn, queue="tiny", launch_timeout=8)
+    km = AsyncKernelManager(kernel_name="real-full")
+    with pytest.raises(QueueFull) as caught:
+        await km.start_kernel()
+    message = str(caught.value)
+    # Hadoop 3 names the queue by its path; the diagnostics are the RM's own.
+    assert message.startswith("queue root.tiny has no room: ") and "waiting for resources" in message.lower(), message
+    (app,) = [a for a in await asyncio.to_thread(apps_tagged, real_yarn, f"gp-kernel-{km.kernel_id}")]
+    assert (await wait_for_app(real_yarn, app["id"], FINAL))["state"] == "KILLED"
+
+
+async def test_agent_that_cannot_start_fails_the_launch_at_once(jupyter_path: Path, real_yarn: RealYarn) -> None:
+    write_real_yarn_spec(jupyter_path, "real-nopython", real_yarn, remote_python="/nonexistent/bin/python3")
+    km = AsyncKernelManager(kernel_name="real-nopython")
+    started = time.monotonic()
+    with pytest.raises(LaunchError) as caught:
+        await km.start_kernel()
+    assert time.monotonic() - started < 45, "a failed application must fail the launch at once, not at the deadline"
+    details = caught.value.details()
+    assert "cannot start /nonexistent/bin/python3" in str(caught.value), str(caught.value)
+    assert "[stderr] gp-yarn-am: cannot start /nonexistent/bin/python3" in details, details  # the container's log
+
+
+def apps_tagged(cluster: RealYarn, tag: str) -> list[dict[str, Any]]:
+    reply = requests.get(f"{cluster.endpoint}/ws/v1/cluster/apps", params={"applicationTags": tag}, timeout=10)
+    reply.raise_for_status()
+    return list(((reply.json() or {}).get("apps") or {}).get("app") or [])
