@@ -19,7 +19,9 @@ VERSION=$(sed -n 's:.*<hadoop.version>\(.*\)</hadoop.version>.*:\1:p' "$HERE/pom
 # The cached install is keyed by the pom's hash: a changed pom resolves again.
 HADOOP=$CACHE/hadoop-$VERSION-$(sha256sum "$HERE/pom.xml" | cut -c1-8)
 JARS=$HADOOP/share/hadoop/common/lib
-EXPIRY_MS=${GP_YARN_AM_EXPIRY_MS:-20000}
+# 45 s: short enough to wait out three times in a test, long enough for Spark's AM, which registers only once the
+# driver (here the kernel) has made its SparkContext (about 20 s on a busy 2-core machine).
+EXPIRY_MS=${GP_YARN_AM_EXPIRY_MS:-45000}
 # Hadoop 3.5 on Java 17 reflects into these packages.
 OPENS="--add-opens=java.base/java.lang=ALL-UNNAMED --add-opens=java.base/java.lang.reflect=ALL-UNNAMED
 --add-opens=java.base/java.util=ALL-UNNAMED --add-opens=java.base/java.util.concurrent=ALL-UNNAMED

@@ -8,7 +8,7 @@
  *   java ... MiniYarn rm <conf dir> <work dir>                                          run the ResourceManager
  *   java ... MiniYarn nm <conf dir> <work dir>                                          run a NodeManager
  *
- * Settings of the conf step (system properties): gp.yarn.amExpiryMs (AM liveness expiry, default 20000),
+ * Settings of the conf step (system properties): gp.yarn.amExpiryMs (AM liveness expiry, default 45000),
  * gp.yarn.nmMemoryMb (8192). The rm and nm steps read yarn-site.xml from <conf dir> (first on their classpath),
  * write <conf dir>/<role>.ready once started, and run until SIGTERM, when a shutdown hook stops the service (the
  * NodeManager stops its containers).
@@ -100,7 +100,7 @@ public final class MiniYarn {
         conf.set("yarn.timeline-service.webapp.address", freeAddress());
 
         // A short AM expiry, so that a test can wait out three of them: an AM that does not heartbeat dies.
-        conf.setLong(YarnConfiguration.RM_AM_EXPIRY_INTERVAL_MS, Long.getLong("gp.yarn.amExpiryMs", 20000L));
+        conf.setLong(YarnConfiguration.RM_AM_EXPIRY_INTERVAL_MS, Long.getLong("gp.yarn.amExpiryMs", 45000L));
         // One node with room for a few kernels and executors; memory is not enforced (no cgroups here).
         conf.setInt(YarnConfiguration.NM_PMEM_MB, Integer.getInteger("gp.yarn.nmMemoryMb", 8192));
         conf.setInt(YarnConfiguration.NM_VCORES, 16);
