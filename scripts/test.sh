@@ -10,6 +10,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v dockerd >/dev/null || missing="$missing docker.io"
     command -v mmdebstrap >/dev/null || missing="$missing mmdebstrap"
     command -v java >/dev/null || missing="$missing default-jre-headless"
+    # The real YARN (scripts/yarn-cluster.sh): javac compiles its launcher, Maven fetches Hadoop from Maven Central.
+    command -v javac >/dev/null || missing="$missing default-jdk-headless"
+    command -v mvn >/dev/null || missing="$missing maven"
     if [ -n "$missing" ]; then
         echo "== installing Debian packages:$missing"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
@@ -24,6 +27,24 @@ if command -v java >/dev/null; then extras="test,test-spark"; else extras="test"
 echo "== ruff"
 "$VENV/bin/ruff" check src launchers tests benchmarks docs/examples noxfile.py
 "$VENV/bin/ruff" format --check src launchers tests benchmarks docs/examples noxfile.py
+# A real Hadoop YARN for the YARN tests (its jars cached in ~/.cache/gp-yarn; stopped, by pid, when this script
+# ends). Without Java and Maven its tests skip, saying why; under CI=true a cluster that does not come up fails the run.
+if command -v javac >/dev/null && command -v mvn >/dev/null; then
+    echo "== starting a real YARN (scripts/yarn-cluster.sh up)"
+    trap 'sh scripts/yarn-cluster.sh down >/dev/null 2>&1 || true' EXIT
+    if ! sh scripts/yarn-cluster.sh up >/dev/null; then
+        if [ "${CI:-}" = true ]; then
+            echo "== the real YARN did not come up (see above)" >&2
+            exit 1
+        fi
+        echo "== no real YARN: its tests will skip"
+    fi
+elif [ "${CI:-}" = true ]; then
+    echo "== javac and mvn are needed for the real YARN under CI=true" >&2
+    exit 1
+fi
 echo "== pytest"
 # The tests import the installed wheel (src/ is not on the path), so the agent files shipped in it are what runs.
-exec "$PY" -m pytest -p no:cacheprovider -ra "$@"
+status=0
+"$PY" -m pytest -p no:cacheprovider -ra "$@" || status=$?
+exit $status

@@ -63,6 +63,7 @@ env_lines() {
     echo "GP_YARN_ENDPOINT=$(cat "$RUN/conf/endpoint")"
     echo "GP_YARN_AM_EXPIRY_MS=$EXPIRY_MS"
     echo "GP_YARN_HADOOP_HOME=$HADOOP"
+    echo "GP_YARN_RM_REQUEST_LOG=$RUN/rm-requests.log"
 }
 
 # One running node, as the RM sees it.

@@ -138,7 +138,14 @@ public final class MiniYarn {
                 + "log4j.appender.console=org.apache.log4j.ConsoleAppender\n"
                 + "log4j.appender.console.target=System.err\n"
                 + "log4j.appender.console.layout=org.apache.log4j.PatternLayout\n"
-                + "log4j.appender.console.layout.ConversionPattern=%d{ISO8601} %p %c{2}: %m%n\n");
+                + "log4j.appender.console.layout.ConversionPattern=%d{ISO8601} %p %c{2}: %m%n\n"
+                // Every HTTP request the RM serves, one line each: the tests count the provisioner's queries there.
+                + "log4j.logger.http.requests.resourcemanager=INFO,rmrequests\n"
+                + "log4j.additivity.http.requests.resourcemanager=false\n"
+                + "log4j.appender.rmrequests=org.apache.log4j.FileAppender\n"
+                + "log4j.appender.rmrequests.File=" + confDir.resolveSibling("rm-requests.log") + "\n"
+                + "log4j.appender.rmrequests.layout=org.apache.log4j.PatternLayout\n"
+                + "log4j.appender.rmrequests.layout.ConversionPattern=%m%n\n");
         write(confDir.resolve("endpoint"), "http://" + conf.get(YarnConfiguration.RM_WEBAPP_ADDRESS) + "\n");
     }
 

@@ -31,6 +31,12 @@ class RealYarn:
     endpoint: str  # the RM's web address
     conf_dir: Path  # yarn-site.xml and core-site.xml for clients (HADOOP_CONF_DIR)
     am_expiry: float  # seconds: yarn.am.liveness-monitor.expiry-interval-ms
+    request_log: Path  # the RM's HTTP request log, one line per request
+
+    def requests_served(self) -> list[str]:
+        """The request lines (``GET /ws/v1/cluster/apps?... HTTP/1.1``) the RM has served so far."""
+        text = self.request_log.read_text() if self.request_log.exists() else ""
+        return [line.split('"')[1] for line in text.splitlines() if line.count('"') >= 2]
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +52,7 @@ def real_yarn() -> RealYarn:
             pytest.fail(f"{reason}; under CI=true scripts/test.sh must have started it")
         pytest.skip(reason)
     return RealYarn(values["GP_YARN_ENDPOINT"], Path(values["HADOOP_CONF_DIR"]),
-                    int(values["GP_YARN_AM_EXPIRY_MS"]) / 1000)  # fmt: skip
+                    int(values["GP_YARN_AM_EXPIRY_MS"]) / 1000, Path(values["GP_YARN_RM_REQUEST_LOG"]))  # fmt: skip
 
 
 @pytest.fixture

@@ -48,17 +48,21 @@ async def wait_for_app(cluster: RealYarn, app_id: str, states: tuple[str, ...], 
 
 
 async def test_rest_kernel_lives_past_three_am_expiries(jupyter_path: Path, real_yarn: RealYarn) -> None:
-    """A kernel submitted through REST has a registered AM that heartbeats: the RM does not expire it."""
+    """A kernel submitted through REST has a registered AM that heartbeats: the RM does not expire it. The control,
+    side by side: with application_master 'agent' (nothing registers) the RM ends its kernel after one expiry."""
     write_real_yarn_spec(jupyter_path, "real-rest", real_yarn)
-    km = AsyncKernelManager(kernel_name="real-rest")
-    await km.start_kernel()
+    write_real_yarn_spec(jupyter_path, "real-agent-am", real_yarn, application_master="agent")
+    km, control = AsyncKernelManager(kernel_name="real-rest"), AsyncKernelManager(kernel_name="real-agent-am")
+    await asyncio.gather(km.start_kernel(), control.start_kernel())
     try:
-        app_id = app_of(km)
+        app_id, control_id = app_of(km), app_of(control)
         app = await wait_for_app(real_yarn, app_id, ("RUNNING", *FINAL))
         assert app["state"] == "RUNNING", app  # registered: ACCEPTED would mean an AM the RM is waiting for
         assert f"gp-kernel-{km.kernel_id}" in app["applicationTags"].split(",")
-        content, out = await run_code(km, "import os; print(6 * 7, os.getpid())")
-        assert content["status"] == "ok" and out.split()[0] == "42"
+        assert (await asyncio.to_thread(rm_app, real_yarn, control_id))["state"] == "ACCEPTED"  # never registers
+        for manager in (km, control):
+            content, out = await run_code(manager, "print(6 * 7)")
+            assert content["status"] == "ok" and out.strip() == "42"
         # Waiting out wall time is the point: three AM expiry intervals, checking all along that it still runs.
         deadline = time.monotonic() + 3 * real_yarn.am_expiry + 2
         while time.monotonic() < deadline:
@@ -68,27 +72,12 @@ async def test_rest_kernel_lives_past_three_am_expiries(jupyter_path: Path, real
         content, out = await run_code(km, "print(sum(range(10)))")
         assert content["status"] == "ok" and out.strip() == "45"
         assert await km.is_alive()
+        expired = await asyncio.to_thread(rm_app, real_yarn, control_id)
+        assert expired["state"] == "FAILED" and "timed out" in expired["diagnostics"], expired
     finally:
-        await km.shutdown_kernel(now=True)
+        await asyncio.gather(km.shutdown_kernel(now=True), control.shutdown_kernel(now=True))
     app = await wait_for_app(real_yarn, app_id, FINAL)
     assert app["state"] in ("KILLED", "FINISHED"), app
-
-
-async def test_agent_as_am_is_expired_by_the_rm(jupyter_path: Path, real_yarn: RealYarn) -> None:
-    """The control: with application_master 'agent' (nothing registers) the RM ends the kernel after its AM expiry.
-    This is what the Java AM prevents, and proves the cluster's short expiry is in force."""
-    write_real_yarn_spec(jupyter_path, "real-agent-am", real_yarn, application_master="agent")
-    km = AsyncKernelManager(kernel_name="real-agent-am")
-    await km.start_kernel()
-    try:
-        app_id = app_of(km)
-        assert (await asyncio.to_thread(rm_app, real_yarn, app_id))["state"] == "ACCEPTED"  # never RUNNING
-        content, _ = await run_code(km, "print(1)")
-        assert content["status"] == "ok"
-        app = await wait_for_app(real_yarn, app_id, FINAL, timeout=3 * real_yarn.am_expiry)
-        assert app["state"] == "FAILED" and "timed out" in app["diagnostics"], app
-    finally:
-        await km.shutdown_kernel(now=True)
 
 
 async def test_rest_kernel_execute_interrupt_restart_reattach_shutdown(
@@ -155,3 +144,27 @@ def apps_tagged(cluster: RealYarn, tag: str) -> list[dict[str, Any]]:
     reply = requests.get(f"{cluster.endpoint}/ws/v1/cluster/apps", params={"applicationTags": tag}, timeout=10)
     reply.raise_for_status()
     return list(((reply.json() or {}).get("apps") or {}).get("app") or [])
+
+
+async def test_one_rm_query_per_interval_for_all_running_kernels(jupyter_path: Path, real_yarn: RealYarn) -> None:
+    """Counted in the real RM's own request log: idle kernels cost one list query per interval, whatever their
+    number, and no request of their own."""
+    interval, window, kernels = 1.0, 8.0, 3
+    write_real_yarn_spec(jupyter_path, "real-idle", real_yarn, poll_interval=interval)
+    kms = [AsyncKernelManager(kernel_name="real-idle") for _ in range(kernels)]
+    await asyncio.gather(*(km.start_kernel() for km in kms))
+    try:
+        app_ids = [app_of(km) for km in kms]
+        for km in kms:  # every kernel answers; then the servers' only traffic to the RM is the shared poller's
+            content, _ = await run_code(km, "1")
+            assert content["status"] == "ok"
+        before = len(real_yarn.requests_served())
+        await asyncio.sleep(window)  # the measurement window itself, not a wait for something to happen
+        served = real_yarn.requests_served()[before:]
+    finally:
+        await asyncio.gather(*(km.shutdown_kernel(now=True) for km in kms))
+    lists = [r for r in served if r.startswith("GET /ws/v1/cluster/apps?")]
+    assert all("applicationTags=gateway-provisioners" in r for r in lists), lists
+    assert not [r for r in served if any(app_id in r for app_id in app_ids)], "no per-kernel request while idle"
+    assert window / interval - 2 <= len(lists) <= window / interval + 1, (len(lists), served)
+    assert len(served) == len(lists), served
