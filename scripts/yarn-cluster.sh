@@ -4,6 +4,7 @@
 #   sh scripts/yarn-cluster.sh up      resolve Hadoop (cached), start the cluster, print its pid and the env lines
 #   sh scripts/yarn-cluster.sh env     print the env lines of the running cluster (HADOOP_CONF_DIR, GP_YARN_ENDPOINT)
 #   sh scripts/yarn-cluster.sh down    stop the cluster and the containers it started, by pid
+#   sh scripts/yarn-cluster.sh restart-rm   stop the ResourceManager and start it again (it recovers its applications)
 #   sh scripts/yarn-cluster.sh resolve only fetch Hadoop and compile tests/yarn_cluster/MiniYarn.java (cached)
 #
 # Hadoop's jars come from Maven Central (tests/yarn_cluster/pom.xml pins the version, that of the Hadoop client in
@@ -99,14 +100,23 @@ up() {
         HADOOP_YARN_HOME="$HADOOP" HADOOP_MAPRED_HOME="$HADOOP" HADOOP_CONF_DIR="$RUN/conf"
     JAVA_HOME=${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")}
     export JAVA_HOME
-    # The configuration comes first on the classpath (yarn-site.xml, capacity-scheduler.xml, log4j.properties).
-    for role in rm nm; do
-        # shellcheck disable=SC2086
-        (cd "$RUN/work" && exec setsid java -Xmx512m -XX:TieredStopAtLevel=1 $OPENS \
-            -cp "$RUN/conf:$CLASSES:$JARS/*" MiniYarn "$role" "$RUN/conf" "$RUN/work" \
-            >"$RUN/$role.log" 2>&1 </dev/null) &
-        echo $! >"$RUN/$role.pid"
-    done
+    for role in rm nm; do start_role $role; done
+    wait_ready
+    say "up: ResourceManager $(cat "$RUN/conf/endpoint") (pid $(pid_of rm)), NodeManager (pid $(pid_of nm))"
+    env_lines
+}
+
+# Start one service (rm, nm) in the background; the configuration comes first on its classpath (yarn-site.xml,
+# capacity-scheduler.xml, log4j.properties).
+start_role() {
+    rm -f "$RUN/conf/$1.ready"
+    # shellcheck disable=SC2086
+    (cd "$RUN/work" && exec setsid java -Xmx512m -XX:TieredStopAtLevel=1 $OPENS \
+        -cp "$RUN/conf:$CLASSES:$JARS/*" MiniYarn "$1" "$RUN/conf" "$RUN/work" >>"$RUN/$1.log" 2>&1 </dev/null) &
+    echo $! >"$RUN/$1.pid"
+}
+
+wait_ready() {
     deadline=$(($(date +%s) + ${GP_YARN_UP_TIMEOUT:-180}))
     until [ -f "$RUN/conf/rm.ready" ] && [ -f "$RUN/conf/nm.ready" ] && node_running; do
         for role in rm nm; do
@@ -124,8 +134,15 @@ up() {
         fi
         sleep 0.5
     done
-    say "up: ResourceManager $(cat "$RUN/conf/endpoint") (pid $(pid_of rm)), NodeManager (pid $(pid_of nm))"
-    env_lines
+}
+
+restart_rm() {
+    running || { say "not running"; exit 1; }
+    compile
+    stop_pid "$(pid_of rm)"
+    start_role rm
+    wait_ready
+    say "ResourceManager restarted (pid $(pid_of rm))"
 }
 
 stop_pid() {
@@ -152,6 +169,7 @@ case "${1:-}" in
     up) up ;;
     down) down ;;
     env) if running; then env_lines; else say "not running"; exit 1; fi ;;
+    restart-rm) restart_rm ;;
     resolve) resolve && compile ;;
-    *) echo "usage: $0 up|down|env|resolve" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|env|restart-rm|resolve" >&2; exit 2 ;;
 esac

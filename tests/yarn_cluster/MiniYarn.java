@@ -115,6 +115,15 @@ public final class MiniYarn {
         // Containers are stopped quickly (SIGTERM, then SIGKILL 250 ms later: Hadoop's default).
         conf.setLong(YarnConfiguration.NM_SLEEP_DELAY_BEFORE_SIGKILL_MS, 250);
 
+        // RM restart keeps the applications (state in local files) and the running containers (work-preserving).
+        conf.setBoolean(YarnConfiguration.RECOVERY_ENABLED, true);
+        conf.set(YarnConfiguration.RM_STORE,
+                "org.apache.hadoop.yarn.server.resourcemanager.recovery.FileSystemRMStateStore");
+        conf.set(YarnConfiguration.FS_RM_STATE_STORE_URI, confDir.resolveSibling("rm-state").toUri().toString());
+        conf.setBoolean(YarnConfiguration.RM_WORK_PRESERVING_RECOVERY_ENABLED, true);
+        // The NodeManager and the AMs retry the RM every second while it restarts.
+        conf.setLong(YarnConfiguration.RESOURCEMANAGER_CONNECT_RETRY_INTERVAL_MS, 1000);
+
         // Capacity scheduler: 'default' for the kernels, and 'tiny', too small for any AM (a full queue on demand).
         conf.set(YarnConfiguration.RM_SCHEDULER,
                 "org.apache.hadoop.yarn.server.resourcemanager.scheduler.capacity.CapacityScheduler");

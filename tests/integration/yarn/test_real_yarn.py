@@ -4,6 +4,7 @@ NodeManager), through AsyncKernelManager and real ipykernels in YARN containers.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from gateway_provisioners.provisioners.yarn import YarnProvisioner
 
 from ...conftest import pid_gone
 from ...support.kernels import interrupt_running_cell, reattach_in_new_process, run_code
-from .conftest import RealYarn, write_real_yarn_spec
+from .conftest import ROOT, RealYarn, write_real_yarn_spec
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +169,27 @@ async def test_one_rm_query_per_interval_for_all_running_kernels(jupyter_path: P
     assert not [r for r in served if any(app_id in r for app_id in app_ids)], "no per-kernel request while idle"
     assert window / interval - 2 <= len(lists) <= window / interval + 1, (len(lists), served)
     assert len(served) == len(lists), served
+
+
+async def test_kernel_survives_a_resourcemanager_restart(jupyter_path: Path, real_yarn: RealYarn) -> None:
+    """The RM restarts (recovering its applications; work-preserving): the kernel, its AM and the provisioner's
+    poller carry on, and shutdown still kills the application through the restarted RM."""
+    write_real_yarn_spec(jupyter_path, "real-rm-restart", real_yarn)
+    km = AsyncKernelManager(kernel_name="real-rm-restart")
+    await km.start_kernel()
+    try:
+        app_id = app_of(km)
+        assert (await wait_for_app(real_yarn, app_id, ("RUNNING", *FINAL)))["state"] == "RUNNING"
+        _, pid = await run_code(km, "import os; print(os.getpid())")
+        script = str(ROOT / "scripts" / "yarn-cluster.sh")
+        done = await asyncio.to_thread(subprocess.run, ["sh", script, "restart-rm"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        # The restarted RM knows the application again, and its AM has re-registered (RUNNING, not ACCEPTED).
+        app = await wait_for_app(real_yarn, app_id, ("RUNNING", *FINAL), timeout=60)
+        assert app["state"] == "RUNNING", app
+        content, out = await run_code(km, "import os; print(os.getpid())")
+        assert content["status"] == "ok" and out == pid, "the same kernel process, untouched by the restart"
+        assert await km.is_alive()
+    finally:
+        await km.shutdown_kernel(now=True)
+    assert (await wait_for_app(real_yarn, app_id, FINAL))["state"] in ("KILLED", "FINISHED")

@@ -13,6 +13,7 @@
 
 import java.io.IOException;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 
 import org.apache.hadoop.net.NetUtils;
 import org.apache.hadoop.yarn.api.records.FinalApplicationStatus;
@@ -45,8 +46,13 @@ public final class GpYarnAm {
             System.exit(127);
             return;
         }
-        // The application is killed (NodeManager's SIGTERM): pass it on, so that the agent ends its kernel.
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> stop(agent), "gp-yarn-am-stop"));
+        // The application is killed (NodeManager's SIGTERM): pass it on, so that the agent ends its kernel, and do
+        // not unregister (the RM is killing the application; unregistering would turn KILLED into FINISHED).
+        AtomicBoolean killed = new AtomicBoolean();
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            killed.set(true);
+            stop(agent);
+        }, "gp-yarn-am-stop"));
 
         // Heartbeat well inside the RM's expiry (every AM does this; Spark's every 3 s, MapReduce's every 1 s).
         long expiry = conf.getLong(YarnConfiguration.RM_AM_EXPIRY_INTERVAL_MS,
@@ -64,6 +70,9 @@ public final class GpYarnAm {
             }
         }
         int code = agent.exitValue();
+        if (killed.get()) {
+            return;
+        }
         FinalApplicationStatus status = code == 0 ? FinalApplicationStatus.SUCCEEDED : FinalApplicationStatus.FAILED;
         rm.unregisterApplicationMaster(status, "the kernel's agent exited with code " + code, "");
         rm.stop();
