@@ -21,16 +21,19 @@ from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, ke
 # agent, and through it the kernel) and wraps the JVM's SparkContext, which it creates the first time; a restarted
 # kernel finds it there (a second SparkContext in one JVM is refused, so SparkSession.builder alone would fail).
 # While a cell runs, ipykernel replaces pyspark's SIGINT handler (which cancels the jobs) with Python's own, so an
-# interrupt would stop the cell and leave its Spark job running: the custom exception handler cancels the jobs,
-# from a new thread (the interrupted thread's Py4J connection may still wait for the interrupted call), then shows
-# the usual traceback.
+# interrupt would stop the cell and leave its Spark job running: a custom exception handler cancels the jobs, from a
+# new thread (the interrupted thread's Py4J connection may still wait for the interrupted call), then shows the usual
+# traceback. The interrupted Py4J call ends in KeyboardInterrupt or, at times, in Py4JNetworkError ("Answer from Java
+# side is empty"): both cancel.
 SPARK_SESSION = (
     "--IPKernelApp.exec_lines=from pyspark import SparkContext; from pyspark.sql import SparkSession; "
-    "from pyspark.java_gateway import launch_gateway; _gw = launch_gateway(); "
+    "from pyspark.java_gateway import launch_gateway; from py4j.protocol import Py4JNetworkError; "
+    "_gw = launch_gateway(); "
     "sc = SparkContext(gateway=_gw, jsc=_gw.jvm.org.apache.spark.api.java.JavaSparkContext("
     "_gw.jvm.org.apache.spark.SparkContext.getOrCreate())); "
     "spark = SparkSession.builder.getOrCreate(); del _gw; "
-    "get_ipython().set_custom_exc((KeyboardInterrupt,), lambda shell, etype, value, tb, tb_offset=None: "
+    "get_ipython().set_custom_exc((KeyboardInterrupt, Py4JNetworkError), "
+    "lambda shell, etype, value, tb, tb_offset=None: "
     "__import__('threading').Thread(target=sc.cancelAllJobs).start() "
     "or shell.showtraceback((etype, value, tb), tb_offset=tb_offset))"
 )

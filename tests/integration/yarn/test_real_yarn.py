@@ -4,7 +4,9 @@ NodeManager), through AsyncKernelManager and real ipykernels in YARN containers.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -190,6 +192,34 @@ async def test_kernel_survives_a_resourcemanager_restart(jupyter_path: Path, rea
         content, out = await run_code(km, "import os; print(os.getpid())")
         assert content["status"] == "ok" and out == pid, "the same kernel process, untouched by the restart"
         assert await km.is_alive()
+    finally:
+        await km.shutdown_kernel(now=True)
+    assert (await wait_for_app(real_yarn, app_id, FINAL))["state"] in ("KILLED", "FINISHED")
+
+
+async def test_spec_from_the_cli_runs_a_kernel(
+    jupyter_path: Path, real_yarn: RealYarn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``jupyter-yarn-spec install`` (REST, its defaults) writes a spec that runs a kernel on this YARN, which it finds
+    through HADOOP_CONF_DIR's yarn-site.xml."""
+    cli = Path(sys.executable).parent / "jupyter-yarn-spec"
+    prefix = jupyter_path.parent / "prefix"
+    done = subprocess.run(
+        [str(cli), "install", "--kernel-name", "cli_yarn", "--python-root", sys.prefix, "--prefix", str(prefix),
+         "--launch-timeout", "90"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shutil.copytree(prefix / "share" / "jupyter" / "kernels" / "cli_yarn", jupyter_path / "kernels" / "cli_yarn")
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(real_yarn.conf_dir))
+    monkeypatch.setenv("GP_RESPONSE_IP", "127.0.0.1")
+    km = AsyncKernelManager(kernel_name="cli_yarn")
+    await km.start_kernel()
+    try:
+        app_id = app_of(km)
+        assert (await wait_for_app(real_yarn, app_id, ("RUNNING", *FINAL)))["state"] == "RUNNING"
+        content, out = await run_code(km, "import sys; print(sys.prefix)")
+        assert content["status"] == "ok" and out.strip() == sys.prefix
     finally:
         await km.shutdown_kernel(now=True)
     assert (await wait_for_app(real_yarn, app_id, FINAL))["state"] in ("KILLED", "FINISHED")
