@@ -1,7 +1,8 @@
 """``jupyter-yarn-spec``: write kernel specs for ``yarn-provisioner`` (kernels as Hadoop YARN applications).
 
 Without ``--spark`` / ``--dask`` the agent is submitted through the ResourceManager's REST API and runs the kernel in
-the AM container (any language with a kernel on the nodes); with ``--spark`` it is submitted with ``spark-submit
+the AM container, under a small AM that registers with the RM and heartbeats (any language with a kernel on the
+nodes; long-lived: the RM does not expire it); with ``--spark`` it is submitted with ``spark-submit
 --master yarn --deploy-mode cluster`` and a Python kernel gets ``spark`` and ``sc``; with ``--dask`` it is submitted
 with ``dask-yarn submit`` and runs in the dask.client container of a Dask cluster on YARN. Every value is written
 into the spec (nothing is left for a launch script to substitute), and ``--impersonation-enabled`` is written too.
