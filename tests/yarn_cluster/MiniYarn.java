@@ -51,7 +51,12 @@ public final class MiniYarn {
                 writeConf(confDir);
                 break;
             case "rm":
-                run("rm", new ResourceManager(), new YarnConfiguration(), confDir);
+                YarnConfiguration rmConf = new YarnConfiguration();
+                String id = args.length > 3 ? args[3] : "";
+                if (!id.isEmpty()) {
+                    rmConf.set(YarnConfiguration.RM_HA_ID, id);  // both RMs are on 127.0.0.1: say which this is
+                }
+                run(id.isEmpty() ? "rm" : id, new ResourceManager(), rmConf, confDir);
                 break;
             case "nm":
                 YarnConfiguration conf = new YarnConfiguration();
@@ -90,6 +95,26 @@ public final class MiniYarn {
         conf.set(YarnConfiguration.RM_RESOURCE_TRACKER_ADDRESS, freeAddress());
         conf.set(YarnConfiguration.RM_ADMIN_ADDRESS, freeAddress());
         conf.set(YarnConfiguration.RM_WEBAPP_ADDRESS, freeAddress());
+        String endpoints = "http://" + conf.get(YarnConfiguration.RM_WEBAPP_ADDRESS);
+        if (Boolean.getBoolean("gp.yarn.ha")) {
+            // A pair, rm1 and rm2, failed over by hand (automatic failover needs ZooKeeper), sharing the state store.
+            conf.setBoolean(YarnConfiguration.RM_HA_ENABLED, true);
+            conf.setBoolean(YarnConfiguration.AUTO_FAILOVER_ENABLED, false);
+            conf.set(YarnConfiguration.RM_CLUSTER_ID, "gp-yarn");
+            conf.set(YarnConfiguration.RM_HA_IDS, "rm1,rm2");
+            StringBuilder web = new StringBuilder();
+            for (String id : new String[] {"rm1", "rm2"}) {
+                conf.set(YarnConfiguration.RM_HOSTNAME + "." + id, HOST);
+                for (String key : new String[] {YarnConfiguration.RM_ADDRESS, YarnConfiguration.RM_SCHEDULER_ADDRESS,
+                        YarnConfiguration.RM_RESOURCE_TRACKER_ADDRESS, YarnConfiguration.RM_ADMIN_ADDRESS,
+                        YarnConfiguration.RM_WEBAPP_ADDRESS}) {
+                    conf.set(key + "." + id, freeAddress());
+                }
+                web.append(web.length() == 0 ? "" : ",").append("http://")
+                        .append(conf.get(YarnConfiguration.RM_WEBAPP_ADDRESS + "." + id));
+            }
+            endpoints = web.toString();
+        }
         conf.set("yarn.nodemanager.hostname", HOST);
         conf.set(YarnConfiguration.NM_ADDRESS, freeAddress());
         conf.set(YarnConfiguration.NM_LOCALIZER_ADDRESS, freeAddress());
@@ -155,7 +180,7 @@ public final class MiniYarn {
                 + "log4j.appender.rmrequests.File=" + confDir.resolveSibling("rm-requests.log") + "\n"
                 + "log4j.appender.rmrequests.layout=org.apache.log4j.PatternLayout\n"
                 + "log4j.appender.rmrequests.layout.ConversionPattern=%m%n\n");
-        write(confDir.resolve("endpoint"), "http://" + conf.get(YarnConfiguration.RM_WEBAPP_ADDRESS) + "\n");
+        write(confDir.resolve("endpoint"), endpoints + "\n");
     }
 
     private static void writeXml(Configuration conf, Path path) throws IOException {

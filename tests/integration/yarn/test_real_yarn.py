@@ -4,6 +4,7 @@ NodeManager), through AsyncKernelManager and real ipykernels in YARN containers.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -223,3 +224,44 @@ async def test_spec_from_the_cli_runs_a_kernel(
     finally:
         await km.shutdown_kernel(now=True)
     assert (await wait_for_app(real_yarn, app_id, FINAL))["state"] in ("KILLED", "FINISHED")
+
+
+async def test_kernel_survives_a_failover_between_two_rms(
+    jupyter_path: Path, real_yarn: RealYarn, tmp_path: Path
+) -> None:
+    """An HA pair of its own (GP_YARN_HA=1: rm1 active, rm2 standby, one NodeManager): rm1 goes away and rm2 becomes
+    active under a running kernel. The kernel, its AM and the provisioner's client carry on with rm2."""
+    script = str(ROOT / "scripts" / "yarn-cluster.sh")
+    env = {**os.environ, "GP_YARN_HA": "1", "GP_YARN_RUN": str(tmp_path / "ha")}
+    up = await asyncio.to_thread(subprocess.run, ["sh", script, "up"], env=env, capture_output=True, text=True)
+    try:
+        assert up.returncode == 0, up.stderr
+        values = dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line)
+        rm1, rm2 = values["GP_YARN_ENDPOINT"].split(",")
+        conf, log = Path(values["HADOOP_CONF_DIR"]), Path(values["GP_YARN_RM_REQUEST_LOG"])
+        first, second = RealYarn(rm1, conf, real_yarn.am_expiry, log), RealYarn(rm2, conf, real_yarn.am_expiry, log)
+        write_real_yarn_spec(jupyter_path, "real-ha", first, yarn_endpoint=f"{rm1},{rm2}")
+        km = AsyncKernelManager(kernel_name="real-ha")
+        await km.start_kernel()
+        try:
+            app_id = app_of(km)
+            assert (await wait_for_app(first, app_id, ("RUNNING", *FINAL)))["state"] == "RUNNING"
+            _, pid = await run_code(km, "import os; print(os.getpid())")
+            done = await asyncio.to_thread(
+                subprocess.run, ["sh", script, "failover"], env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stderr
+            app = await wait_for_app(second, app_id, ("RUNNING", *FINAL), timeout=60)
+            assert app["state"] == "RUNNING", app  # recovered by rm2, its AM registered again there
+            content, out = await run_code(km, "import os; print(os.getpid())")
+            assert content["status"] == "ok" and out == pid
+            backend = km.provisioner.kernel.backend  # type: ignore[union-attr]
+            deadline = time.monotonic() + 30
+            while backend.client.active_endpoint != rm2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)  # the shared poller's next query finds rm1 gone and probes again
+            assert backend.client.active_endpoint == rm2 and backend.client.failovers == 1
+        finally:
+            await km.shutdown_kernel(now=True)
+        assert (await wait_for_app(second, app_id, FINAL))["state"] in ("KILLED", "FINISHED")
+    finally:
+        await asyncio.to_thread(subprocess.run, ["sh", script, "down"], env=env, capture_output=True)
