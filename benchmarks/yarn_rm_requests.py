@@ -83,7 +83,8 @@ async def launches(concurrency: int) -> tuple[list[float], float]:
     listener = ResponseListener(__import__("gateway_provisioners.listener", fromlist=["x"]).shared_broker(), port=0)
     await listener.start()
     shared = YarnShared.get((rm.url,), service_user="gp-server", interval=15, startup_interval=0.1)
-    backend = YarnBackend(shared, python=sys.executable)
+    # The emulator runs AM commands as plain processes and speaks no AMRM protocol: the agent is the AM there.
+    backend = YarnBackend(shared, python=sys.executable, application_master="agent")
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     kernels = [RemoteKernel(backend, f"bench-{concurrency}-{i}", broker=listener.broker) for i in range(concurrency)]
 

@@ -19,6 +19,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v conntrack >/dev/null || missing="$missing conntrack"
     command -v openssl >/dev/null || missing="$missing openssl"
     command -v curl >/dev/null || missing="$missing curl"
+    # The real YARN (scripts/yarn-cluster.sh): javac compiles its launcher, Maven fetches Hadoop from Maven Central.
+    command -v javac >/dev/null || missing="$missing default-jdk-headless"
+    command -v mvn >/dev/null || missing="$missing maven"
     if [ -n "$missing" ]; then
         echo "== installing Debian packages:$missing"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
@@ -64,6 +67,23 @@ if [ "$(id -u)" = 0 ] && [ "${GP_K8S_CLUSTER:-1}" != 0 ] && [ "$(uname -s)" = Li
             echo "== no Kubernetes test cluster: the real-cluster tests will skip"
         fi
     fi
+fi
+# A real Hadoop YARN for the YARN tests (its jars cached in ~/.cache/gp-yarn; stopped, by pid, when this script
+# ends). Without Java and Maven its tests skip, saying why; under CI=true a cluster that does not come up fails the run.
+yarn_down() { sh scripts/yarn-cluster.sh down >/dev/null 2>&1 || true; }
+if command -v javac >/dev/null && command -v mvn >/dev/null; then
+    echo "== starting a real YARN (scripts/yarn-cluster.sh up)"
+    cleanup="$cleanup yarn_down;"
+    if ! sh scripts/yarn-cluster.sh up >/dev/null; then
+        if [ "${CI:-}" = true ]; then
+            echo "== the real YARN did not come up (see above)" >&2
+            exit 1
+        fi
+        echo "== no real YARN: its tests will skip"
+    fi
+elif [ "${CI:-}" = true ]; then
+    echo "== javac and mvn are needed for the real YARN under CI=true" >&2
+    exit 1
 fi
 echo "== pytest"
 # The tests import the installed wheel (src/ is not on the path), so the agent files shipped in it are what runs.

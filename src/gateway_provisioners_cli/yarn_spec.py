@@ -1,7 +1,8 @@
 """``jupyter-yarn-spec``: write kernel specs for ``yarn-provisioner`` (kernels as Hadoop YARN applications).
 
 Without ``--spark`` / ``--dask`` the agent is submitted through the ResourceManager's REST API and runs the kernel in
-the AM container (any language with a kernel on the nodes); with ``--spark`` it is submitted with ``spark-submit
+the AM container, under a small AM that registers with the RM and heartbeats (any language with a kernel on the
+nodes; long-lived: the RM does not expire it); with ``--spark`` it is submitted with ``spark-submit
 --master yarn --deploy-mode cluster`` and a Python kernel gets ``spark`` and ``sc``; with ``--dask`` it is submitted
 with ``dask-yarn submit`` and runs in the dask.client container of a Dask cluster on YARN. Every value is written
 into the spec (nothing is left for a launch script to substitute), and ``--impersonation-enabled`` is written too.
@@ -17,9 +18,25 @@ import click
 
 from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, kernel_argv
 
+# The kernel attaches to the driver's JVM (Spark's AM starts it and hands its gateway to the Python driver: the
+# agent, and through it the kernel) and wraps the JVM's SparkContext, which it creates the first time; a restarted
+# kernel finds it there (a second SparkContext in one JVM is refused, so SparkSession.builder alone would fail).
+# While a cell runs, ipykernel replaces pyspark's SIGINT handler (which cancels the jobs) with Python's own, so an
+# interrupt would stop the cell and leave its Spark job running: a custom exception handler cancels the jobs, from a
+# new thread (the interrupted thread's Py4J connection may still wait for the interrupted call), then shows the usual
+# traceback. The interrupted Py4J call ends in KeyboardInterrupt or, at times, in Py4JNetworkError ("Answer from Java
+# side is empty"): both cancel.
 SPARK_SESSION = (
-    "--IPKernelApp.exec_lines=from pyspark.sql import SparkSession; "
-    "spark = SparkSession.builder.getOrCreate(); sc = spark.sparkContext"
+    "--IPKernelApp.exec_lines=from pyspark import SparkContext; from pyspark.sql import SparkSession; "
+    "from pyspark.java_gateway import launch_gateway; from py4j.protocol import Py4JNetworkError; "
+    "_gw = launch_gateway(); "
+    "sc = SparkContext(gateway=_gw, jsc=_gw.jvm.org.apache.spark.api.java.JavaSparkContext("
+    "_gw.jvm.org.apache.spark.SparkContext.getOrCreate())); "
+    "spark = SparkSession.builder.getOrCreate(); del _gw; "
+    "get_ipython().set_custom_exc((KeyboardInterrupt, Py4JNetworkError), "
+    "lambda shell, etype, value, tb, tb_offset=None: "
+    "__import__('threading').Thread(target=sc.cancelAllJobs).start() "
+    "or shell.showtraceback((etype, value, tb), tb_offset=tb_offset))"
 )
 
 

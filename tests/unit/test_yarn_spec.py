@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -87,3 +88,43 @@ def test_env_booleans_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert provisioner.impersonation_enabled is False and provisioner.yarn_endpoint_security_enabled is False
     monkeypatch.setenv("GP_IMPERSONATION_ENABLED", "yes")
     assert YarnProvisioner().impersonation_enabled is True
+
+
+def test_rest_body_runs_the_agent_under_the_java_application_master() -> None:
+    import base64
+
+    from gateway_provisioners.adapters.yarn.submit import APPLICATION_MASTER, Application, rest_body
+
+    app = Application(kernel_id="k", name="k", tags=["t"], python="/opt/py/bin/python3", params={"token": "s"})
+    body = rest_body(app, "application_1_0001", am_classpath="/etc/hadoop:/opt/hadoop/*")
+    env = {e["key"]: e["value"] for e in body["am-container-spec"]["environment"]["entry"]}
+    command = body["am-container-spec"]["commands"]["command"]
+    assert base64.b64decode(env["GP_YARN_AM"]) == APPLICATION_MASTER.read_bytes()
+    assert env["CLASSPATH"] == "/etc/hadoop:/opt/hadoop/*"  # in the environment: a command line would be globbed
+    assert "{{JAVA_HOME}}/bin/java" in command and "GpYarnAm.java /opt/py/bin/python3 gp_yarn_bootstrap.py" in command
+    assert "/opt/hadoop/*" not in command and "token" not in command
+
+    plain = rest_body(app, "application_1_0001", application_master="agent")
+    env = {e["key"]: e["value"] for e in plain["am-container-spec"]["environment"]["entry"]}
+    assert "GP_YARN_AM" not in env and "CLASSPATH" not in env
+    assert "exec /opt/py/bin/python3 gp_yarn_bootstrap.py" in plain["am-container-spec"]["commands"]["command"]
+
+
+def test_endpoints_come_from_yarn_site_when_the_client_is_made(tmp_path: Path) -> None:
+    from gateway_provisioners.adapters.yarn.client import endpoints_from_yarn_site
+
+    def site(**props: str) -> dict[str, str]:
+        body = "".join(f"<property><name>{k}</name><value>{v}</value></property>" for k, v in props.items())
+        (tmp_path / "yarn-site.xml").write_text(f"<configuration>{body}</configuration>")
+        return {"HADOOP_CONF_DIR": str(tmp_path)}
+
+    assert endpoints_from_yarn_site(site(**{"yarn.resourcemanager.webapp.address": "rm:8088"})) == ["http://rm:8088"]
+    assert endpoints_from_yarn_site(site(**{"yarn.resourcemanager.hostname": "rm"})) == ["http://rm:8088"]
+    ha = {
+        "yarn.resourcemanager.ha.rm-ids": "rm1,rm2",
+        "yarn.resourcemanager.webapp.https.address.rm1": "a:8090",
+        "yarn.resourcemanager.hostname.rm2": "b",
+        "yarn.http.policy": "HTTPS_ONLY",
+    }
+    assert endpoints_from_yarn_site(site(**ha)) == ["https://a:8090", "https://b:8090"]
+    assert endpoints_from_yarn_site({"HADOOP_CONF_DIR": str(tmp_path / "none")}) == []

@@ -15,6 +15,7 @@ import os
 import shlex
 
 from ..adapters.yarn import YarnBackend, YarnShared
+from ..adapters.yarn.submit import AM_AGENT, AM_JAVA, DEFAULT_AM_CLASSPATH
 from ..core.backend import Backend
 from ..core.errors import ConfigurationError
 from ..core.launch import COMMON_PARAMS, ConnectionMode, Param, parse_bool
@@ -75,6 +76,18 @@ class YarnProvisioner(RemoteProvisionerBase):
     )  # fmt: skip
     am_memory = setting(Text, "GP_YARN_AM_MEMORY", default="1g", help="AM container memory without "
                         "KERNEL_DRIVER_MEMORY.")  # fmt: skip
+    application_master = setting(
+        Text, "GP_YARN_APPLICATION_MASTER", default=AM_JAVA, choices=(AM_JAVA, AM_AGENT),
+        help="REST submission's application master: 'java' runs a small AM (GpYarnAm.java, from source, with the "
+        "nodes' Java and Hadoop jars) that registers with the RM, heartbeats and runs the agent; 'agent' makes the "
+        "agent the AM container's process, which never registers, so the RM expires the kernel after "
+        "yarn.am.liveness-monitor.expiry-interval-ms (10 minutes by default).",
+    )  # fmt: skip
+    am_classpath = setting(
+        Text, "GP_YARN_AM_CLASSPATH", default=DEFAULT_AM_CLASSPATH, default_doc="Hadoop's default",
+        help="Where the Java AM finds Hadoop's jars and configuration on the nodes: the cluster's "
+        "yarn.application.classpath, ':'-separated, $VARIABLES allowed.",
+    )  # fmt: skip
     poll_interval = setting(
         Number, "GP_YARN_POLL_INTERVAL", default=15.0, minimum=0.1, maximum=3600,
         help="Seconds between the shared RM queries once every kernel runs; one query serves every kernel of this "
@@ -128,6 +141,8 @@ class YarnProvisioner(RemoteProvisionerBase):
             impersonation=self.impersonation_enabled,
             memory=self.am_memory,
             shutdown_wait=self.shutdown_wait_time,
+            application_master=self.application_master.strip().lower(),
+            am_classpath=self.am_classpath,
         )
 
     def kernel_ip(self) -> str:

@@ -1,11 +1,15 @@
-"""Fixtures for the YARN tests: an RM emulator (or an HA pair), kernel specs for yarn-provisioner, the stand-ins for
-spark-submit and dask-yarn."""
+"""Fixtures for the YARN tests: the real YARN that scripts/yarn-cluster.sh runs, an RM emulator (or an HA pair) for
+what a real RM cannot be made to do on demand, kernel specs for yarn-provisioner, the stand-ins for spark-submit and
+dask-yarn."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,38 @@ from ...conftest import write_kernel_spec
 from .rm_emulator import RMServer, RMState, make_workdir
 
 HERE = Path(__file__).parent
+ROOT = HERE.parents[2]
+
+
+@dataclass(frozen=True)
+class RealYarn:
+    """The running test cluster (``sh scripts/yarn-cluster.sh up``): Hadoop's own ResourceManager and NodeManager."""
+
+    endpoint: str  # the RM's web address
+    conf_dir: Path  # yarn-site.xml and core-site.xml for clients (HADOOP_CONF_DIR)
+    am_expiry: float  # seconds: yarn.am.liveness-monitor.expiry-interval-ms
+    request_log: Path  # the RM's HTTP request log, one line per request
+
+    def requests_served(self) -> list[str]:
+        """The request lines (``GET /ws/v1/cluster/apps?... HTTP/1.1``) the RM has served so far."""
+        text = self.request_log.read_text() if self.request_log.exists() else ""
+        return [line.split('"')[1] for line in text.splitlines() if line.count('"') >= 2]
+
+
+@pytest.fixture(scope="session")
+def real_yarn() -> RealYarn:
+    """The real YARN, or a skip saying how to start it (a failure under CI=true, where scripts/test.sh starts it)."""
+    out = subprocess.run(
+        ["sh", str(ROOT / "scripts" / "yarn-cluster.sh"), "env"], capture_output=True, text=True, check=False
+    )
+    values = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    if out.returncode != 0 or "GP_YARN_ENDPOINT" not in values:
+        reason = "no real YARN is running: start one with 'sh scripts/yarn-cluster.sh up' (needs Java and Maven)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; under CI=true scripts/test.sh must have started it")
+        pytest.skip(reason)
+    return RealYarn(values["GP_YARN_ENDPOINT"], Path(values["HADOOP_CONF_DIR"]),
+                    int(values["GP_YARN_AM_EXPIRY_MS"]) / 1000, Path(values["GP_YARN_RM_REQUEST_LOG"]))  # fmt: skip
 
 
 @pytest.fixture
@@ -45,6 +81,8 @@ async def close_yarn_clients() -> AsyncIterator[None]:
 def yarn_config(rm_url: str, **extra: Any) -> dict[str, Any]:
     config = {
         "yarn_endpoint": rm_url,
+        # The emulator runs AM commands as plain processes and speaks no AMRM protocol: the agent is the AM there.
+        "application_master": "agent",
         "response_ip": "127.0.0.1",
         "response_port": 0,
         "remote_python": sys.executable,
@@ -65,6 +103,12 @@ ENDED_BY_SHUTDOWN = ("KILLED", "FINISHED")
 
 def write_yarn_spec(jupyter_path: Path, name: str, rm_url: str, **extra: Any) -> Path:
     return write_kernel_spec(jupyter_path, name, provisioner="yarn-provisioner", config=yarn_config(rm_url, **extra))
+
+
+def write_real_yarn_spec(jupyter_path: Path, name: str, cluster: RealYarn, **extra: Any) -> Path:
+    """A spec for the real YARN: the registered Java AM (the default), the kernels' Python is this one."""
+    config = yarn_config(cluster.endpoint, **{"application_master": "java", "launch_timeout": 90, **extra})
+    return write_kernel_spec(jupyter_path, name, provisioner="yarn-provisioner", config=config)
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""A real AsyncKernelManager drives real ipykernels through yarn-provisioner against the RM emulator."""
+"""A real AsyncKernelManager drives real ipykernels through yarn-provisioner against the RM emulator, for what the
+real YARN of test_real_yarn.py cannot be made to do on demand: an application that registers after the launch
+deadline, a submit command that fails, a refused callback address, impersonation, a failover between two RMs."""
 
 from __future__ import annotations
 
@@ -7,15 +9,13 @@ import os
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from jupyter_client.manager import AsyncKernelManager
 
-from gateway_provisioners.core.errors import LaunchError, LaunchTimeout, QueueFull
+from gateway_provisioners.core.errors import LaunchError, LaunchTimeout
 from gateway_provisioners.provisioners.yarn import YarnProvisioner
 
-from ...conftest import pid_gone
-from ...support.kernels import INTERRUPTED_WITHIN, interrupt_running_cell, reattach_in_new_process, run_code
+from ...support.kernels import run_code
 from .conftest import ENDED_BY_SHUTDOWN, write_yarn_spec
 from .rm_emulator import RMServer, RMState
 
@@ -38,54 +38,6 @@ async def final(state: RMState, app_id: str, timeout: float = 20) -> str:
     return str(state.apps[app_id]["state"])
 
 
-async def test_rest_submission_execute_interrupt_restart_shutdown(
-    jupyter_path: Path, rm: RMServer, rm_state: RMState
-) -> None:
-    write_yarn_spec(jupyter_path, "yarn-rest", rm.url, queue="analytics")
-    km = AsyncKernelManager(kernel_name="yarn-rest")
-    await km.start_kernel()
-    try:
-        app_id = app_of(km)
-        app = rm_state.apps[app_id]
-        # Exact identity: the launch's own tag (and the kernel id as name), the kernel's user, the chosen queue.
-        assert f"gp-kernel-{km.kernel_id}" in app["applicationTags"].split(",")
-        assert "gateway-provisioners" in app["applicationTags"].split(",")
-        assert app["name"] == km.kernel_id and app["user"] == "gp-tester" and app["queue"] == "analytics"
-        assert app["state"] == "ACCEPTED" and app["amHostHttpAddress"]  # an unregistered AM: the agent
-        body = rm_state.specs[app_id]
-        assert body["max-app-attempts"] == 1
-        env = {e["key"]: e["value"] for e in body["am-container-spec"]["environment"]["entry"]}
-        assert not any(v.startswith("{") for v in env.values()), "JSON in an environment value breaks YARN's script"
-
-        content, out = await run_code(km, "import os; print(6 * 7, os.getpid())")
-        assert content["status"] == "ok"
-        answer, pid = out.split()
-        assert answer == "42"
-        assert await km.is_alive()
-
-        # interrupt a running cell
-        reply, elapsed = await interrupt_running_cell(km, timeout=20)
-        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
-        assert elapsed < INTERRUPTED_WITHIN
-
-        # restart in place: same application, same ports, a new kernel process
-        info_before = dict(km.get_connection_info())
-        await km.restart_kernel(now=True)
-        assert app_of(km) == app_id and rm_state.apps[app_id]["state"] == "ACCEPTED"
-        assert km.get_connection_info()["shell_port"] == info_before["shell_port"]
-        _, out = await run_code(km, "import os; print(os.getpid())")
-        out = out.strip()
-        assert out != pid and pid_gone(int(pid), 10)
-        new_pid = int(out)
-    finally:
-        await km.shutdown_kernel(now=True)
-    # shutdown kills the application and waits for its final state
-    assert rm_state.apps[app_id]["state"] in ENDED_BY_SHUTDOWN
-    assert rm_state.count("PUT", f"/ws/v1/cluster/apps/{app_id}/state") >= 1
-    assert pid_gone(new_pid, 10)
-    assert rm_state.procs[app_id].poll() is not None
-
-
 async def test_spark_submit_path_with_impersonation(
     jupyter_path: Path, rm: RMServer, rm_state: RMState, spark_submit: Path, tmp_path: Path
 ) -> None:
@@ -106,33 +58,6 @@ async def test_spark_submit_path_with_impersonation(
     finally:
         await km.shutdown_kernel(now=True)
     assert rm_state.apps[app_id]["state"] in ENDED_BY_SHUTDOWN
-
-
-async def test_failed_during_startup_fails_fast_with_diagnostics(
-    jupyter_path: Path, rm: RMServer, rm_state: RMState
-) -> None:
-    rm_state.policy = "fail"
-    write_yarn_spec(jupyter_path, "yarn-fail", rm.url)
-    km = AsyncKernelManager(kernel_name="yarn-fail")
-    started = time.monotonic()
-    with pytest.raises(LaunchError) as caught:
-        await km.start_kernel()
-    assert time.monotonic() - started < 5, "a FAILED application must fail the launch at once"
-    assert "FAILED" in str(caught.value) and "exitCode: 1" in caught.value.details()
-
-
-async def test_full_queue_fails_with_queue_full_and_is_killed(
-    jupyter_path: Path, rm: RMServer, rm_state: RMState
-) -> None:
-    rm_state.policy = "hold"
-    write_yarn_spec(jupyter_path, "yarn-full", rm.url, launch_timeout=3)
-    km = AsyncKernelManager(kernel_name="yarn-full")
-    with pytest.raises(QueueFull) as caught:
-        await km.start_kernel()
-    assert str(caught.value).startswith("queue default has no room: ")
-    assert "Queue's AM resource limit exceeded" in str(caught.value)
-    (app_id,) = list(rm_state.apps)
-    assert await final(rm_state, app_id) == "KILLED"
 
 
 async def test_timeout_kills_an_application_that_appears_late(
@@ -211,20 +136,3 @@ async def test_failover_between_two_rms_mid_life(jupyter_path: Path, rm_state: R
         assert rm2.requests[("PUT", f"/ws/v1/cluster/apps/{app_id}/state")] >= 1
     finally:
         rm2.stop()
-
-
-async def test_reattach_from_another_process(
-    jupyter_path: Path, rm: RMServer, rm_state: RMState, tmp_path: Path
-) -> None:
-    write_yarn_spec(jupyter_path, "yarn-reattach", rm.url)
-    km = AsyncKernelManager(kernel_name="yarn-reattach")
-    await km.start_kernel()
-    try:
-        _, pid = await run_code(km, "import os; print(os.getpid())")
-        seen_pid, handle = await reattach_in_new_process(km, tmp_path)
-        assert seen_pid == int(pid)
-        assert (handle["data"]["app_id"], handle["state"]) == (app_of(km), "starting")
-        assert await km.is_alive()
-    finally:
-        await km.shutdown_kernel(now=True)
-    assert psutil.pid_exists(int(pid)) is False or pid_gone(int(pid), 10)

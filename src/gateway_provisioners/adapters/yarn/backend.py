@@ -30,7 +30,10 @@ from .client import ResourceManagerClient
 from .observe import LIBRARY_TAG, app_sort_key, app_tags, is_final, kernel_tag, launch_tag, observe
 from .poller import ApplicationPoller, Followed
 from .submit import (
+    AM_AGENT,
+    AM_JAVA,
     DASK_SCRIPT,
+    DEFAULT_AM_CLASSPATH,
     Application,
     dask_script,
     dask_yarn_argv,
@@ -142,6 +145,11 @@ class YarnBackend(Backend):
         AM container memory for REST submission when the launch gives no ``KERNEL_DRIVER_MEMORY``.
     shutdown_wait:
         Seconds to wait for a killed application to reach its final state.
+    application_master:
+        REST submission: ``"java"`` (``GpYarnAm.java`` registers with the RM, heartbeats and runs the agent) or
+        ``"agent"`` (the agent is the AM container's process; the RM expires it after its AM liveness interval).
+    am_classpath:
+        Where the Java AM finds Hadoop's jars on the nodes (the cluster's ``yarn.application.classpath``).
     """
 
     name: ClassVar[str] = "yarn"
@@ -160,7 +168,14 @@ class YarnBackend(Backend):
         memory: str = "1g",
         shutdown_wait: float = 15.0,
         submit_env: tuple[str, ...] = SUBMIT_ENV,
+        application_master: str = AM_JAVA,
+        am_classpath: str = DEFAULT_AM_CLASSPATH,
     ) -> None:
+        if application_master not in (AM_JAVA, AM_AGENT):
+            raise ConfigurationError(
+                f"application_master (GP_YARN_APPLICATION_MASTER) is {application_master!r}; "
+                f"use {AM_JAVA!r} (a registered AM, the default) or {AM_AGENT!r}"
+            )
         self.shared = shared
         self.client = shared.client
         self.poller = shared.poller
@@ -172,6 +187,8 @@ class YarnBackend(Backend):
         self.memory = memory
         self.shutdown_wait = shutdown_wait
         self.submit_env = submit_env
+        self.application_master = application_master
+        self.am_classpath = am_classpath or DEFAULT_AM_CLASSPATH
         self._submitters: dict[str, asyncio.subprocess.Process] = {}
         self._outputs: dict[str, deque[str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -230,7 +247,15 @@ class YarnBackend(Backend):
         if not app_id:
             raise LaunchError(f"the ResourceManager gave no application id: {json.dumps(new)[:200]}")
         handle.data["app_id"] = app_id
-        await self.client.submit_application(rest_body(app, app_id), user or self.client.service_user)
+        if self.application_master == AM_AGENT:
+            log.warning(
+                "kernel %s: REST submission without an ApplicationMaster (application_master 'agent'): the "
+                "ResourceManager expires it after yarn.am.liveness-monitor.expiry-interval-ms (10 minutes by "
+                "default); use 'java' for long-lived kernels",
+                app.kernel_id,
+            )
+        body = rest_body(app, app_id, application_master=self.application_master, am_classpath=self.am_classpath)
+        await self.client.submit_application(body, user or self.client.service_user)
         self.poller.follow(followed)
 
     async def _submit_command(

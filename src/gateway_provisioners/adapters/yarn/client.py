@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import os
 import re
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -37,14 +39,38 @@ def _sdk() -> Any:
     return yarn_api_client, auth, errors
 
 
+def endpoints_from_yarn_site(environ: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
+    """The RM web addresses in ``yarn-site.xml`` of ``$YARN_CONF_DIR`` / ``$HADOOP_CONF_DIR`` (the HA list if any).
+
+    Read here, when the client is made: yarn-api-client reads the folder's name once, when it is first imported.
+    """
+    folder = environ.get("YARN_CONF_DIR") or environ.get("HADOOP_CONF_DIR") or "/etc/hadoop/conf"
+    try:
+        root = ET.parse(os.path.join(folder, "yarn-site.xml")).getroot()
+    except (OSError, ET.ParseError):
+        return []
+    conf = {p.findtext("name", "").strip(): p.findtext("value", "").strip() for p in root.iter("property")}
+    https = conf.get("yarn.http.policy", "HTTP_ONLY").upper() == "HTTPS_ONLY"
+    key, scheme, port = ("webapp.https.address", "https", 8090) if https else ("webapp.address", "http", 8088)
+
+    def address(suffix: str) -> str:
+        given = conf.get(f"yarn.resourcemanager.{key}{suffix}")
+        host = conf.get(f"yarn.resourcemanager.hostname{suffix}")
+        return f"{scheme}://{given or (f'{host}:{port}' if host else '')}" if (given or host) else ""
+
+    ids = [i.strip() for i in conf.get("yarn.resourcemanager.ha.rm-ids", "").split(",") if i.strip()]
+    found = [address(f".{i}") for i in ids] if ids else [address("")]
+    return [a for a in found if a]
+
+
 class ResourceManagerClient:
     """Talk to the active ResourceManager of ``endpoints`` as one of several users.
 
     Parameters
     ----------
     endpoints:
-        RM web addresses (``http(s)://host:port``), in order of preference. Empty: yarn-api-client reads
-        ``yarn-site.xml`` from ``$YARN_CONF_DIR`` / ``$HADOOP_CONF_DIR`` (including the HA list).
+        RM web addresses (``http(s)://host:port``), in order of preference. Empty: those of ``yarn-site.xml`` in
+        ``$YARN_CONF_DIR`` / ``$HADOOP_CONF_DIR`` (including the HA list), read when the client is made.
     verify:
         TLS verification: ``True``, ``False`` or the path of a CA bundle (``GP_YARN_CERT_BUNDLE``).
     kerberos:
@@ -65,7 +91,7 @@ class ResourceManagerClient:
         timeout: float = 10.0,
         max_threads: int = 4,
     ) -> None:
-        self.endpoints = [e for e in endpoints if e]
+        self.endpoints = [e for e in endpoints if e] or endpoints_from_yarn_site()
         self.verify = verify
         self.kerberos = kerberos
         self.service_user = service_user

@@ -49,7 +49,8 @@ def agent_file(argv):
     if not encoded:
         sys.stderr.write(f"gp-yarn-bootstrap: no agent ({AGENT_ENV} or --agent)\n")
         sys.exit(2)
-    folder = tempfile.mkdtemp(prefix="gp-yarn-")
+    # The container's working folder, which YARN removes with the container (a copy in /tmp would stay behind).
+    folder = os.getcwd() if os.access(os.getcwd(), os.W_OK) else tempfile.mkdtemp(prefix="gp-yarn-")
     path = os.path.join(folder, "gp_agent.py")
     with open(path, "wb") as handle:
         handle.write(zlib.decompress(base64.b64decode(encoded)))

@@ -20,6 +20,23 @@ from ...agent import agent_path
 from ...core.errors import ConfigurationError
 
 BOOTSTRAP = Path(__file__).with_name("gp_yarn_bootstrap.py")
+APPLICATION_MASTER = Path(__file__).with_name("GpYarnAm.java")
+#: Where the AM finds Hadoop's jars on a node: Hadoop's default ``yarn.application.classpath`` (the NodeManager
+#: exports these variables into every container). A distribution with another layout sets its own (am_classpath).
+DEFAULT_AM_CLASSPATH = ":".join(
+    [
+        "$HADOOP_CONF_DIR",
+        "$HADOOP_COMMON_HOME/share/hadoop/common/*",
+        "$HADOOP_COMMON_HOME/share/hadoop/common/lib/*",
+        "$HADOOP_HDFS_HOME/share/hadoop/hdfs/*",
+        "$HADOOP_HDFS_HOME/share/hadoop/hdfs/lib/*",
+        "$HADOOP_YARN_HOME/share/hadoop/yarn/*",
+        "$HADOOP_YARN_HOME/share/hadoop/yarn/lib/*",
+    ]
+)
+#: Application masters of REST submission: our small Java AM (registers and heartbeats), or the agent itself
+#: (never registers: the RM expires it after yarn.am.liveness-monitor.expiry-interval-ms).
+AM_JAVA, AM_AGENT = "java", "agent"
 APPLICATION_TYPE = "GATEWAY-PROVISIONERS"
 PARAMS_FILE = "gp-launch.json"
 DASK_SCRIPT = "gp_dask_kernel.py"
@@ -56,21 +73,36 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def rest_body(app: Application, app_id: str) -> dict[str, Any]:
-    """The ``POST /ws/v1/cluster/apps`` body that runs the agent as the application master.
+def rest_body(
+    app: Application, app_id: str, *, application_master: str = AM_JAVA, am_classpath: str = DEFAULT_AM_CLASSPATH
+) -> dict[str, Any]:
+    """The ``POST /ws/v1/cluster/apps`` body whose AM container runs the agent.
+
+    With ``application_master="java"`` the container's process is ``GpYarnAm.java`` (run from source by the node's
+    Java, with Hadoop's jars from ``am_classpath``): it registers with the RM, heartbeats, and runs the agent as its
+    child. With ``"agent"`` the agent is the container's process and never registers.
 
     YARN writes environment values into the container's launch script inside double quotes without escaping, so
-    the JSON parameters and the agent's source travel base64-encoded; the AM command only decodes the bootstrap.
+    the JSON parameters and the sources travel base64-encoded; the AM command only decodes them. The classpath goes
+    in ``CLASSPATH`` (the launch script would glob a ``dir/*`` given on the command line).
     """
     environment = {
         "GP_YARN_BOOTSTRAP": _b64(BOOTSTRAP.read_bytes()),
         "GP_YARN_AGENT_B64": _b64(zlib.compress(agent_path().read_bytes(), 9)),
         "GP_YARN_PARAMS_B64": _b64(json.dumps(app.params).encode()),
     }
-    command = (
-        "echo $GP_YARN_BOOTSTRAP | base64 -d > gp_yarn_bootstrap.py && "
-        f"exec {app.python} gp_yarn_bootstrap.py 1><LOG_DIR>/stdout 2><LOG_DIR>/stderr"
-    )
+    logs = "1><LOG_DIR>/stdout 2><LOG_DIR>/stderr"
+    command = "echo $GP_YARN_BOOTSTRAP | base64 -d > gp_yarn_bootstrap.py && "
+    if application_master == AM_JAVA:
+        environment["GP_YARN_AM"] = _b64(APPLICATION_MASTER.read_bytes())
+        environment["CLASSPATH"] = am_classpath
+        command += (
+            "echo $GP_YARN_AM | base64 -d > GpYarnAm.java && "
+            "exec {{JAVA_HOME}}/bin/java -Xmx256m -XX:TieredStopAtLevel=1 GpYarnAm.java "
+            f"{app.python} gp_yarn_bootstrap.py {logs}"
+        )
+    else:
+        command += f"exec {app.python} gp_yarn_bootstrap.py {logs}"
     return {
         "application-id": app_id,
         "application-name": app.name,
