@@ -31,7 +31,7 @@ from .postgres import cannot_run, run_postgres
 EXTENSION = "gateway_provisioners.server"
 # Long enough that a kernel outlives the gap between two server processes in these tests, whatever the agent's
 # default watchdog is; short enough that a kernel a failed test leaves behind ends by itself.
-WATCHDOG_SECONDS = "120"
+WATCHDOG_SECONDS = 120.0
 
 
 def free_port() -> int:
@@ -226,7 +226,7 @@ def server_env(jupyter_path: Path, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def local_spec(jupyter_path: Path) -> str:
-    write_kernel_spec(jupyter_path, "gp-local", env={"GP_AGENT_WATCHDOG": WATCHDOG_SECONDS})
+    write_kernel_spec(jupyter_path, "gp-local", config={"agent_watchdog": WATCHDOG_SECONDS})
     return "gp-local"
 
 

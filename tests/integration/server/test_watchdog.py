@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def spec_with_watchdog(jupyter_path: Path, seconds: int) -> str:
     name = f"gp-watchdog-{seconds}"
-    write_kernel_spec(jupyter_path, name, env={"GP_AGENT_WATCHDOG": str(seconds)})
+    write_kernel_spec(jupyter_path, name, config={"agent_watchdog": seconds})
     return name
 
 
