@@ -10,7 +10,6 @@ single-node Swarm for the run and left again at the end.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from ...conftest import write_kernel_spec
+from ...support.images import build_kernel_image
 
 REPO = Path(__file__).resolve().parents[3]
 RUN_ID = uuid.uuid4().hex[:8]
@@ -78,18 +78,7 @@ def _swarm_state(client: Any) -> str:
 def kernel_image(docker_client: Any) -> str:
     """The kernel image, built by jupyter-image-bootstrap from the locally built base (cached by content)."""
     started = time.monotonic()
-    result = subprocess.run(
-        ["sh", str(REPO / "scripts" / "build-test-image.sh")], capture_output=True, text=True, timeout=900
-    )
-    if result.returncode != 0:
-        _skip(f"cannot build the test base image: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
-    values = dict(re.findall(r"^(BASE_IMAGE|WHEELS)=(.*)$", result.stdout, re.M))
-    build = subprocess.run(
-        [sys.executable, "-m", "gateway_provisioners_cli.image_bootstrap", "build",
-         "--base", values["BASE_IMAGE"], "--tag", KERNEL_IMAGE, "--wheels", values["WHEELS"]],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr[-3000:] + build.stdout[-3000:]
+    build_kernel_image(KERNEL_IMAGE, _skip)
     print(f"\nkernel image {KERNEL_IMAGE} ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return KERNEL_IMAGE
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import pytest
 from gateway_provisioners.adapters.kubernetes import close_hubs
 
 from ....conftest import write_kernel_spec
+from ....support.images import build_kernel_image
 
 REPO = Path(__file__).resolve().parents[4]
 SCRIPT = REPO / "scripts" / "k8s-cluster.sh"
@@ -132,18 +132,7 @@ def cluster() -> Cluster:
 def kernel_image(cluster: Cluster) -> str:
     """The kernel image: built with jupyter-image-bootstrap (cached by content), then imported into the cluster."""
     started = time.monotonic()
-    base = subprocess.run(
-        ["sh", str(REPO / "scripts" / "build-test-image.sh")], capture_output=True, text=True, timeout=900
-    )
-    if base.returncode != 0:
-        _unavailable(f"cannot build the test base image: {(base.stderr.strip().splitlines() or ['?'])[-1]}")
-    values = dict(re.findall(r"^(BASE_IMAGE|WHEELS)=(.*)$", base.stdout, re.M))
-    build = subprocess.run(
-        [sys.executable, "-m", "gateway_provisioners_cli.image_bootstrap", "build",
-         "--base", values["BASE_IMAGE"], "--tag", KERNEL_IMAGE, "--wheels", values["WHEELS"]],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr[-3000:] + build.stdout[-3000:]
+    build_kernel_image(KERNEL_IMAGE, _unavailable)
     cluster.script("load-image", KERNEL_IMAGE, timeout=300)
     print(f"\nkernel image {KERNEL_IMAGE} in the cluster after {time.monotonic() - started:.1f} s", file=sys.stderr)
     return KERNEL_IMAGE
