@@ -67,7 +67,7 @@ class Rule:
         try:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 kind = int if isinstance(value, int) else float
-                Param(name, kind, self.minimum, self.maximum).parse(str(value) if kind is int else f"{value:g}")
+                Param(name, kind, self.minimum, self.maximum).parse(str(value) if kind is int else f"{value:.15g}")
             if self.choices and value not in self.choices:
                 raise ConfigurationError(f"{name}={value!r} is not one of {', '.join(self.choices)}")
             return self.check(value, name, provisioner) if self.check else value
