@@ -86,7 +86,10 @@ def kernel_image(docker_client: Any) -> str:
 @pytest.fixture(scope="session")
 def bridge_network(docker_client: Any) -> Iterator[str]:
     """A bridge network of this run: kernels get their own addresses, reachable from this host only."""
-    network = docker_client.networks.create(f"gp-test-br-{RUN_ID}", driver="bridge", labels={OWNER_LABEL: OWNER})
+    # A name of its own: a test module elsewhere that imports this fixture gets a second instance of it, and two
+    # networks of one name make the engine's lookup by name ambiguous ("network … not found" on attach).
+    name = f"gp-test-br-{RUN_ID}-{uuid.uuid4().hex[:6]}"
+    network = docker_client.networks.create(name, driver="bridge", labels={OWNER_LABEL: OWNER})
     yield network.name
     network.remove()
 
@@ -112,7 +115,7 @@ def swarm(docker_client: Any) -> Iterator[None]:
 def swarm_network(docker_client: Any, swarm: None) -> Iterator[str]:
     """A swarm-scoped bridge network of this run: tasks get addresses this host reaches (assigned mode)."""
     network = docker_client.networks.create(
-        f"gp-test-sw-{RUN_ID}", driver="bridge", scope="swarm", labels={OWNER_LABEL: OWNER}
+        f"gp-test-sw-{RUN_ID}-{uuid.uuid4().hex[:6]}", driver="bridge", scope="swarm", labels={OWNER_LABEL: OWNER}
     )
     yield network.name
     for _ in range(50):  # task containers may still be detaching from it
