@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -156,6 +157,17 @@ def can_make_namespaces() -> str | None:
     return None
 
 
+def end_namespace(name: str) -> None:
+    """Kill what still runs in network namespace ``name``, then delete it. The sshd listener is stopped by its pid, but
+    its per-connection children outlive it when the peer can no longer be reached (a test that cut the link): they
+    would hold the namespace alive, unseen, after ``ip netns del``."""
+    pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
 @contextlib.contextmanager
 def namespace_hosts(
     count: int, prefix: str = NETNS_PREFIX, subnet: str = "10.250.0"
@@ -172,7 +184,7 @@ def namespace_hosts(
     switch, root_link = f"{prefix}-sw", f"{prefix}-root"
     hosts = [(f"{prefix}-h{i + 1}", f"{subnet}.{11 + i}") for i in range(count)]
     cleanup = [lambda: subprocess.run(["ip", "link", "del", root_link], capture_output=True)]
-    cleanup += [lambda n=name: subprocess.run(["ip", "netns", "del", n], capture_output=True) for name, _ in hosts]
+    cleanup += [lambda n=name: end_namespace(n) for name, _ in hosts]
     cleanup += [lambda: subprocess.run(["ip", "netns", "del", switch], capture_output=True)]
     for step in cleanup:  # leftovers of an interrupted run
         step()

@@ -44,7 +44,7 @@ from ..core.logsafe import printable
 from ..core.port_range import PortRange
 from ..listener import DEFAULT_PORT, shared_broker, shared_listener
 from .legacy import refuse_legacy_spec
-from .settings import Flag, Integer, NameList, NameSet, Number, Ports, Text, setting
+from .settings import Flag, Integer, NameList, NameSet, Number, Ports, Text, setting, trait_error
 
 
 class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
@@ -349,7 +349,7 @@ def checked(parse: Any, setting: str = "") -> Any:
     try:
         return parse()
     except ConfigurationError as exc:
-        raise TraitError(f"{setting}: {exc}" if setting and setting not in str(exc) else str(exc)) from None
+        raise trait_error(exc, setting) from None
 
 
 def _text(value: Any) -> str:

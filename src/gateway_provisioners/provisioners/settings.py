@@ -57,7 +57,7 @@ class Rule:
             try:
                 value = self.parse(raw, name)
             except (ConfigurationError, ValueError) as exc:
-                raise _trait_error(exc, name) from None
+                raise trait_error(exc, name) from None
             return self.checked(value, name, provisioner)
         default = self.default(provisioner) if callable(self.default) else copy.deepcopy(self.default)
         return self.checked(default, trait, provisioner)
@@ -72,10 +72,10 @@ class Rule:
                 raise ConfigurationError(f"{name}={value!r} is not one of {', '.join(self.choices)}")
             return self.check(value, name, provisioner) if self.check else value
         except (ConfigurationError, ValueError, TypeError) as exc:
-            raise _trait_error(exc, name) from None
+            raise trait_error(exc, name) from None
 
 
-def _trait_error(exc: Exception, name: str) -> TraitError:
+def trait_error(exc: Exception, name: str) -> TraitError:
     """The one-line error traitlets reports, naming the setting or variable when ``exc`` does not already."""
     text = str(exc)
     return TraitError(text if name in text else f"{name}: {text}")
@@ -142,7 +142,7 @@ class Ports(_Declared, TraitType):  # type: ignore[type-arg]
             try:
                 value = PortRange.parse(value)
             except ConfigurationError as exc:
-                raise _trait_error(exc, str(self.name)) from None
+                raise trait_error(exc, str(self.name)) from None
         return self.metadata["rule"].checked(value, self.name, obj)
 
 
