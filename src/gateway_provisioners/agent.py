@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 AGENT_SCRIPT = "gp_agent.py"
+SPARK_KERNEL_SCRIPT = "gp_spark_kernel.py"  # a Python kernel that is a Spark driver (docs/kubernetes.md, "Spark")
 
 
 def launchers_dir() -> Path:
@@ -20,3 +21,7 @@ def launchers_dir() -> Path:
 
 def agent_path() -> Path:
     return launchers_dir() / AGENT_SCRIPT
+
+
+def spark_kernel_path() -> Path:
+    return launchers_dir() / SPARK_KERNEL_SCRIPT

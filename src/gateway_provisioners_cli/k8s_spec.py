@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
 import sys
 import urllib.request
 from pathlib import Path
@@ -27,6 +28,8 @@ from .kernelspec import (
 )
 
 DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
+SPARK_SERVICE_ACCOUNT = "spark-kernel"  # the account deploy/kubernetes/rbac-spark-kernel.yaml creates and binds
 
 
 @click.group()
@@ -44,12 +47,19 @@ def main() -> None:
 @click.option("--connection-mode", type=click.Choice(["assigned", "callback"]), default=None,
               help="How the server learns the kernel's ports (default: assigned, no callback).")  # fmt: skip
 @click.option("--python", "python", default="python3", show_default=True, help="The interpreter in the image.")
-# The older jupyter-k8s-spec's Spark options: Spark kernels on Kubernetes come with the Spark support.
-@not_yet_option("--spark", "Spark kernels on Kubernetes", takes_value=False)
-@not_yet_option("--executor-image-name", "Spark executors on Kubernetes")
-@not_yet_option("--spark-home", "Spark kernels on Kubernetes")
-@not_yet_option("--extra-spark-opts", "Spark kernels on Kubernetes")
-@not_yet_option("--spark-init-mode", "Spark kernels on Kubernetes")
+@click.option("--service-account", default=None,
+              help="Service account of kernel pods (default: 'default'; with --spark in a shared namespace: "
+                   "'spark-kernel', the account deploy/kubernetes/rbac-spark-kernel.yaml grants).")  # fmt: skip
+@click.option("--spark", is_flag=True,
+              help="The kernel is a Spark driver (client mode); its executors are pods it creates in its namespace.")
+@click.option("--executor-image-name", default=None,
+              help="With --spark: the executors' image (jupyter-spark-images build makes one).")
+@click.option("--spark-init-mode", type=click.Choice(["lazy", "eager", "none"], case_sensitive=False), default=None,
+              help="With --spark: 'lazy' (default) gives spark and sc made on first use, the kernel answering at once; "
+                   "'eager' makes the session before the kernel is ready; 'none' makes none.")  # fmt: skip
+@click.option("--extra-spark-opts", default="",
+              help="With --spark: more spark-submit options, shell-quoted (e.g. '--conf spark.executor.instances=2').")
+@retired_option("--spark-home", "Spark comes from the kernel image's pyspark (jupyter-spark-images build)")
 @not_yet_option("--crd", "Spark-operator (SparkApplication) kernels; spark-operator-provisioner is not part of 1.0",
                 takes_value=False)  # fmt: skip
 @retired_option("--tensorflow", "it never changed the kernel spec; name a TensorFlow image with --image-name",
@@ -62,9 +72,16 @@ def install(
     namespace_per_kernel: bool,
     connection_mode: str | None,
     python: str,
+    service_account: str | None,
+    spark: bool,
+    executor_image_name: str | None,
+    spark_init_mode: str | None,
+    extra_spark_opts: str,
 ) -> None:
     """Install a kernel spec whose kernels run in IMAGE_NAME pods."""
-    common = common.named(f"k8s_{common.language}")
+    common = common.named(f"k8s_spark_{common.language}" if spark else f"k8s_{common.language}")
+    if service_account is not None and not re.fullmatch(DNS_SUBDOMAIN, service_account):
+        raise click.BadParameter(f"{service_account!r} is not a service account name", param_hint="--service-account")
     if namespace is not None and not re.fullmatch(DNS_LABEL, namespace):
         raise click.BadParameter(f"{namespace!r} is not a namespace name (a-z, 0-9, -)", param_hint="--namespace")
     if pod_template is not None:
@@ -78,20 +95,59 @@ def install(
         except Exception as exc:
             raise click.BadParameter(str(exc), param_hint="--pod-template") from None
         pod_template = str(path.resolve())
+    config: dict[str, object] = {
+        "image_name": image_name,
+        "namespace": namespace,
+        "pod_template": pod_template,
+        "shared_namespace": False if namespace_per_kernel else None,
+        "connection_mode": connection_mode,
+        "service_account_name": service_account,
+    }
+    argv = kernel_argv(common.language, python, common.kernel_class)
+    env: dict[str, str] = {}
+    if spark:
+        argv, env = _spark_kernel(common, python, executor_image_name, spark_init_mode, extra_spark_opts)
+        # The driver creates its executors with the pod's service account; in a shared namespace that is an account
+        # of its own, bound to the Role of rbac-spark-kernel.yaml (a per-kernel namespace gets kernel_role_rules).
+        if not namespace_per_kernel:
+            config["service_account_name"] = service_account or SPARK_SERVICE_ACCOUNT
+            config["mount_service_account_token"] = True
+    else:
+        for name, value in (("--executor-image-name", executor_image_name), ("--spark-init-mode", spark_init_mode),
+                            ("--extra-spark-opts", extra_spark_opts)):  # fmt: skip
+            if value:
+                raise click.UsageError(f"{name} needs --spark")
     spec = build_kernel_json(
         common=common,
         provisioner="kubernetes-provisioner",
-        argv=kernel_argv(common.language, python, common.kernel_class),
-        display_name=f"{common.language.capitalize()} on Kubernetes ({image_name})",
-        config={
-            "image_name": image_name,
-            "namespace": namespace,
-            "pod_template": pod_template,
-            "shared_namespace": False if namespace_per_kernel else None,
-            "connection_mode": connection_mode,
-        },
+        argv=argv,
+        display_name=f"{common.language.capitalize()} on Kubernetes{' with Spark' if spark else ''} ({image_name})",
+        config=config,
+        env=env,
     )
     emit(spec, common)
+
+
+def _spark_kernel(common: SpecOptions, python: str, executor_image: str | None, init_mode: str | None,
+                  extra_opts: str) -> tuple[list[str], dict[str, str]]:  # fmt: skip
+    """The argv and env of a Spark driver kernel: gp_spark_kernel.py's text run by the image's Python."""
+    from gateway_provisioners.agent import spark_kernel_path
+
+    if common.language != "python":
+        raise click.UsageError(f"--spark: not yet for {common.language!r} kernels on Kubernetes; use --language python")
+    if not executor_image:
+        raise click.UsageError("--spark needs --executor-image-name (the executors' image: jupyter-spark-images build)")
+    try:
+        shlex.split(extra_opts)
+    except ValueError as exc:
+        raise click.BadParameter(f"cannot split {extra_opts!r}: {exc}", param_hint="--extra-spark-opts") from None
+    # The kernel's own text goes into argv (python -c): any image with ipykernel and pyspark runs it, nothing to add.
+    argv = [python, "-c", spark_kernel_path().read_text(), "-f", "{connection_file}"]
+    argv += kernel_argv("python", python, common.kernel_class)[5:]  # an ipykernel subclass, if any
+    env = {"GP_SPARK_INIT_MODE": (init_mode or "lazy").lower(), "GP_SPARK_EXECUTOR_IMAGE": executor_image}
+    if extra_opts:
+        env["SPARK_OPTS"] = extra_opts
+    return argv, env
 
 
 def _server_kernels(url: str, token: str) -> set[str]:

@@ -85,6 +85,12 @@ class KubernetesProvisioner(RemoteProvisionerBase):
     service_account_name = setting(
         Text, "GP_DEFAULT_KERNEL_SERVICE_ACCOUNT_NAME", default="default", help="Service account of kernel pods."
     )
+    mount_service_account_token = setting(
+        Flag, "GP_MOUNT_SERVICE_ACCOUNT_TOKEN", default=False,
+        help="Mount the service account's API token into kernel pods of a shared namespace (a Spark driver needs it "
+        "to create its executors; bind the account to no more than that, as deploy/kubernetes/rbac-spark-kernel.yaml "
+        "does). Pods of a per-kernel namespace always get it.",
+    )  # fmt: skip
     allowed_service_accounts = setting(
         NameList, "GP_ALLOWED_SERVICE_ACCOUNTS", default=[],
         help="Service accounts a client may pick with KERNEL_SERVICE_ACCOUNT_NAME.",
@@ -168,7 +174,7 @@ class KubernetesProvisioner(RemoteProvisionerBase):
             namespace=self.namespace, shared_namespace=self.shared_namespace,
             allow_client_namespace=self.allow_client_namespace, image=self.image_name,
             allowed_images=tuple(parse_user_list(self.allowed_images)), image_pull_policy=self.image_pull_policy,
-            service_account=self.service_account_name,
+            service_account=self.service_account_name, mount_service_account_token=self.mount_service_account_token,
             allowed_service_accounts=tuple(parse_user_list(self.allowed_service_accounts)),
             template=load_template(self.pod_template), extra_pod_config=dict(self.extra_pod_config),
             modify_pod_hook=hook or None, uid=self.kernel_uid, gid=self.kernel_gid,

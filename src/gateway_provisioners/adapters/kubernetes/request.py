@@ -39,6 +39,7 @@ class PodSettings:
     allowed_images: tuple[str, ...] = ()
     image_pull_policy: str = "IfNotPresent"
     service_account: str = "default"
+    mount_service_account_token: bool = False  # a per-kernel namespace always mounts it (its Role is the kernel's)
     allowed_service_accounts: tuple[str, ...] = ()
     template: str = ""  # the template's text; empty: the shipped default
     extra_pod_config: dict[str, Any] = field(default_factory=dict)
