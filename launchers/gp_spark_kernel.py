@@ -116,7 +116,7 @@ def prepare(env):
         with os.fdopen(fd, "w") as f:
             json.dump(executor_pod_template(os.getuid(), os.getgid()), f)
     args = submit_args(env, in_pod_facts(), template_file)
-    os.environ["PYSPARK_SUBMIT_ARGS"] = shlex.join(args + ["pyspark-shell"])
+    os.environ["PYSPARK_SUBMIT_ARGS"] = shlex.join([*args, "pyspark-shell"])
 
 
 def create_session():

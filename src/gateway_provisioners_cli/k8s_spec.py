@@ -50,15 +50,24 @@ def main() -> None:
 @click.option("--service-account", default=None,
               help="Service account of kernel pods (default: 'default'; with --spark in a shared namespace: "
                    "'spark-kernel', the account deploy/kubernetes/rbac-spark-kernel.yaml grants).")  # fmt: skip
-@click.option("--spark", is_flag=True,
-              help="The kernel is a Spark driver (client mode); its executors are pods it creates in its namespace.")
-@click.option("--executor-image-name", default=None,
-              help="With --spark: the executors' image (jupyter-spark-images build makes one).")
+@click.option(
+    "--spark",
+    is_flag=True,
+    help="The kernel is a Spark driver (client mode); its executors are pods it creates in its namespace.",
+)
+@click.option(
+    "--executor-image-name",
+    default=None,
+    help="With --spark: the executors' image (jupyter-spark-images build makes one).",
+)
 @click.option("--spark-init-mode", type=click.Choice(["lazy", "eager", "none"], case_sensitive=False), default=None,
               help="With --spark: 'lazy' (default) gives spark and sc made on first use, the kernel answering at once; "
                    "'eager' makes the session before the kernel is ready; 'none' makes none.")  # fmt: skip
-@click.option("--extra-spark-opts", default="",
-              help="With --spark: more spark-submit options, shell-quoted (e.g. '--conf spark.executor.instances=2').")
+@click.option(
+    "--extra-spark-opts",
+    default="",
+    help="With --spark: more spark-submit options, shell-quoted (e.g. '--conf spark.executor.instances=2').",
+)
 @retired_option("--spark-home", "Spark comes from the kernel image's pyspark (jupyter-spark-images build)")
 @not_yet_option("--crd", "Spark-operator (SparkApplication) kernels; spark-operator-provisioner is not part of 1.0",
                 takes_value=False)  # fmt: skip

@@ -64,7 +64,7 @@ NOT_CONVERTIBLE = {
 #: Older settings with no counterpart: dropped, with the reason printed.
 DROPPED_SETTINGS = {
     "log_format": "logging is the server's configuration",
-    "executor_image_name": "only Spark kernels used it, and Spark on Kubernetes is not yet supported",
+    "executor_image_name": "only Spark kernels used it: jupyter-k8s-spec install --spark --executor-image-name",
 }
 #: Arguments of the older launchers that carry nothing the new spec needs (the agent does their work).
 AGENT_ARGUMENTS = {"--kernel-id", "--port-range", "--response-address", "--public-key", "--transport-encryption"}
@@ -239,6 +239,11 @@ def convert(folder: Path) -> Conversion:
     if launcher == "run.sh" and provisioner == "yarn-provisioner":
         _yarn_submit(env, cluster, config, notes)
         python = config.get("remote_python") or "python3"  # as jupyter-yarn-spec --python-root writes it
+    elif (launcher == "run.sh" or session == "Spark") and provisioner == "kubernetes-provisioner":
+        raise Refused(
+            "Spark kernels on Kubernetes are written anew (the kernel's pod is now the driver, in client mode): "
+            "jupyter-k8s-spec install --spark --executor-image-name IMAGE (docs/kubernetes.md, 'Spark')"
+        )
     elif launcher == "run.sh" or session:
         raise Refused(f"not yet: {session or 'Spark'} kernels on {provisioner} (docs/migration.md, 'Coming')")
     elif launcher in ("launch_kubernetes.py", "launch_docker.py", "bootstrap-kernel.sh"):

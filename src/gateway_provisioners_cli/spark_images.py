@@ -178,7 +178,7 @@ def build_spark_images(
     try:
         base_id = client.images.get(base).id
     except docker.errors.ImageNotFound:
-        raise click.ClickException(f"base image {base!r} is not on this Docker engine: pull or build it first") from None
+        raise click.ClickException(f"base image {base!r} is not on this Docker engine: pull or build it") from None
     pyspark = _wheels(pyspark_wheels)
     label = _hash("spark-base v1", base_id, jre, str(uid), str(gid), SPARK_BASE_SCRIPT, files=pyspark)
     spark_base = f"{executor_tag.rsplit(':', 1)[0]}-base:{label}"
@@ -210,7 +210,7 @@ def main() -> None:
 @click.option("--pyspark-wheels", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder holding pyspark's and py4j's wheels (default: install from the package index).")  # fmt: skip
 @click.option("--wheels", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder of wheels for the kernel image (ipykernel, cryptography), as jupyter-image-bootstrap's.")  # fmt: skip
+              help="Wheels for the kernel image (ipykernel, cryptography), as in jupyter-image-bootstrap.")  # fmt: skip
 @click.option("--jre-package", default=DEFAULT_JRE, show_default=True, help="The Java runtime's apt package.")
 @click.option("--uid", type=click.IntRange(1), default=1000, show_default=True, help="The kernel's and executors' uid.")
 @click.option("--gid", type=click.IntRange(1), default=100, show_default=True, help="Their group id.")

@@ -40,7 +40,7 @@ CONVERTIBLE = {
                                         "--worker-count 2"]),
 }  # fmt: skip
 REFUSED = {
-    "k8s_spark": (["jupyter-k8s-spec", "--spark", "--image-name", "reg/spark:1"], "not yet: Spark kernels on"),
+    "k8s_spark": (["jupyter-k8s-spec", "--spark", "--image-name", "reg/spark:1"], "jupyter-k8s-spec install --spark"),
     "k8s_crd": (["jupyter-k8s-spec", "--spark", "--crd"], "spark-operator-provisioner: not yet"),
     "ssh_spark": (["jupyter-ssh-spec", "--spark", "--remote-hosts", "h1"], "not yet: Spark kernels on"),
     # The older jupyter-yarn-spec with --yarn-endpoint leaves ${…} template variables (its install defect).

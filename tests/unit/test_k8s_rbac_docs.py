@@ -21,7 +21,11 @@ def _body(text: str) -> str:
 
 
 def test_there_are_manifests() -> None:
-    assert {p.name for p in MANIFESTS} == {"rbac-shared-namespace.yaml", "rbac-namespace-per-kernel.yaml"}
+    assert {p.name for p in MANIFESTS} == {
+        "rbac-shared-namespace.yaml",
+        "rbac-namespace-per-kernel.yaml",
+        "rbac-spark-kernel.yaml",
+    }
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)

@@ -52,15 +52,20 @@ def test_spark_spec_in_per_kernel_namespaces_uses_the_kernel_role() -> None:
 
 
 def test_bad_extra_spark_opts_and_service_account_are_one_line_errors() -> None:
-    bad = CliRunner().invoke(k8s_spec.main, ["install", "--dry-run", "--image-name", "k:1", "--spark",
-                                             "--executor-image-name", "e:1", "--extra-spark-opts", "'unclosed"])  # fmt: skip
+    args = ["install", "--dry-run", "--image-name", "k:1", "--spark", "--executor-image-name", "e:1"]
+    bad = CliRunner().invoke(k8s_spec.main, [*args, "--extra-spark-opts", "'unclosed"])
     assert bad.exit_code == 2 and "cannot split" in bad.output
     bad = CliRunner().invoke(k8s_spec.main, ["install", "--dry-run", "--image-name", "k:1", "--service-account", "A!"])
     assert bad.exit_code == 2 and "is not a service account name" in bad.output
 
 
-POD_ENV = {"KUBERNETES_SERVICE_HOST": "10.232.0.1", "KUBERNETES_SERVICE_PORT": "443", "KERNEL_ID": "abc",
-           "GP_SPARK_EXECUTOR_IMAGE": "e:1", "SPARK_OPTS": "--conf spark.executor.instances=2 --conf spark.app.name=x"}  # fmt: skip
+POD_ENV = {
+    "KUBERNETES_SERVICE_HOST": "10.232.0.1",
+    "KUBERNETES_SERVICE_PORT": "443",
+    "KERNEL_ID": "abc",
+    "GP_SPARK_EXECUTOR_IMAGE": "e:1",
+    "SPARK_OPTS": "--conf spark.executor.instances=2 --conf spark.app.name=x",
+}
 
 
 def confs(args: list[str]) -> dict[str, str]:
@@ -89,7 +94,8 @@ def test_another_master_gets_no_kubernetes_settings() -> None:
 def test_executor_template_keeps_the_secure_defaults() -> None:
     pod = spark_kernel.executor_pod_template(1000, 100)
     assert pod["spec"]["automountServiceAccountToken"] is False
-    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True and pod["spec"]["securityContext"]["runAsUser"] == 1000
+    security = pod["spec"]["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 1000
     assert pod["spec"]["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 

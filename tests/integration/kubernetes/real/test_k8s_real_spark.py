@@ -37,7 +37,8 @@ EXECUTOR_IMAGE = "gp-test-spark-executor:k8s"
 SPARK_RBAC = REPO / "deploy" / "kubernetes" / "rbac-spark-kernel.yaml"
 # Small executors: the node has two cores, shared with the kernel pod and other tests' pods.
 SMALL = (
-    "--conf spark.executor.instances=1 --conf spark.executor.cores=1 --conf spark.kubernetes.executor.request.cores=100m "
+    "--conf spark.executor.instances=1 --conf spark.executor.cores=1 "
+    "--conf spark.kubernetes.executor.request.cores=100m "
     "--conf spark.executor.memory=512m --conf spark.kubernetes.container.image.pullPolicy=Never "
     "--conf spark.ui.showConsoleProgress=false"
 )
@@ -107,7 +108,7 @@ async def until(what: str, condition: Callable[[], Any], timeout: float = 90) ->
 
 
 def running_jobs(ip: str) -> list[int] | None:
-    """Ids of the driver's running Spark jobs, from its UI's REST API at the pod's IP (None while it does not answer)."""
+    """Ids of the driver's running Spark jobs, from its UI's REST API at the pod's IP (None while it is not up)."""
     try:
         with urllib.request.urlopen(f"http://{ip}:4040/api/v1/applications", timeout=5) as response:
             apps = json.load(response)
@@ -232,7 +233,10 @@ async def test_interrupt_cancels_the_running_job_and_the_kernel_stays_usable(clu
 async def test_a_failed_launch_leaves_no_executor_pod(cluster: Cluster, spark_spec, pods_left):
     # Eager, with executors that cannot start (no such image) and a session that waits for all of them: the launch
     # times out while the driver's executor pod exists. Deleting the kernel's pod must take the executors with it.
-    wait_for_all = "--conf spark.scheduler.minRegisteredResourcesRatio=1 --conf spark.scheduler.maxRegisteredResourcesWaitingTime=600s"
+    wait_for_all = (
+        "--conf spark.scheduler.minRegisteredResourcesRatio=1 "
+        "--conf spark.scheduler.maxRegisteredResourcesWaitingTime=600s"
+    )
     km = AsyncKernelManager(
         kernel_name=spark_spec("gp-spark-failed", "--executor-image-name", "gp-no-such-executor:0",
                                "--extra-spark-opts", f"{SMALL} {wait_for_all}", "--spark-init-mode", "eager",
