@@ -154,6 +154,9 @@ def _spark_kernel(common: SpecOptions, python: str, executor_image: str | None, 
     argv = [python, "-c", spark_kernel_path().read_text(), "-f", "{connection_file}"]
     argv += kernel_argv("python", python, common.kernel_class)[5:]  # an ipykernel subclass, if any
     env = {"GP_SPARK_INIT_MODE": (init_mode or "lazy").lower(), "GP_SPARK_EXECUTOR_IMAGE": executor_image}
+    if env["GP_SPARK_INIT_MODE"] == "eager" and common.launch_timeout < 120:
+        click.echo(f"note: eager: the launch includes the Spark session and its first executors; --launch-timeout "
+                   f"{common.launch_timeout:g} s may be too short for them", err=True)  # fmt: skip
     if extra_opts:
         env["SPARK_OPTS"] = extra_opts
     return argv, env

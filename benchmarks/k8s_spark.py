@@ -1,0 +1,190 @@
+"""Spark kernels on the real test cluster: time to a ready Spark session, lazy and eager, against plain spark-submit.
+
+Run (root; the cluster up, e.g. after the real-cluster Spark tests built and loaded the images):
+    sh scripts/k8s-cluster.sh up
+    python benchmarks/k8s_spark.py [--rounds 3]
+
+Three contenders, each round in the order spark-submit, lazy, eager, then reversed; each measured from its start until
+``spark.range(1000).count()`` has returned on one executor pod (a session is ready when it has run a job):
+- spark-submit: a bare pod of the same kernel image and service account running ``spark-submit`` (client mode, in the
+  pod) of a driver that makes the session and counts — with the very arguments the Spark kernel computes
+  (launchers/gp_spark_kernel.py), and no agent, kernel or Jupyter. Timed from the pod's creation to the time the
+  driver prints after the count (one clock: pods run on this host).
+- lazy / eager: AsyncKernelManager with the spec of ``jupyter-k8s-spec install --spark --spark-init-mode MODE``, timed
+  from ``start_kernel()``; "answers" is when the kernel replies to kernel_info, "session" when the first cell
+  ``spark.range(1000).count()`` has returned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from jupyter_client.manager import AsyncKernelManager  # noqa: E402
+from tests.integration.kubernetes.real.conftest import NAMESPACE, SCRIPT, SHARED_RBAC, Cluster  # noqa: E402
+from tests.integration.kubernetes.real.test_k8s_real_spark import (  # noqa: E402
+    EXECUTOR_IMAGE,
+    KERNEL_IMAGE,
+    SMALL,
+    SPARK_RBAC,
+)
+from tests.support.spark_images import build_spark_images  # noqa: E402
+
+from gateway_provisioners.adapters.kubernetes import close_hubs  # noqa: E402
+from gateway_provisioners.agent import spark_kernel_path  # noqa: E402
+
+DRIVER = (
+    "import time\nfrom pyspark.sql import SparkSession\ns = SparkSession.builder.getOrCreate()\n"
+    "n = s.range(1000).count()\nprint('COUNTED', n, time.time(), flush=True)\ns.stop()\n"
+)
+# In the pod: the Spark kernel's own argument computation, then exec spark-submit of DRIVER with them.
+SUBMIT = (
+    "import os, shlex\nns = {'__name__': 'gp_spark_kernel'}\nexec(os.environ['GP_SPARK_KERNEL'], ns)\n"
+    "ns['prepare'](os.environ)\nargs = shlex.split(os.environ['PYSPARK_SUBMIT_ARGS'])[:-1]\n"
+    "open('/tmp/driver.py', 'w').write(os.environ['DRIVER'])\nimport pyspark\n"
+    "submit = os.path.join(os.path.dirname(pyspark.__file__), 'bin', 'spark-submit')\n"
+    "os.execv(submit, [submit, *args, '/tmp/driver.py'])\n"
+)
+
+
+def submit_pod(name: str) -> dict[str, Any]:
+    env = {"GP_SPARK_KERNEL": spark_kernel_path().read_text(), "DRIVER": DRIVER, "KERNEL_ID": name,
+           "GP_SPARK_EXECUTOR_IMAGE": EXECUTOR_IMAGE, "SPARK_OPTS": SMALL}  # fmt: skip
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"gp-bench": "spark-submit"}},
+        "spec": {
+            "restartPolicy": "Never", "serviceAccountName": "spark-kernel", "enableServiceLinks": False,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 100, "fsGroup": 100},
+            "containers": [{
+                "name": "driver", "image": KERNEL_IMAGE, "imagePullPolicy": "Never",
+                "command": ["python3", "-c", SUBMIT], "env": [{"name": k, "value": v} for k, v in env.items()],
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
+    }  # fmt: skip
+
+
+async def spark_submit(cluster: Cluster) -> dict[str, float]:
+    name = f"gp-bench-submit-{uuid.uuid4().hex[:8]}"
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as manifest:
+        json.dump(submit_pod(name), manifest)
+        manifest.flush()
+        started = time.time()
+        await asyncio.to_thread(cluster.kubectl, "create", "-f", manifest.name)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            pod = await asyncio.to_thread(cluster.get, "pod", name, NAMESPACE)
+            phase = (pod or {}).get("status", {}).get("phase")
+            if phase in ("Succeeded", "Failed"):
+                break
+            await asyncio.sleep(0.5)
+        logs = (await asyncio.to_thread(cluster.kubectl, "logs", "-n", NAMESPACE, name)).stdout
+        counted = [line.split() for line in logs.splitlines() if line.startswith("COUNTED ")]
+        if not counted or counted[-1][1] != "1000":
+            raise RuntimeError(f"spark-submit pod {name} ended {phase} without its count:\n{logs[-2000:]}")
+        return {"session": float(counted[-1][2]) - started}
+    finally:
+        await asyncio.to_thread(cluster.kubectl, "delete", "pod", name, "-n", NAMESPACE, "--wait=false", check=False)
+
+
+async def kernel(mode: str, kernel_name: str) -> dict[str, float]:
+    km = AsyncKernelManager(kernel_name=kernel_name)
+    started = time.monotonic()
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=300)
+        answers = time.monotonic() - started
+        out: list[str] = []
+        reply = await kc.execute_interactive(
+            "print(spark.range(1000).count())", timeout=300,
+            output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None,
+        )  # fmt: skip
+        session = time.monotonic() - started
+        if reply["content"]["status"] != "ok" or "1000" not in "".join(out).split():
+            raise RuntimeError(f"{mode}: the first count failed: {reply['content'].get('evalue')}")
+        return {"answers": answers, "session": session}
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+        await close_hubs()
+
+
+def write_spec(root: Path, mode: str, server_kubeconfig: str) -> str:
+    cli = subprocess.run(
+        [sys.executable, "-m", "gateway_provisioners_cli.k8s_spec", "install", "--dry-run", "--spark",
+         "--image-name", KERNEL_IMAGE, "--namespace", NAMESPACE, "--executor-image-name", EXECUTOR_IMAGE,
+         "--extra-spark-opts", SMALL, "--spark-init-mode", mode, "--launch-timeout", "300"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    spec = json.loads(cli.stdout)
+    spec["metadata"]["kernel_provisioner"]["config"].update(kubeconfig=server_kubeconfig, image_pull_policy="Never")
+    folder = root / "kernels" / f"bench-spark-{mode}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kernel.json").write_text(json.dumps(spec))
+    return folder.name
+
+
+def stats(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} | {min(values):.1f} | {max(values):.1f}"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    env_lines = subprocess.run(["bash", str(SCRIPT), "env"], capture_output=True, text=True, check=True).stdout
+    cluster = Cluster(dict(line.split("=", 1) for line in env_lines.splitlines() if "=" in line))
+
+    def unavailable(reason: str) -> None:
+        raise SystemExit(reason)
+
+    build_spark_images(KERNEL_IMAGE, EXECUTOR_IMAGE, unavailable)
+    for image in (EXECUTOR_IMAGE, KERNEL_IMAGE):
+        cluster.script("load-image", image, timeout=900)
+    cluster.kubectl("apply", "-f", str(SPARK_RBAC))
+    server_kubeconfig = cluster.script("server-kubeconfig", str(SHARED_RBAC)).strip().splitlines()[-1]
+    with tempfile.TemporaryDirectory() as tmp:
+        import os
+
+        os.environ["JUPYTER_PATH"] = tmp
+        os.environ.setdefault("KERNEL_USERNAME", "gp-bench")
+        specs = {mode: write_spec(Path(tmp), mode, server_kubeconfig) for mode in ("lazy", "eager")}
+        results: dict[str, list[dict[str, float]]] = {"spark-submit": [], "lazy": [], "eager": []}
+        order = ["spark-submit", "lazy", "eager"]
+        for round_ in range(args.rounds):
+            for contender in order if round_ % 2 == 0 else list(reversed(order)):
+                result = await (spark_submit(cluster) if contender == "spark-submit"
+                                else kernel(contender, specs[contender]))  # fmt: skip
+                print(contender, {k: round(v, 2) for k, v in result.items()}, file=sys.stderr, flush=True)
+                results[contender].append(result)
+    floor = statistics.median(r["session"] for r in results["spark-submit"])
+    print(f"\n{platform.node()} · {platform.python_version()} · rounds {args.rounds}\n")
+    print("| contender | kernel answers: median s | session ready: median s | min s | max s | vs spark-submit |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for contender, rows in results.items():
+        answers = [r["answers"] for r in rows if "answers" in r]
+        session = [r["session"] for r in rows]
+        answered = f"{statistics.median(answers):.1f}" if answers else "–"
+        ratio = statistics.median(session) / floor
+        print(f"| {contender} | {answered} | {stats(session)} | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
