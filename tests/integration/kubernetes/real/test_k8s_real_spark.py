@@ -147,7 +147,7 @@ async def test_spark_job_runs_on_executor_pods_owned_by_the_kernel_pod(cluster: 
             # The executors' template: non-root, no API token.
             assert executor["spec"]["securityContext"]["runAsNonRoot"] is True
             assert executor["spec"]["automountServiceAccountToken"] is False
-        first_executors = {e["metadata"]["name"] for e in executors}
+        first_executors = {e["metadata"]["uid"] for e in executors}  # a new session reuses the names
 
         # The kernel's account may do what Spark needs in its namespace, and no more.
         content, out = await run_code(km, API_PROBE, timeout=60)
@@ -162,7 +162,7 @@ async def test_spark_job_runs_on_executor_pods_owned_by_the_kernel_pod(cluster: 
         assert content["status"] == "ok" and out.strip().splitlines()[-1] == "10", failure(content, out)
         await until(
             "the first session's executors gone",
-            lambda: not first_executors & {e["metadata"]["name"] for e in executor_pods(cluster, driver)},
+            lambda: not first_executors & {e["metadata"]["uid"] for e in executor_pods(cluster, driver)},
         )
         assert executor_pods(cluster, driver)
     finally:
