@@ -127,7 +127,12 @@ async def shell_answers(info: dict[str, Any], curve: bool, timeout: float) -> bo
     sock.connect(f"tcp://{info['ip']}:{info['shell_port']}")
     try:
         session = Session(key=info["key"], signature_scheme=info["signature_scheme"])  # the manager holds bytes
-        session.send(sock, "kernel_info_request", {})
+        # A DEALER with no connected peer blocks on send: bounded, so an unreachable kernel answers False, not a hang.
+        sock.sndtimeo = int(timeout * 1000)
+        try:
+            session.send(sock, "kernel_info_request", {})
+        except zmq.Again:
+            return False
         return bool(await sock.poll(timeout * 1000))
     finally:
         sock.close()
