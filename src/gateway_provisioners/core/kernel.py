@@ -43,6 +43,8 @@ log = safe_logger("gateway_provisioners.kernel")
 CLEANUP_AFTER_TIMEOUT = 0.5
 _cleanups = BackgroundTasks(log, "clean-up after a failed launch")  # still running after their launch failed
 
+#: Seconds a restart's reply may take beyond the kernel's grace and ready timeout, which the agent spends in full.
+RESTART_REPLY_MARGIN = 5.0
 #: How long :meth:`RemoteKernel.restore` tries to reach a restored kernel's agent by default. A kernel known to be gone
 #: (its platform resource is over, or nothing listens at its agent's address) is reported at once instead.
 REATTACH_TIMEOUT = 10.0
@@ -422,7 +424,8 @@ class RemoteKernel:
             raise ControlChannelClosed(f"kernel {self.kernel_id} has no agent connection")
         reply = await self._control.request(op, timeout=timeout, **args)
         if not reply.get("ok", False):
-            raise LaunchError(
+            error = LaunchTimeout if reply.get("timed_out") is True else LaunchError
+            raise error(
                 f"agent refused {op}: {reply.get('error', 'no reason given')}", diagnostics=reply.get("log_tail") or []
             )
         return reply
@@ -450,13 +453,28 @@ class RemoteKernel:
         if self.phase is not KernelPhase.RESTARTING:
             self.lifecycle.move_to(KernelPhase.RESTARTING, "restarting in place")
         try:
+            # The agent stops the kernel (up to grace), starts it, and waits up to ready_timeout: its answer, a
+            # timeout included, comes after both; a few seconds more for the rest of its work and the network.
             reply = await self._request(
-                "restart", timeout=self.spec.launch_timeout + grace, grace=grace, ready_timeout=self.spec.launch_timeout
+                "restart",
+                timeout=self.spec.launch_timeout + grace + RESTART_REPLY_MARGIN,
+                grace=grace,
+                ready_timeout=self.spec.launch_timeout,
             )
-        except LaunchError as exc:
+        except (LaunchError, asyncio.TimeoutError) as exc:
+            # The agent stopped the new kernel (or, silent past the deadline, will): the kernel is not running. A
+            # timeout stays one, so that a client gets the same status for it as for a launch that timed out.
+            error: LaunchError
+            if isinstance(exc, LaunchTimeout):
+                error = LaunchTimeout(f"kernel not ready after a restart: {exc.reason}", diagnostics=exc.diagnostics)
+            elif not isinstance(exc, LaunchError):
+                waited = self.spec.launch_timeout + grace + RESTART_REPLY_MARGIN
+                error = LaunchTimeout(f"the agent did not answer the restart within {waited:g} s")
+            else:
+                error = KernelExited(exc.reason, diagnostics=exc.diagnostics)
             self.exit_code = 1
-            self.lifecycle.move_to(KernelPhase.EXITED, str(exc))
-            raise KernelExited(exc.reason, diagnostics=exc.diagnostics) from None
+            self.lifecycle.move_to(KernelPhase.EXITED, str(error))
+            raise error from None
         self.exit_code, self.kernel_pid = None, reply.get("pid")
         self.lifecycle.move_to(KernelPhase.READY, "kernel restarted in place")
         return dict(self.connection_info)
