@@ -57,6 +57,14 @@ async def test_kernels_through_kernel_gateway(tmp_path: Path, server_env: dict[s
         assert (status, out.strip()) == ("ok", "ok")
         status, out = await execute(gateway, kernel["id"], "print(x)")
         assert (status, out.strip()) == ("ok", "42"), "the kernel must keep its state between WebSocket connections"
+        status, _ = await execute(
+            gateway, kernel["id"], "import time; time.sleep(60)", timeout=20,
+            on_busy=lambda: gateway.request("POST", f"/api/kernels/{kernel['id']}/interrupt"),
+        )  # fmt: skip
+        assert status == "error", "the interrupt did not reach the kernel"
+        assert (await execute(gateway, kernel["id"], "print(x)"))[1].strip() == "42", "an interrupt keeps the state"
+        await gateway.request("POST", f"/api/kernels/{kernel['id']}/restart")
+        assert (await execute(gateway, kernel["id"], "print('x' in globals())"))[1].strip() == "False"
         await gateway.request("DELETE", f"/api/kernels/{kernel['id']}")
         assert kernel["id"] not in await gateway.kernel_ids()
 
