@@ -866,7 +866,10 @@ class Agent:
             return {"ok": True, "pid": self.proc.pid if self.proc else None}
         except (OSError, TimeoutError) as exc:
             await self.stop_kernel(0)  # a kernel that never became ready must not linger
-            return {"ok": False, "error": str(exc), "log_tail": tail_lines(self.log_file)}
+            reply = {"ok": False, "error": str(exc), "log_tail": tail_lines(self.log_file)}
+            if isinstance(exc, TimeoutError):
+                reply["timed_out"] = True  # the server reports a timeout as such (HTTP 504), not as a kernel exit
+            return reply
         finally:
             self.busy = False
 
