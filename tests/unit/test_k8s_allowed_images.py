@@ -35,6 +35,8 @@ def test_the_spec_image_is_always_allowed() -> None:
 def test_listed_images_are_allowed_and_others_still_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GP_ALLOWED_IMAGES", "registry.example/kernel-r:1, registry.example/kernel-scala:1")
     settings = KubernetesProvisioner(image_name=SPEC_IMAGE).pod_settings()
-    assert pod_request(_spec(KERNEL_IMAGE="registry.example/kernel-r:1"), settings).image == "registry.example/kernel-r:1"
+    assert (
+        pod_request(_spec(KERNEL_IMAGE="registry.example/kernel-r:1"), settings).image == "registry.example/kernel-r:1"
+    )
     with pytest.raises(NotAuthorized, match="is not allowed here"):
         pod_request(_spec(KERNEL_IMAGE="registry.example/kernel-r:2"), settings)

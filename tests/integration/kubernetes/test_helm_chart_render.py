@@ -57,7 +57,9 @@ def test_objects_and_rbac_of_a_shared_namespace() -> None:
     assert role["metadata"]["namespace"] == "jupyter"  # kernels in the release's namespace by default
     assert role["rules"] == manifest_rules("rbac-shared-namespace.yaml")
     binding = objects[("RoleBinding", "rel-gateway-provisioners")]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-gateway-provisioners", "namespace": "jupyter"}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rel-gateway-provisioners", "namespace": "jupyter"}
+    ]
     pod = objects[("Deployment", "rel-gateway-provisioners")]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "rel-gateway-provisioners"
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
@@ -131,12 +133,15 @@ def test_kernel_specs_are_what_the_provisioner_accepts(monkeypatch: pytest.Monke
     # the chart's default kernel image is the provisioner's default, the one the documented recipe builds
     assert config["image_name"] == KubernetesProvisioner().image_name == "gateway-provisioners/kernel-py:latest"
     assert config["allowed_images"] == []  # closed: a client's KERNEL_IMAGE is refused
-    assert config["extra_pod_config"] == {"metadata": {"labels": {"gateway-provisioners.io/server": KERNELS[
-        "gateway-provisioners.io/server"]}}}  # what the kernels' NetworkPolicy selects
+    assert config["extra_pod_config"] == {
+        "metadata": {"labels": {"gateway-provisioners.io/server": KERNELS["gateway-provisioners.io/server"]}}
+    }  # what the kernels' NetworkPolicy selects
     settings = KubernetesProvisioner(**config).pod_settings()  # every key is a real setting, every value valid
     assert (settings.namespace, settings.shared_namespace) == ("jupyter", True)
     server = json.loads(data["jupyter_server_config.json"])
     assert server["ServerApp"]["jpserver_extensions"] == {"gateway_provisioners.server": True}
+    assert server["ServerApp"]["terminals_enabled"] is False  # no shell next to the ServiceAccount's token
+    assert server["MappingKernelManager"] == {"default_kernel_name": "python-k8s"}
     assert server["KernelSpecManager"] == {"ensure_native_kernel": False, "allowed_kernelspecs": ["python-k8s"]}
     assert server["GatewayProvisionersServer"]["keep_kernels_on_shutdown"] is False
 
@@ -149,8 +154,14 @@ SCALA_SPEC = '[{"name": "scala-k8s", "displayName": "Scala", "language": "scala"
     [
         (["--set", "kernels.portRange=0..0"], 'kernels.portRange "0..0": need 1024 <= lower'),
         (["--set", "kernels.portRange=50000"], 'kernels.portRange "50000" must be "lower..upper"'),
-        (["--set", "kernels.connectionMode=stdout"], 'kernels.connectionMode "stdout" must be "assigned" or "callback"'),
-        (["--set-json", f"kernels.specs={SCALA_SPEC}"], 'kernel spec "scala-k8s": image "scala" is not a key of kernels.images'),
+        (
+            ["--set", "kernels.connectionMode=stdout"],
+            'kernels.connectionMode "stdout" must be "assigned" or "callback"',
+        ),
+        (
+            ["--set-json", f"kernels.specs={SCALA_SPEC}"],
+            'kernel spec "scala-k8s": image "scala" is not a key of kernels.images',
+        ),
     ],
 )
 def test_bad_values_fail_with_one_line(setting: list[str], message: str) -> None:

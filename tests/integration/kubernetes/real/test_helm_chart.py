@@ -1,5 +1,6 @@
 """The Helm chart on the real cluster: `helm install` into a fresh namespace, a kernel started, run and deleted through
-the deployed Jupyter Server's REST API and WebSocket, then `helm uninstall` leaving nothing behind.
+the deployed Jupyter Server's REST API and WebSocket, then `helm uninstall` (with another kernel still running) leaving
+nothing behind.
 
 The images are built here without a registry and loaded into the cluster's containerd: the kernel image by the
 documented recipe under the provisioner's default name (`jupyter-image-bootstrap build --tag
@@ -157,6 +158,7 @@ async def test_install_serve_a_kernel_and_uninstall_leaves_nothing(
     assert unauthenticated.code == 403  # the generated token is required
     code, specs = await call("GET", "/api/kernelspecs")
     assert code == 200 and sorted(specs["kernelspecs"]) == ["python-k8s"]  # the chart's specs only, no local kernel
+    assert (await call("POST", "/api/terminals"))[0] == 404  # no shell in the pod that holds the server's token
 
     # A client's image is refused by default (allowed_images closed), in one line, and nothing is created.
     code, refused = await call("POST", "/api/kernels", {"name": "python-k8s", "env": {"KERNEL_IMAGE": "busybox:1"}})
@@ -182,6 +184,11 @@ async def test_install_serve_a_kernel_and_uninstall_leaves_nothing(
     assert code == 204
     cluster.wait_until("the kernel's pod gone", lambda: cluster.get("pod", f"kernel-{kernel_id}", namespace) is None)
     assert (await call("GET", "/api/kernels"))[1] == []
+
+    # A kernel still running at `helm uninstall`: the server shuts it down as it stops (keepKernelsOnShutdown false).
+    code, running = await call("POST", "/api/kernels", {"name": "python-k8s"})
+    assert code == 201, running
+    assert cluster.get("pod", f"kernel-{running['id']}", namespace) is not None
 
     policies = json.loads(cluster.kubectl("get", "networkpolicies", "-n", namespace, "-o", "json").stdout)["items"]
     assert sorted(p["metadata"]["name"] for p in policies) == [f"{FULLNAME}-kernels", f"{FULLNAME}-server"]
