@@ -52,7 +52,20 @@ def test_objects_and_rbac_of_a_shared_namespace() -> None:
         ("Secret", "rel-gateway-provisioners"), ("Deployment", "rel-gateway-provisioners"),
         ("Service", "rel-gateway-provisioners"), ("NetworkPolicy", "rel-gateway-provisioners-server"),
         ("NetworkPolicy", "rel-gateway-provisioners-kernels"),
+        # the pre-delete hook that stops the server before its RBAC goes (deleted by helm once it has run)
+        ("ServiceAccount", "rel-gateway-provisioners-uninstall"), ("Role", "rel-gateway-provisioners-uninstall"),
+        ("RoleBinding", "rel-gateway-provisioners-uninstall"), ("Job", "rel-gateway-provisioners-uninstall"),
     ])  # fmt: skip
+    hook = objects[("Role", "rel-gateway-provisioners-uninstall")]
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    assert hook["rules"] == [
+        {"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": ["rel-gateway-provisioners"],
+         "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]  # fmt: skip
+    job = objects[("Job", "rel-gateway-provisioners-uninstall")]["spec"]["template"]["spec"]["containers"][0]
+    selector = {e["name"]: e["value"] for e in job["env"]}["SELECTOR"]
+    assert dict(pair.split("=") for pair in selector.split(",")) == SERVER
     role = objects[("Role", "rel-gateway-provisioners")]
     assert role["metadata"]["namespace"] == "jupyter"  # kernels in the release's namespace by default
     assert role["rules"] == manifest_rules("rbac-shared-namespace.yaml")

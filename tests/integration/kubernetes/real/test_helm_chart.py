@@ -38,6 +38,7 @@ RELEASE = "gp"
 FULLNAME = "gp-gateway-provisioners"
 # What a namespace holds without any release: its own defaults.
 NAMESPACE_DEFAULTS = {("configmaps", "kube-root-ca.crt"), ("serviceaccounts", "default")}
+PORT_KEYS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 NAMESPACED = ("pods", "services", "endpoints", "secrets", "configmaps", "serviceaccounts", "roles", "rolebindings",
               "networkpolicies", "deployments", "replicasets")  # fmt: skip
 
@@ -97,7 +98,7 @@ def execute_request(code: str) -> dict[str, Any]:
 
 async def run_over_websocket(url: str, token: str, code: str, timeout: float = 60) -> str:
     """Send ``code`` on the kernel's WebSocket; the text/plain of its execute_result."""
-    ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}), connect_timeout=30)
+    ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}, connect_timeout=30))
     try:
         request = execute_request(code)
         await ws.write_message(json.dumps(request))
@@ -120,15 +121,17 @@ async def run_over_websocket(url: str, token: str, code: str, timeout: float = 6
         ws.close()
 
 
+@pytest.mark.parametrize("mode", ["assigned", "callback"])
 async def test_install_serve_a_kernel_and_uninstall_leaves_nothing(
-    cluster: Cluster, chart_images: dict[str, str], namespace: str
+    cluster: Cluster, chart_images: dict[str, str], namespace: str, mode: str
 ) -> None:
     kubeconfig = cluster.env["KUBECONFIG"]
     started = time.monotonic()
     installed = helm(
         "install", RELEASE, str(CHART), "--namespace", namespace, "--wait", "--timeout", "300s",
         "--set", f"server.image={chart_images['server']}", "--set", "server.imagePullPolicy=Never",
-        "--set", "kernels.imagePullPolicy=Never", kubeconfig=kubeconfig, timeout=360,
+        "--set", "kernels.imagePullPolicy=Never", "--set", f"kernels.connectionMode={mode}",
+        kubeconfig=kubeconfig, timeout=360,
     )  # fmt: skip
     install_seconds = time.monotonic() - started
     assert installed.returncode == 0, installed.stderr[-3000:]
@@ -143,8 +146,8 @@ async def test_install_serve_a_kernel_and_uninstall_leaves_nothing(
 
     async def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
         try:
-            response = await http.fetch(f"{base}{path}", method=method, headers=auth, request_timeout=120,
-                                        body=None if body is None else json.dumps(body))  # fmt: skip
+            payload = json.dumps(body if body is not None else {}) if method == "POST" else None
+            response = await http.fetch(f"{base}{path}", method=method, headers=auth, body=payload, request_timeout=120)
         except HTTPClientError as err:
             assert err.response is not None, str(err)
             response = err.response
@@ -164,6 +167,8 @@ async def test_install_serve_a_kernel_and_uninstall_leaves_nothing(
     code, refused = await call("POST", "/api/kernels", {"name": "python-k8s", "env": {"KERNEL_IMAGE": "busybox:1"}})
     assert code == 403, refused
     assert "KERNEL_IMAGE='busybox:1' is not allowed here" in json.dumps(refused)
+    kernel_pods = ["pods", "-n", namespace, "-l", "app.kubernetes.io/component=kernel", "-o", "name"]
+    assert cluster.kubectl("get", *kernel_pods).stdout.strip() == ""
 
     started = time.monotonic()
     code, kernel = await call("POST", "/api/kernels", {"name": "python-k8s"})
@@ -175,6 +180,19 @@ async def test_install_serve_a_kernel_and_uninstall_leaves_nothing(
     assert pod["metadata"]["labels"]["gateway-provisioners.io/server"] == FULLNAME  # what its NetworkPolicy selects
     assert pod["spec"]["containers"][0]["image"] == DEFAULT_KERNEL_IMAGE
     assert pod["spec"]["securityContext"]["runAsUser"] == 1000
+    # What the agent was told (its launch Secret): the ports the kernels' NetworkPolicy opens, and in callback mode the
+    # server pod's IP and the one response port the server's policy opens.
+    launch = cluster.get("secret", f"kernel-{kernel_id}-launch", namespace)
+    assert launch is not None
+    params = json.loads(base64.b64decode(launch["data"]["params.json"]))
+    assert params["mode"] == mode and params["port_range"] == "50000..50999"
+    if mode == "assigned":
+        ports = [*(params["connection"][k] for k in PORT_KEYS), params["agent_port"]]
+        assert all(50000 <= port <= 50999 for port in ports), ports
+    else:
+        server_ip = cluster.kubectl("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/component=server",
+                                    "-o", "jsonpath={.items[0].status.podIP}").stdout  # fmt: skip
+        assert params["response_address"] == f"{server_ip}:8877"
 
     ws_url = base.replace("http://", "ws://") + f"/api/kernels/{kernel_id}/channels"
     assert await run_over_websocket(ws_url, token, "1+1") == "2"
@@ -199,7 +217,9 @@ async def test_install_serve_a_kernel_and_uninstall_leaves_nothing(
     uninstall_seconds = time.monotonic() - started
     assert removed.returncode == 0, removed.stderr[-3000:]
     # pods end after their grace period and endpoints go with their service: wait, then nothing may be left
-    cluster.wait_until("nothing of the release left", lambda: not leftovers(cluster, namespace), timeout=120)
-    assert leftovers(cluster, namespace) == []
-    print(f"\nhelm install --wait {install_seconds:.1f} s, kernel start {launch_seconds:.1f} s, "
+    deadline = time.monotonic() + 120
+    while (left := leftovers(cluster, namespace)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left == [], f"left after helm uninstall: {left}"
+    print(f"\n[{mode}] helm install --wait {install_seconds:.1f} s, kernel start {launch_seconds:.1f} s, "
           f"helm uninstall --wait {uninstall_seconds:.1f} s", file=sys.stderr)  # fmt: skip
