@@ -85,6 +85,14 @@ def leftovers(cluster: Cluster, namespace: str) -> list[str]:
     return left
 
 
+def selected(cluster: Cluster, namespace: str, labels: dict[str, str]) -> list[str]:
+    """Names of the running pods of ``namespace`` that ``labels`` select, as a NetworkPolicy's podSelector would."""
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    out = cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "--field-selector=status.phase=Running",
+                          "-o", "jsonpath={.items[*].metadata.name}").stdout  # fmt: skip
+    return sorted(out.split())
+
+
 def execute_request(code: str) -> dict[str, Any]:
     msg_id = uuid.uuid4().hex
     return {
@@ -210,6 +218,20 @@ async def test_install_serve_a_kernel_and_uninstall_leaves_nothing(
 
     policies = json.loads(cluster.kubectl("get", "networkpolicies", "-n", namespace, "-o", "json").stdout)["items"]
     assert sorted(p["metadata"]["name"] for p in policies) == [f"{FULLNAME}-kernels", f"{FULLNAME}-server"]
+    # The cluster does not enforce them, but it can say whom they select: each selector picks exactly the pods meant.
+    by_name = {p["metadata"]["name"]: p["spec"] for p in policies}
+    server_pod = selected(cluster, namespace, {"app.kubernetes.io/component": "server"})
+    assert len(server_pod) == 1
+    kernels = by_name[f"{FULLNAME}-kernels"]
+    assert selected(cluster, namespace, kernels["podSelector"]["matchLabels"]) == [f"kernel-{running['id']}"]
+    assert selected(cluster, namespace, kernels["ingress"][0]["from"][0]["podSelector"]["matchLabels"]) == server_pod
+    server = by_name[f"{FULLNAME}-server"]
+    assert selected(cluster, namespace, server["podSelector"]["matchLabels"]) == server_pod
+    if mode == "callback":
+        response_from = server["ingress"][1]["from"][0]["podSelector"]["matchLabels"]
+        assert selected(cluster, namespace, response_from) == [f"kernel-{running['id']}"]
+    else:
+        assert len(server["ingress"]) == 1  # no kernel may open a connection to the server
 
     started = time.monotonic()
     removed = helm("uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "120s",
