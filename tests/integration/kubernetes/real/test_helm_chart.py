@@ -63,9 +63,11 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     name = f"gp-helm-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
     yield name
-    helm("uninstall", RELEASE, "--namespace", name, "--wait", "--timeout", "120s",
-         kubeconfig=cluster.env["KUBECONFIG"], timeout=180)  # fmt: skip
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    try:
+        helm("uninstall", RELEASE, "--namespace", name, "--wait", "--timeout", "120s",
+             kubeconfig=cluster.env["KUBECONFIG"], timeout=180)  # fmt: skip
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def leftovers(cluster: Cluster, namespace: str) -> list[str]:
