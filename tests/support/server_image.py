@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,13 +87,13 @@ def build_server_image(tag: str, unavailable: Callable[[str], None]) -> float:
             for path in wheels:
                 tar.add(path, arcname=f"wheels/{path.name}")
         context.seek(0)
-        import time
-
+        version = wheel.name.split("-")[1]  # the checkout's version, whatever the Dockerfile's default pins
+        args = {"BASE": base_image, "GP_REQUIREMENT": f"gateway_provisioners[k8s,server]=={version}"}
         started = time.monotonic()
         log: list[str] = []
         for chunk in client.api.build(
             fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True, pull=False, decode=True,
-            buildargs={"BASE": base_image}, labels={HASH_LABEL: inputs},
+            buildargs=args, labels={HASH_LABEL: inputs},
         ):  # fmt: skip
             if "error" in chunk:
                 raise AssertionError(f"building {tag} failed: {chunk['error']}\n" + "".join(log[-30:]))
