@@ -33,6 +33,18 @@ echo "== installing gateway-provisioners[test] into $VENV"
 "$PY" -m pip install -q --upgrade pip >/dev/null
 if command -v java >/dev/null; then extras="test,test-spark"; else extras="test"; fi
 "$PY" -m pip install -q ".[$extras]"
+# helm for the Helm chart's tests (deploy/helm), built from its Go module by scripts/helm-build.sh (cached in
+# ~/.cache/gp-helm). Without Go its tests skip, saying why; under CI=true a failed build fails the run.
+if sh scripts/helm-build.sh >/tmp/gp-helm-build.log 2>&1; then
+    echo "== helm: $(tail -n 1 /tmp/gp-helm-build.log)"
+elif [ "${CI:-}" = true ]; then
+    tail -n 20 /tmp/gp-helm-build.log
+    echo "== helm could not be built (CI=true: failing)" >&2
+    exit 1
+else
+    tail -n 3 /tmp/gp-helm-build.log
+    echo "== no helm: the Helm chart's tests will skip"
+fi
 echo "== ruff"
 "$VENV/bin/ruff" check src launchers tests benchmarks scripts docs/examples noxfile.py
 "$VENV/bin/ruff" format --check src launchers tests benchmarks scripts docs/examples noxfile.py

@@ -66,13 +66,16 @@ BAD_STARTS = {
 }
 
 
-async def test_failed_starts_answer_with_status_and_reason(make_server, jupyter_path: Path) -> None:
+async def test_failed_starts_answer_with_status_and_reason(make_server, jupyter_path: Path, local_spec: str) -> None:
     for name, (config, _, _) in BAD_STARTS.items():
         config = dict(config)
         argv = config.pop("argv", None)
         provisioner = config.pop("provisioner", "local-agent-provisioner")
         write_kernel_spec(jupyter_path, name, config=config, argv=argv, provisioner=provisioner)
-    server: JupyterServer = await make_server()
+    # Kernels are shut down at the server's stop (the Helm chart's setting), so that the stop meets the failed starts.
+    server: JupyterServer = await make_server(
+        extra_args=("--GatewayProvisionersServer.keep_kernels_on_shutdown=False",)
+    )
     for name, (_, status, words) in BAD_STARTS.items():
         started = time.monotonic()
         code, body = await server.request("POST", "/api/kernels", {"name": name}, raise_error=False)
@@ -93,6 +96,11 @@ async def test_failed_starts_answer_with_status_and_reason(make_server, jupyter_
     # Each twice: the kernel request and the session request.
     assert metric(metrics, "gateway_provisioners_kernel_failures_total", backend="local", reason="LaunchTimeout") == 2
     assert metric(metrics, "gateway_provisioners_kernel_failures_total", backend="none", reason="NotAuthorized") == 2
+    # The failed starts are not left among jupyter_client's pending kernels: a server stopping with a kernel to shut
+    # down stops at SIGTERM (its cleanup used to end with "Kernel does not exist" and the process never exited).
+    await server.request("POST", "/api/kernels", {"name": local_spec})
+    assert server.terminate(timeout=30) == 0, server.log_tail()
+    assert "Kernel does not exist" not in server.log_tail(200)
 
 
 # Every start after the first never gets ready: its restarts time out.
