@@ -339,8 +339,9 @@ up() {
     bin=$(bin_dir) || die "the build failed (see above)"
     mkdir -p "$STATE"
     # Everything lives on a tmpfs of its own: images unpack faster, and `down` removes it all with one umount
-    # (deleting an unpacked kernel image from a busy disk took half a minute).
-    mountpoint -q "$STATE" || mount -t tmpfs -o size=8g,mode=0755 gpk8s-state "$STATE"
+    # (deleting an unpacked kernel image from a busy disk took half a minute). A tmpfs holds only what is stored in
+    # it; the suite's images (Spark and Scala ones are 1.2-1.5 GB, kept twice: as imported and unpacked) fill 8 GiB.
+    mountpoint -q "$STATE" || mount -t tmpfs -o "size=${GP_K8S_STATE_SIZE:-16g},mode=0755" gpk8s-state "$STATE"
     echo "$bin" >"$STATE/bin-dir"
     if [ ! -f "$STATE/host-before" ]; then
         for key in $SYSCTLS; do echo "$key=$(sysctl -n "$key")"; done >"$STATE/host-before.tmp"
