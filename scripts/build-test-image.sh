@@ -61,14 +61,19 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     command -v mmdebstrap >/dev/null || { log "mmdebstrap is not installed (apt-get install -y mmdebstrap)"; exit 1; }
     log "building $BASE_IMAGE ($VARIANT) with mmdebstrap (a minute or more)"
     start=$(date +%s)
-    # Hooks inherit this environment: keep the host's pip settings out of the chroot.
+    # Hooks inherit this environment: keep the host's pip settings out of the chroot. The root file system goes to a
+    # file first, so that a failed mmdebstrap fails here (in a pipe, sh would see only docker import's status). The
+    # man1 folder: Java's postinst links its man pages there, and the excluded /usr/share/man would not have it.
+    TARBALL="$CACHE/rootfs-$HASH.tar"
     env -u PIP_FIND_LINKS -u PIP_CERT mmdebstrap --quiet --variant=minbase --include="$INCLUDE" \
         --aptopt='APT::Install-Recommends "false"' --aptopt='Acquire::Languages "none"' \
         --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --setup-hook='mkdir -p "$1"/usr/share/man/man1' \
         --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/root/.cache' \
-        "$SUITE" - "$MIRROR" \
-      | docker import -c 'CMD ["python3"]' -c "LABEL gp.test.recipe=$HASH" - "$BASE_IMAGE" >/dev/null
+        "$SUITE" "$TARBALL" "$MIRROR" || { rm -f "$TARBALL"; log "mmdebstrap failed ($VARIANT)"; exit 1; }
+    docker import -c 'CMD ["python3"]' -c "LABEL gp.test.recipe=$HASH" "$TARBALL" "$BASE_IMAGE" >/dev/null
+    rm -f "$TARBALL"
     log "built $BASE_IMAGE in $(( $(date +%s) - start )) s"
 fi
 echo "BASE_IMAGE=$BASE_IMAGE"

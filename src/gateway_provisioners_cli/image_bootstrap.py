@@ -31,6 +31,7 @@ AGENT_HOME = "/usr/local/share/gateway-provisioners"
 ENTRY_SCRIPT = "gp-agent"
 KERNEL_VENV = "/opt/gp-kernel"
 HASH_LABEL = "org.jupyter.gp.bootstrap"
+KERNEL_UID = 1000  # the Docker and Kubernetes provisioners' default kernel uid (GP_DOCKER_UID, GP_KERNEL_UID)
 
 # The entry script the image's ENTRYPOINT runs: the agent under the image's Python, with the container's arguments
 # (the Docker and Swarm provisioners pass `--params FILE`: the launch parameters are a private file, never in the
@@ -120,6 +121,10 @@ def install_script(recipe: Recipe) -> str:
             "# Spark where the spec commands expect it: pyspark's own distribution (bin/, jars/).",
             "SPARK=$(\"$PY\" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')",
             f"mkdir -p {PurePosixPath(IMAGE_SPARK_HOME).parent} && ln -sfn \"$SPARK\" {IMAGE_SPARK_HOME}",
+            "# Hadoop's login (in every Spark driver) needs a name for the kernel's uid: the default kernel uid gets one.",
+            f"getent passwd {KERNEL_UID} >/dev/null || "
+            f"echo 'kernel:x:{KERNEL_UID}:{KERNEL_UID}:Jupyter kernel:/home/kernel:/usr/sbin/nologin' >>/etc/passwd",
+            f"getent group {KERNEL_UID} >/dev/null || echo 'kernel:x:{KERNEL_UID}:' >>/etc/group",
         ]
     if recipe.toree:
         lines += [
@@ -164,8 +169,13 @@ def write_agent_files(folder: Path) -> list[Path]:
     return written
 
 
+# Java takes its home from the password database, not $HOME: a kernel user (KERNEL_UID) that the image does not list
+# gets "?", and spark-submit fails ("basedir must be absolute: ?/.ivy2/local"). The kernel home every image has.
+SPARK_IMAGE_ENV = f" SPARK_HOME={IMAGE_SPARK_HOME} JAVA_TOOL_OPTIONS=-Duser.home=/home/kernel"
+
+
 def dockerfile(base: str, recipe: Recipe, has_wheels: bool, label_hash: str) -> str:
-    spark_env = f" SPARK_HOME={IMAGE_SPARK_HOME}" if recipe.spark else ""
+    spark_env = SPARK_IMAGE_ENV if recipe.spark else ""
     lines = [
         f"FROM {base}",
         "USER root",
@@ -212,7 +222,8 @@ def build_context(base: str, recipe: Recipe, wheels: Path | None, label_hash: st
 def inputs_hash(base_id: str, recipe: Recipe, wheels: Path | None) -> str:
     """What decides the image's content: a second build with the same inputs is skipped."""
     digest = hashlib.sha256()
-    for part in (base_id, repr(recipe), agent_path().read_text(), ENTRY_SCRIPT_TEXT, install_script(recipe)):
+    for part in (base_id, dockerfile("", recipe, False, ""), agent_path().read_text(), ENTRY_SCRIPT_TEXT,
+                 install_script(recipe)):  # fmt: skip
         digest.update(part.encode() + b"\0")
     for path in _wheel_files(wheels):
         digest.update(f"{path.name}:{path.stat().st_size}\0".encode())
