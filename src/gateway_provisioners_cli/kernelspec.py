@@ -57,7 +57,7 @@ def kernel_argv(
         argv = [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
         if kernel_class and kernel_class != DEFAULT_KERNEL_CLASS:
             argv.append(f"--IPKernelApp.kernel_class={kernel_class}")
-        return argv + (session_argv(spark.init_mode) if spark else [])
+        return argv + (session_argv(spark.init_mode, spark.background) if spark else [])
     if kernel_class and kernel_class != DEFAULT_KERNEL_CLASS:
         raise click.UsageError(f"--ipykernel-subclass-name is for Python kernels, not {language!r}: leave it out")
     if language == "r":

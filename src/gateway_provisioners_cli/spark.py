@@ -44,17 +44,20 @@ DEFAULT_MASTER = "local[*]"
 
 # Run once in the kernel's namespace (its globals): define how the session is made and how an interrupt cancels jobs.
 _SESSION_CODE = """\
+_gp_spark_lock = __import__('threading').Lock()
+
 def _gp_spark_session():
     global spark, sc
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
-    if SparkContext._active_spark_context is None:
-        from pyspark.java_gateway import launch_gateway
-        _gw = launch_gateway()
-        SparkContext(gateway=_gw, jsc=_gw.jvm.org.apache.spark.api.java.JavaSparkContext(
-            _gw.jvm.org.apache.spark.SparkContext.getOrCreate()))
-    spark = SparkSession.builder.getOrCreate()
-    sc = spark.sparkContext
+    with _gp_spark_lock:
+        if SparkContext._active_spark_context is None:
+            from pyspark.java_gateway import launch_gateway
+            _gw = launch_gateway()
+            SparkContext(gateway=_gw, jsc=_gw.jvm.org.apache.spark.api.java.JavaSparkContext(
+                _gw.jvm.org.apache.spark.SparkContext.getOrCreate()))
+        spark = SparkSession.builder.getOrCreate()
+        sc = spark.sparkContext
     return spark
 
 def _gp_cancel_spark_jobs(shell, etype, value, tb, tb_offset=None):
@@ -86,11 +89,21 @@ spark, sc = _GpLazySpark('spark'), _GpLazySpark('sc')
 """
 
 
-def session_argv(init_mode: str) -> list[str]:
-    """ipykernel options that give a Python kernel its Spark session in ``init_mode`` (none: nothing)."""
+# YARN cluster mode: Spark's AM waits a bounded time (spark.yarn.am.waitTime) for the driver's SparkContext and fails
+# the application without one, so a lazy kernel there starts making its session at once, in the background; the
+# stand-ins wait for it on first use.
+_BACKGROUND_CODE = "__import__('threading').Thread(target=_gp_spark_session, daemon=True).start()\n"
+
+
+def session_argv(init_mode: str, background: bool = False) -> list[str]:
+    """ipykernel options that give a Python kernel its Spark session in ``init_mode`` (none: nothing);
+    ``background`` (lazy only) starts making the session as soon as the kernel runs, without waiting for it."""
     if init_mode == "none":
         return []
-    code = _SESSION_CODE + (_LAZY_CODE if init_mode == "lazy" else "_gp_spark_session()\n")
+    if init_mode == "lazy":
+        code = _SESSION_CODE + _LAZY_CODE + (_BACKGROUND_CODE if background else "")
+    else:
+        code = _SESSION_CODE + "_gp_spark_session()\n"
     return [f"--IPKernelApp.exec_lines={code}"]
 
 
@@ -103,6 +116,7 @@ class SparkSpec:
     master: str = DEFAULT_MASTER
     opts: str = ""
     init_mode: str = "lazy"
+    background: bool = False  # lazy: start making the session at once (YARN cluster mode, see session_argv)
 
     def submit(self) -> str:
         """``spark-submit`` where the kernel runs."""

@@ -20,7 +20,8 @@ from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, ke
 from .spark import IMAGE_TOREE_JAR, SparkSpec, session_argv
 
 # The Python kernel's session (lazy, eager or none) is made by spark.session_argv: it attaches to the driver's JVM that
-# Spark's AM started in cluster mode.
+# Spark's AM started in cluster mode. 'none' suits only a kernel that makes its own SparkContext soon: the AM gives up
+# without one after spark.yarn.am.waitTime (100 s by default).
 #: The argv item of an eager session (kept for readers of older specs and for jupyter-gp-migrate).
 SPARK_SESSION = session_argv("eager")[0]
 
@@ -130,7 +131,8 @@ def install(
                           else f"yarn_{common.language}")  # fmt: skip
     python = str(Path(python_root) / "bin" / "python3") if python_root else "python3"
     # Cluster mode: spark-submit's own options make the session; the kernel's session code attaches to its JVM.
-    driver = SparkSpec(home=spark_home, init_mode=init_mode) if spark or scala else None
+    # In cluster mode Spark's AM needs the session soon: a lazy Python kernel starts it in the background.
+    driver = SparkSpec(home=spark_home, init_mode=init_mode, background=spark) if spark or scala else None
     argv = kernel_argv(common.language, python, common.kernel_class, driver, toree_jar)
     config: dict[str, object] = {
         "yarn_endpoint": yarn_endpoint or None,

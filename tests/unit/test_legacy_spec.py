@@ -12,6 +12,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from gateway_provisioners.core.errors import ConfigurationError
 from gateway_provisioners.provisioners.legacy import legacy_shape
+from gateway_provisioners_cli.spark import session_argv
 from gateway_provisioners_cli import migrate
 from tests.conftest import IPYKERNEL_ARGV, write_kernel_spec
 
@@ -115,23 +116,31 @@ def test_unconvertible_enterprise_gateway_specs_are_refused_untouched(
     assert (folder / "kernel.json").read_text() == text and not (folder / "pre-migrate").exists()
 
 
-@pytest.mark.parametrize(
-    ("mode", "cluster", "reason"),
-    [("lazy", None, "not yet: Spark kernels on distributed-provisioner"),
-     ("none", "dask", "not yet: Dask kernels on distributed-provisioner")],
-)  # fmt: skip
-def test_a_session_the_older_launcher_made_on_ssh_hosts_is_refused(
-    tmp_path: Path, mode: str, cluster: str | None, reason: str
-) -> None:
+def test_a_dask_session_the_older_launcher_made_on_ssh_hosts_is_refused(tmp_path: Path) -> None:
     spec = json.loads(json.dumps(EG_SPEC))
-    spec["argv"][-1] = mode  # the launcher's default cluster type is spark: lazy meant a Spark session
-    if cluster:
-        spec["argv"] += ["--RemoteProcessProxy.cluster-type", cluster]
+    spec["argv"][-1] = "none"
+    spec["argv"] += ["--RemoteProcessProxy.cluster-type", "dask"]
     folder = tmp_path / "eg"
     folder.mkdir()
     (folder / "kernel.json").write_text(json.dumps(spec))
     result = CliRunner().invoke(migrate.main, [str(folder)])
-    assert result.exit_code == 1 and reason in result.stderr
+    assert result.exit_code == 1 and "not yet: Dask kernels on distributed-provisioner" in result.stderr
+
+
+@pytest.mark.parametrize("mode", ["lazy", "eager"])
+def test_a_spark_session_the_older_launcher_made_on_ssh_hosts_becomes_client_mode(tmp_path: Path, mode: str) -> None:
+    spec = json.loads(json.dumps(EG_SPEC))
+    spec["argv"][-1] = mode  # the launcher's default cluster type is spark: a Spark session, the kernel the driver
+    spec["env"] = {"SPARK_HOME": "/opt/spark", "SPARK_OPTS": "--master yarn --deploy-mode client --conf a=b"}
+    folder = tmp_path / "eg"
+    folder.mkdir()
+    (folder / "kernel.json").write_text(json.dumps(spec))
+    result = CliRunner().invoke(migrate.main, [str(folder)])
+    assert result.exit_code == 0, result.output
+    new = json.loads((folder / "kernel.json").read_text())
+    assert new["argv"][-1] == session_argv(mode)[0]
+    assert new["env"]["PYSPARK_SUBMIT_ARGS"] == "--master yarn --conf a=b pyspark-shell"
+    assert "SPARK_OPTS" not in new["env"] and new["env"]["SPARK_HOME"] == "/opt/spark"
 
 
 # An Enterprise Gateway-style pod template (its quoting filter, its app label) with two operator additions.
