@@ -195,3 +195,40 @@ def test_pod_templates_that_are_not_mechanical_are_refused(template: str, reason
     with pytest.raises(migrate.Refused) as refused:
         extra_pod_config(template)
     assert reason in str(refused.value) and "\n" not in str(refused.value)
+
+
+def _toree_spec(tmp_path: Path, proxy: str) -> Path:
+    """An Enterprise Gateway Apache Toree spec (bin/run.sh, lib/toree-assembly jar) of the given process proxy."""
+    folder = tmp_path / "toree"
+    (folder / "lib").mkdir(parents=True)
+    (folder / "lib" / "toree-assembly-0.5.0-incubating.jar").write_bytes(b"")
+    spec = {
+        "display_name": "Scala (Toree)", "language": "scala",
+        "metadata": {"process_proxy": {"class_name": f"enterprise_gateway.services.processproxies.{proxy}",
+                                       "config": {"remote_hosts": "h1"} if "Distributed" in proxy else {}}},
+        "env": {"SPARK_HOME": "/opt/spark", "__TOREE_SPARK_OPTS__": "--master yarn --deploy-mode client",
+                "__TOREE_OPTS__": "", "DEFAULT_INTERPRETER": "Scala"},
+        "argv": [str(folder / "bin" / "run.sh"), "--RemoteProcessProxy.kernel-id", "{kernel_id}",
+                 "--RemoteProcessProxy.response-address", "{response_address}",
+                 "--RemoteProcessProxy.public-key", "{public_key}", "--RemoteProcessProxy.port-range", "{port_range}",
+                 "--RemoteProcessProxy.spark-context-initialization-mode", "eager"],
+    }  # fmt: skip
+    (folder / "kernel.json").write_text(json.dumps(spec))
+    return folder
+
+
+def test_an_older_toree_spec_on_ssh_hosts_becomes_a_toree_argv(tmp_path: Path) -> None:
+    folder = _toree_spec(tmp_path, "distributed.DistributedProcessProxy")
+    result = CliRunner().invoke(migrate.main, [str(folder)])
+    assert result.exit_code == 0, result.output
+    argv = json.loads((folder / "kernel.json").read_text())["argv"]
+    assert argv[0] == "/opt/spark/bin/spark-submit" and argv[argv.index("--master") + 1] == "yarn"
+    assert argv[argv.index("--class") + 2] == str(folder / "pre-migrate" / "lib" / "toree-assembly-0.5.0-incubating.jar")
+    assert (folder / "pre-migrate" / "lib" / "toree-assembly-0.5.0-incubating.jar").is_file()
+    assert argv[-2:] == ["--spark-context-initialization-mode", "eager"]
+
+
+def test_an_older_toree_spec_in_yarn_cluster_mode_is_refused(tmp_path: Path) -> None:
+    folder = _toree_spec(tmp_path, "yarn.YarnClusterProcessProxy")
+    result = CliRunner().invoke(migrate.main, [str(folder)])
+    assert result.exit_code == 1 and "jupyter-yarn-spec install --language scala" in result.stderr
