@@ -44,6 +44,7 @@ else PY=python3; fi
 exec "$PY" {AGENT_HOME}/gp_agent.py "$@"
 """
 
+
 @dataclass(frozen=True)
 class Recipe:
     """What a kernel image of one kind needs besides the agent: the build installs ``packages`` into the kernel venv
@@ -62,7 +63,9 @@ class Recipe:
     toree: bool = False
 
 
-_JAVA_CHECK = 'command -v java >/dev/null || { echo "gp-bootstrap: $LANGUAGE images need a base with Java (a JRE)" >&2; exit 1; }'
+_JAVA_CHECK = (
+    'command -v java >/dev/null || { echo "gp-bootstrap: $LANGUAGE images need a base with Java (a JRE)" >&2; exit 1; }'
+)
 _R_CHECK = (
     "command -v R >/dev/null && R --slave -e 'quit(status = !requireNamespace(\"IRkernel\", quietly = TRUE))' || {"
     ' echo "gp-bootstrap: --language r needs a base image with R and IRkernel (Debian: r-cran-irkernel)" >&2; exit 1; }'
@@ -83,8 +86,10 @@ def recipe_for(language: str, spark: bool = False) -> Recipe:
     """The recipe of ``build --language LANGUAGE [--spark]``; a one-line error for a combination there is none of."""
     name = f"{language}-spark" if spark and language != "scala" else language
     if name not in RECIPES:
-        raise click.UsageError(f"no image recipe for --language {language}{' --spark' if spark else ''}: "
-                               f"choose one of {', '.join(RECIPES)} (python-spark is --language python --spark)")
+        raise click.UsageError(
+            f"no image recipe for --language {language}{' --spark' if spark else ''}: "
+            f"choose one of {', '.join(RECIPES)} (python-spark is --language python --spark)"
+        )
     return RECIPES[name]
 
 
@@ -102,12 +107,12 @@ def install_script(recipe: Recipe) -> str:
         '{ echo "gp-bootstrap: Python 3.9+ needed" >&2; exit 1; }',
         recipe.base_check,
         f"NEED={shlex.quote(' '.join(recipe.packages))}",
-        f"if \"$PY\" -c {shlex.quote(recipe.check)} 2>/dev/null; then",
+        f'if "$PY" -c {shlex.quote(recipe.check)} 2>/dev/null; then',
         '    echo "gp-bootstrap: $PY already has $NEED"',
         "else",
         "    # A venv that still sees the base image's packages; pip comes from the base's ensurepip.",
         f'    "$PY" -m venv --system-site-packages {KERNEL_VENV}',
-        "    if [ -n \"$(ls -A $WHEELS 2>/dev/null)\" ]; then",
+        '    if [ -n "$(ls -A $WHEELS 2>/dev/null)" ]; then',
         f"        {KERNEL_VENV}/bin/python3 -m pip install -q --no-cache-dir --no-index --find-links $WHEELS $NEED",
         "    else",
         f"        {KERNEL_VENV}/bin/python3 -m pip install -q --no-cache-dir $NEED",
@@ -120,8 +125,8 @@ def install_script(recipe: Recipe) -> str:
         lines += [
             "# Spark where the spec commands expect it: pyspark's own distribution (bin/, jars/).",
             "SPARK=$(\"$PY\" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')",
-            f"mkdir -p {PurePosixPath(IMAGE_SPARK_HOME).parent} && ln -sfn \"$SPARK\" {IMAGE_SPARK_HOME}",
-            "# Hadoop's login (in every Spark driver) needs a name for the kernel's uid: the default kernel uid gets one.",
+            f'mkdir -p {PurePosixPath(IMAGE_SPARK_HOME).parent} && ln -sfn "$SPARK" {IMAGE_SPARK_HOME}',
+            "# Hadoop's login (in every Spark driver) needs a name for the kernel's uid: the default uid gets one.",
             f"getent passwd {KERNEL_UID} >/dev/null || "
             f"echo 'kernel:x:{KERNEL_UID}:{KERNEL_UID}:Jupyter kernel:/home/kernel:/usr/sbin/nologin' >>/etc/passwd",
             f"getent group {KERNEL_UID} >/dev/null || echo 'kernel:x:{KERNEL_UID}:' >>/etc/group",
@@ -144,10 +149,12 @@ def install_script(recipe: Recipe) -> str:
 
 # The script `install --dir` writes for hand-written Dockerfiles: `sh install-kernel.sh LANGUAGE` runs its recipe.
 INSTALL_SCRIPT_TEXT = (
-    '#!/bin/sh\n# Usage: install-kernel.sh python|python-spark|r|scala (as root, in a Dockerfile RUN)\n'
+    "#!/bin/sh\n# Usage: install-kernel.sh python|python-spark|r|scala (as root, in a Dockerfile RUN)\n"
     'set -eu\nHERE=$(dirname "$0")\ncase "${1:-python}" in\n'
     + "".join(f'    {name}) exec sh "$HERE/install-{name}.sh" ;;\n' for name in RECIPES)
-    + '    *) echo "install-kernel.sh: no recipe ${1:-}; one of: ' + " ".join(RECIPES) + '" >&2; exit 2 ;;\nesac\n'
+    + '    *) echo "install-kernel.sh: no recipe ${1:-}; one of: '
+    + " ".join(RECIPES)
+    + '" >&2; exit 2 ;;\nesac\n'
 )
 
 

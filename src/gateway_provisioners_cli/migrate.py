@@ -259,7 +259,8 @@ def convert(folder: Path) -> Conversion:
     else:  # launch_ipykernel.py / launch_IRkernel.R, started by the interpreter before them
         python = argv[0] if launcher_at >= 1 and language == "python" else "python3"
     if language != "scala":
-        yarn_session = SparkSpec(init_mode=init_mode, background=True) if session == "Spark" and not client_spark else None
+        in_cluster = session == "Spark" and not client_spark  # YARN cluster mode: the AM waits for the session
+        yarn_session = SparkSpec(init_mode=init_mode, background=True) if in_cluster else None
         new_argv = kernel_argv(language, python, kernel_class if language == "python" else None,
                                client_spark or yarn_session)  # fmt: skip
         if session == "Spark" and language == "r":

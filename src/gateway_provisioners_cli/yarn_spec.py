@@ -79,8 +79,12 @@ def main() -> None:
     "created on first use; 'eager': created before the kernel answers; 'none': no Spark session.",
 )
 @click.option("--extra-dask-opts", default="", help="More 'dask-yarn submit' options with --dask, shell-quoted.")
-@click.option("--toree-jar", default=IMAGE_TOREE_JAR, show_default=True,
-              help="--language scala: Apache Toree's assembly jar on the nodes (pip's toree has it in toree/lib/).")
+@click.option(
+    "--toree-jar",
+    default=IMAGE_TOREE_JAR,
+    show_default=True,
+    help="--language scala: Apache Toree's assembly jar on the nodes (pip's toree has it in toree/lib/).",
+)
 def install(
     common: SpecOptions,
     yarn_endpoint: str,

@@ -53,7 +53,12 @@ def _spec(root: Path, language: str, init_mode: str = "lazy", interrupt_mode: st
 # running: an eager Scala kernel (or a lazy one after its first Spark use) is interruptible. docs/languages.md says so.
 @pytest.mark.parametrize(
     ("language", "interrupt_mode", "init_mode"),
-    [("python", "message", "lazy"), ("python", "signal", "lazy"), ("r", "signal", "lazy"), ("scala", "signal", "eager")],
+    [
+        ("python", "message", "lazy"),
+        ("python", "signal", "lazy"),
+        ("r", "signal", "lazy"),
+        ("scala", "signal", "eager"),
+    ],
 )
 async def test_language_executes_and_is_interrupted(
     jupyter_path: Path, language: str, interrupt_mode: str, init_mode: str

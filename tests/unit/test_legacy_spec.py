@@ -12,8 +12,8 @@ from jupyter_client.manager import AsyncKernelManager
 
 from gateway_provisioners.core.errors import ConfigurationError
 from gateway_provisioners.provisioners.legacy import legacy_shape
-from gateway_provisioners_cli.spark import session_argv
 from gateway_provisioners_cli import migrate
+from gateway_provisioners_cli.spark import session_argv
 from tests.conftest import IPYKERNEL_ARGV, write_kernel_spec
 
 OLDER_ARGV = ["python", "/specs/k/scripts/launch_ipykernel.py", "--kernel-id", "{kernel_id}", "--port-range",
@@ -223,8 +223,8 @@ def test_an_older_toree_spec_on_ssh_hosts_becomes_a_toree_argv(tmp_path: Path) -
     assert result.exit_code == 0, result.output
     argv = json.loads((folder / "kernel.json").read_text())["argv"]
     assert argv[0] == "/opt/spark/bin/spark-submit" and argv[argv.index("--master") + 1] == "yarn"
-    assert argv[argv.index("--class") + 2] == str(folder / "pre-migrate" / "lib" / "toree-assembly-0.5.0-incubating.jar")
-    assert (folder / "pre-migrate" / "lib" / "toree-assembly-0.5.0-incubating.jar").is_file()
+    jar = folder / "pre-migrate" / "lib" / "toree-assembly-0.5.0-incubating.jar"
+    assert argv[argv.index("--class") + 2] == str(jar) and jar.is_file()
     assert argv[-2:] == ["--spark-context-initialization-mode", "eager"]
 
 
