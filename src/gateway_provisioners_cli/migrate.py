@@ -239,6 +239,8 @@ def convert(folder: Path) -> Conversion:
     client_spark: SparkSpec | None = None
     if launcher == "launch_custom_resource.py":
         raise Refused(NOT_CONVERTIBLE["spark-operator-provisioner"])
+    if language == "scala" and launcher == "run.sh" and provisioner == "kubernetes-provisioner":
+        raise Refused(f"not yet: Spark kernels on {provisioner} (docs/migration.md)")  # spark-submit to k8s://
     if language == "scala":
         new_argv = _toree(folder, provisioner, env, init_mode, notes)
         python = ""
