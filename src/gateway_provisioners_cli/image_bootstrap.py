@@ -1,11 +1,13 @@
 """``jupyter-image-bootstrap``: put the kernel-side agent into a kernel image.
 
-``install --dir D`` writes the agent and its entry script into ``D`` for a Dockerfile to ``COPY``, and prints the
-lines to add. ``build --base IMAGE --tag TAG`` builds a kernel image from any base that has Python 3.9+, with the
-Docker SDK: it adds the agent, installs ipykernel (or, for R, checks IRkernel) and the agent's one dependency,
-``cryptography``, from ``--wheels DIR`` when the build cannot reach a package index, and prints the build's progress.
-A build whose inputs (base image id, agent, wheels, language) did not change is skipped: the image carries a label
-with their hash.
+``install --dir D`` writes the agent, its entry script and the install scripts into ``D`` for a Dockerfile to
+``COPY``, and prints the lines to add. ``build --base IMAGE --tag TAG --language python|r|scala [--spark]`` builds a
+kernel image from any base that has Python 3.9+, with the Docker SDK: it adds the agent and installs what the
+language's recipe (:data:`RECIPES`) needs and the base lacks — ipykernel; for R a check that the base has IRkernel;
+for Scala pyspark 3.5 and Apache Toree (the base has a JRE); with ``--spark`` pyspark — plus the agent's one
+dependency, ``cryptography``, from ``--wheels DIR`` when the build cannot reach a package index. A build whose inputs
+(base image id, agent, wheels, recipe) did not change is skipped: the image carries a label with their hash. Other
+kinds of image (a Spark executor image, say) are built by passing a :class:`Recipe` to :func:`build_image`.
 """
 
 from __future__ import annotations
