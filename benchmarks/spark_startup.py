@@ -39,7 +39,8 @@ OPTS = (
 )
 KERNEL_MAIN = "from ipykernel.kernelapp import IPKernelApp\nIPKernelApp.launch_instance()\n"
 FIRST_CELL = {
-    "plain": "from pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\nspark.range(10).count()",
+    "plain": "from pyspark.sql import SparkSession\n"
+    "spark = SparkSession.builder.getOrCreate()\nspark.range(10).count()",
     "lazy": "spark.range(10).count()",
     "eager": "spark.range(10).count()",
 }
@@ -87,7 +88,7 @@ async def measure(name: str, variant: str) -> tuple[float, float]:
         try:
             await kc.wait_for_ready(timeout=300)
             answered = time.monotonic() - started
-            reply = await kc.execute_interactive(FIRST_CELL[variant], timeout=300)
+            reply = await kc.execute_interactive(FIRST_CELL[variant], timeout=300, output_hook=lambda msg: None)
             assert reply["content"]["status"] == "ok", reply["content"]
             ready = time.monotonic() - started
         finally:
@@ -136,8 +137,11 @@ async def run(runs: int, with_ssh: bool) -> str:
                     order = list(names) if index % 2 == 0 else list(reversed(names))
                     for variant in order:
                         results[variant].append(await measure(names[variant], variant))
-                for variant, label2 in (("plain", "plain `spark-submit` (ipykernel as its app)"),
-                                        ("lazy", "`--spark-init-mode lazy`"), ("eager", "`--spark-init-mode eager`")):
+                for variant, label2 in (
+                    ("plain", "plain `spark-submit` (ipykernel as its app)"),
+                    ("lazy", "`--spark-init-mode lazy`"),
+                    ("eager", "`--spark-init-mode eager`"),
+                ):
                     answered = [a for a, _ in results[variant]]
                     ready = [r for _, r in results[variant]]
                     rows.append(f"| {label} | {label2} | {line(answered)} | {line(ready)} |")
