@@ -5,7 +5,8 @@ A Python kernel stays ``python -m ipykernel_launcher``; its Spark session comes 
 spec adds to its argv, run by ipykernel before it answers its first request:
 
 * ``lazy``: ``spark`` and ``sc`` are stand-ins; the kernel answers at once and the session is created the first time
-  either is used (an attribute of it is read). Until then no JVM runs.
+  either is used (an attribute of it is read). Until then no JVM runs in client mode. In YARN cluster mode the session
+  is started at once in the background (the AM fails an application whose driver makes none in time).
 * ``eager``: the session is created before the kernel answers (``kernel_info``), so a client waiting for the kernel
   gets one with its session; a session that cannot start shows its error in the kernel's log and the first cell.
 * ``none``: no session; pyspark is there to use as you like.
