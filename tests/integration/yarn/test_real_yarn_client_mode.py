@@ -27,7 +27,7 @@ async def test_ssh_kernel_is_a_yarn_client_mode_driver(
     monkeypatch: pytest.MonkeyPatch,
     jupyter_path: Path,
     real_yarn: RealYarn,
-    sshd,
+    sshd,  # noqa: F811
     ssh_keys,  # noqa: F811
 ) -> None:
     spark_home = Path(pyspark.__file__).parent
