@@ -10,6 +10,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v dockerd >/dev/null || missing="$missing docker.io"
     command -v mmdebstrap >/dev/null || missing="$missing mmdebstrap"
     command -v java >/dev/null || missing="$missing default-jre-headless"
+    # R kernels (IRkernel) for the language tests; Apache Toree comes from PyPI (scripts/toree.sh, cached).
+    [ -d /usr/lib/R/site-library/IRkernel ] || missing="$missing r-cran-irkernel"
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"  # the server-store tests
     # the real Kubernetes cluster's node (scripts/k8s-cluster.sh); Kubernetes itself is built from Go modules
     command -v containerd >/dev/null || missing="$missing containerd"
