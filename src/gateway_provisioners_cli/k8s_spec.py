@@ -23,6 +23,7 @@ from .kernelspec import (
     common_options,
     emit,
     kernel_argv,
+    language_name,
     not_yet_option,
     retired_option,
 )
@@ -130,7 +131,7 @@ def install(
         common=common,
         provisioner="kubernetes-provisioner",
         argv=argv,
-        display_name=f"{common.language.capitalize()} on Kubernetes{' with Spark' if spark else ''} ({image_name})",
+        display_name=f"{language_name(common.language)} on Kubernetes{' with Spark' if spark else ''} ({image_name})",
         config=config,
         env=env,
     )
