@@ -317,6 +317,20 @@ def install(folder: Path) -> None:
     click.echo("CMD []")
 
 
+def docker_engine() -> Any:
+    """The Docker engine's client (DOCKER_HOST is honoured), or a one-line error that says what is missing."""
+    try:
+        import docker
+    except ImportError:
+        raise click.ClickException("the Docker SDK is missing: pip install 'gateway_provisioners[docker]'") from None
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise click.ClickException(f"cannot reach the Docker engine: {exc}") from None
+    return client
+
+
 @main.command()
 @click.option("--base", required=True, help="Base image with Python 3.9+ (must be on the engine already).")
 @click.option("--tag", required=True, help="Tag of the kernel image to build.")
@@ -338,15 +352,7 @@ def install(folder: Path) -> None:
 @click.option("--force", is_flag=True, help="Build even when an image with the same inputs exists.")
 def build(base: str, tag: str, wheels: Path | None, language: str, spark: bool, force: bool) -> None:
     """Build a kernel image from BASE with the agent added (Docker SDK; DOCKER_HOST is honoured)."""
-    try:
-        import docker
-    except ImportError:
-        raise click.ClickException("the Docker SDK is missing: pip install 'gateway_provisioners[docker]'") from None
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        raise click.ClickException(f"cannot reach the Docker engine: {exc}") from None
+    client = docker_engine()
     recipe = recipe_for(language.lower(), spark)
     image_id = build_image(client, base, tag, wheels=wheels, recipe=recipe, force=force, echo=click.echo)
     click.echo(json.dumps({"tag": tag, "id": image_id}))

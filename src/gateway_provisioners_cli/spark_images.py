@@ -33,6 +33,7 @@ from typing import Any
 import click
 
 from .image_bootstrap import build_image as build_kernel_image
+from .image_bootstrap import docker_engine
 
 HASH_LABEL = "org.jupyter.gp.spark"
 DEFAULT_JRE = "openjdk-17-jre-headless"
@@ -218,15 +219,7 @@ def main() -> None:
 def build(base: str, kernel_tag: str, executor_tag: str, pyspark_wheels: Path | None, wheels: Path | None,
           jre_package: str, uid: int, gid: int, force: bool) -> None:  # fmt: skip
     """Build the Spark kernel image and the executor image from BASE (Docker SDK; DOCKER_HOST is honoured)."""
-    try:
-        import docker
-    except ImportError:
-        raise click.ClickException("the Docker SDK is missing: pip install 'gateway_provisioners[docker]'") from None
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        raise click.ClickException(f"cannot reach the Docker engine: {exc}") from None
+    client = docker_engine()
     images = build_spark_images(
         client, base, kernel_tag, executor_tag, pyspark_wheels=pyspark_wheels, wheels=wheels, jre=jre_package,
         uid=uid, gid=gid, force=force, echo=click.echo,
