@@ -337,6 +337,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             why = f"no pooled kernel is ready ({warm.pool.starting} starting)"
         self.log.info("kernel %s starts cold, not from the pool: %s", self.kernel_id, printable(why))
         return None
+
     async def poll(self) -> int | None:
         """Running phase: ``None`` while the kernel runs, else its exit code. A cache read, no remote call."""
         return self.kernel.poll() if self.kernel is not None else 0

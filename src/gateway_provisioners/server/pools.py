@@ -40,7 +40,9 @@ async def warm_pools(app: Any) -> int:
                 await pooling.ensure_pool(provisioner, name)
                 started += 1
         except Exception as exc:
-            app.log.warning("gateway_provisioners.server: no pool for kernel spec %s: %s", name, " ".join(str(exc).split()))
+            app.log.warning(
+                "gateway_provisioners.server: no pool for kernel spec %s: %s", name, " ".join(str(exc).split())
+            )
     return started
 
 
