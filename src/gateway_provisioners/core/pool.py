@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,10 +29,10 @@ from dataclasses import dataclass, field
 from .errors import ConfigurationError
 from .kernel import RemoteKernel
 from .lifecycle import KernelPhase
-from .logsafe import safe_logger
+from .logsafe import printable, safe_logger
 from .tasks import BackgroundTasks
 
-log = safe_logger("gateway_provisioners.pool")
+_log = safe_logger("gateway_provisioners.pool")
 
 #: Seconds a claim waits for a pooled kernel's agent to answer before the kernel is dropped for the next one.
 PING_TIMEOUT = 2.0
@@ -63,6 +64,8 @@ class KernelPool:
         Seconds a kernel may wait in the pool before it is replaced by a fresh one; 0 = no limit.
     concurrency:
         How many kernels the pool starts at the same time.
+    log:
+        Where the pool's lines go (a server passes its own logger); by default ``gateway_provisioners.pool``.
     """
 
     def __init__(
@@ -73,14 +76,16 @@ class KernelPool:
         size: int,
         max_age: float = 0.0,
         concurrency: int = 1,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         if size < 1 or concurrency < 1 or max_age < 0:
             raise ConfigurationError(f"pool {name}: size and concurrency must be at least 1 and max_age at least 0")
-        self.name = name
+        self.name = printable(name)
         self.size = size
         self.max_age = max_age
         self.concurrency = concurrency
         self._launch = launch
+        self._log = log or _log
         self._ready: collections.deque[_Pooled] = collections.deque()
         self._starting = 0
         self._failures = 0
@@ -89,8 +94,8 @@ class KernelPool:
         self._wake = asyncio.Event()  # the refill task's: something to look at
         self._state_changed = asyncio.Event()  # observers': a kernel became ready or went, a launch failed
         self._refill: asyncio.Task[None] | None = None
-        self._launches = BackgroundTasks(log, f"pool {name}: a launch")
-        self._endings = BackgroundTasks(log, f"pool {name}: ending a pooled kernel")
+        self._launches = BackgroundTasks(self._log, f"pool {printable(name)}: a launch")
+        self._endings = BackgroundTasks(self._log, f"pool {printable(name)}: ending a pooled kernel")
         self.claimed = 0  # kernels handed out so far (for logs and benchmarks)
         self.replaced = 0  # kernels dropped because they died or aged out
         self.last_error: str = ""  # the reason of the last failed launch, for logs and the docs' troubleshooting
@@ -154,7 +159,7 @@ class KernelPool:
                 self._drop(pooled, reason)
                 continue
             self.claimed += 1
-            log.debug("pool %s: kernel %s claimed (%d left)", self.name, pooled.kernel.launch_id, self.ready)
+            self._log.debug("pool %s: kernel %s claimed (%d left)", self.name, pooled.kernel.launch_id, self.ready)
             return pooled.kernel
         return None
 
@@ -178,7 +183,7 @@ class KernelPool:
             self._endings.spawn(pooled.kernel.shutdown(grace=0))
         await self._endings.join()
         if count:
-            log.info("pool %s: drained, %d pooled kernel(s) ended", self.name, count)
+            self._log.info("pool %s: drained, %d pooled kernel(s) ended", self.name, count)
 
     # --- refilling --------------------------------------------------------------------------------------------------
 
@@ -215,8 +220,10 @@ class KernelPool:
             self._failures += 1
             delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (self._failures - 1))
             self._retry_at = time.monotonic() + delay
-            self.last_error = " ".join(str(exc).split()) or type(exc).__name__
-            log.warning("pool %s: a pooled launch failed, next try in %g s: %s", self.name, delay, self.last_error)
+            self.last_error = printable(" ".join(str(exc).split()) or type(exc).__name__)
+            self._log.warning(
+                "pool %s: a pooled launch failed, next try in %g s: %s", self.name, delay, self.last_error
+            )
             self._notify()
             return
         finally:
@@ -230,7 +237,8 @@ class KernelPool:
         pooled.unsubscribe = kernel.lifecycle.events.subscribe(lambda event: self._wake.set())
         self._ready.append(pooled)
         self._notify()
-        log.debug("pool %s: kernel %s ready (%d of %d)", self.name, kernel.launch_id, self.ready, self.size)
+        if self.ready == self.size:  # once per fill: operators see the pool full, not every kernel
+            self._log.info("pool %s: %d of %d kernels ready", self.name, self.ready, self.size)
 
     def _unusable(self, pooled: _Pooled) -> str | None:
         kernel = pooled.kernel
@@ -244,7 +252,7 @@ class KernelPool:
 
     def _drop(self, pooled: _Pooled, reason: str) -> None:
         self.replaced += 1
-        log.info("pool %s: pooled kernel %s replaced: %s", self.name, pooled.kernel.launch_id, reason)
+        self._log.info("pool %s: pooled kernel %s replaced: %s", self.name, pooled.kernel.launch_id, reason)
         self._endings.spawn(pooled.kernel.shutdown(grace=0))
         self._wake.set()
         self._notify()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import time
 import uuid
@@ -46,8 +45,6 @@ from ..per_loop import PerLoop
 
 if TYPE_CHECKING:
     from .base import RemoteProvisionerBase
-
-log = logging.getLogger("gateway_provisioners.pool")
 
 #: Per-launch values that do not stop a launch from using the pool: the launch's deadline (the kernel is ready), the
 #: user (compared on its own, as the spec's username) and the working directory (compared as the spec's cwd).
@@ -140,12 +137,13 @@ async def ensure_pool(provisioner: RemoteProvisionerBase, kernel_name: str) -> W
             size=provisioner.pool_size,
             max_age=provisioner.pool_max_age,
             concurrency=provisioner.pool_refill_concurrency,
+            log=provisioner.log,
         )
         warm = WarmPool(key, pool, template, reference, language.startswith("python"))
         holder.append(warm)
         _pools.get(key, lambda: warm, usable=lambda old: False)  # replaces a drained pool of the same key
         pool.start()
-        log.info("pool %s: keeping %d kernel(s) ready", name, pool.size)
+        provisioner.log.info("pool %s: keeping %d kernel(s) ready", name, pool.size)
         return warm
 
 
