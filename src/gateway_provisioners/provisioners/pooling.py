@@ -90,6 +90,7 @@ class WarmPool:
         """Launch one kernel for the pool, under a fresh id, and check that it answers kernel_info."""
         kernel_id = str(uuid.uuid4())
         spec = self.template.build_spec(kernel_id, await template_env(self.template), None)
+        spec.pooled = True
         kernel = RemoteKernel(self.template.backend_for(spec), kernel_id, broker=shared_broker())
         if spec.mode is ConnectionMode.CALLBACK:
             spec.response_address = (await self.template._listener()).address
@@ -104,6 +105,7 @@ class WarmPool:
 
 _pools: PerLoop[WarmPool] = PerLoop()
 _creating: PerLoop[asyncio.Lock] = PerLoop()
+_stopped: PerLoop[bool] = PerLoop()  # loops whose pools were drained for good (a server that stops)
 
 
 def pool_key(provisioner: RemoteProvisionerBase, kernel_name: str) -> str:
@@ -116,7 +118,7 @@ def pool_key(provisioner: RemoteProvisionerBase, kernel_name: str) -> str:
 
 async def ensure_pool(provisioner: RemoteProvisionerBase, kernel_name: str) -> WarmPool | None:
     """The pool of ``provisioner``'s kernel spec and settings, made and started on first use; None without one."""
-    if provisioner.pool_size <= 0:
+    if provisioner.pool_size <= 0 or _stopped.find("stopped"):
         return None
     key = pool_key(provisioner, kernel_name)
     existing = _lookup(key)
@@ -224,13 +226,16 @@ def pools() -> list[WarmPool]:
     return [warm for warm in _pools.running() if not warm.pool.closed]
 
 
-async def drain_pools() -> int:
+async def drain_pools(*, final: bool = False) -> int:
     """End every pooled kernel of the running event loop and stop refilling; returns how many pools were drained.
 
-    The server extension calls this when the server stops. A program that uses the provisioners through
-    jupyter_client without a server calls it before its event loop ends (``await drain_pools()``), or its pooled
-    kernels run on until their agents' watchdog (``agent_watchdog``) ends them.
+    The server extension calls this when the server stops (``final``: no pool starts on this event loop afterwards,
+    whatever launch is still in flight). A program that uses the provisioners through jupyter_client without a server
+    calls it before its event loop ends (``await drain_pools()``), or its pooled kernels run on until their agents'
+    watchdog (``agent_watchdog``) ends them. Without ``final``, a later launch starts its pool again.
     """
+    if final:
+        _stopped.get("stopped", lambda: True)
     drained = _pools.pop_running()
     await asyncio.gather(*(warm.pool.drain() for warm in drained), return_exceptions=True)
     return len(drained)

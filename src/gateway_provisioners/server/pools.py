@@ -48,6 +48,6 @@ async def warm_pools(app: Any) -> int:
 
 async def drain_pools(app: Any) -> None:
     """End every pooled kernel of this server (at stop, before the server shuts its own kernels down)."""
-    count = await pooling.drain_pools()
+    count = await pooling.drain_pools(final=True)
     if count:
         app.log.info("gateway_provisioners.server: %d warm pool(s) drained", count)
