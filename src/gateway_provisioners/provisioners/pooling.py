@@ -85,11 +85,12 @@ class WarmPool:
     template: RemoteProvisionerBase
     reference: LaunchSpec  # what the template's launches look like (its kernel id and token are placeholders)
     late_capable: bool  # Python kernels take late values
+    env: dict[str, str] = field(default_factory=dict)  # the request environment of every pooled launch
 
     async def launch_one(self) -> RemoteKernel:
         """Launch one kernel for the pool, under a fresh id, and check that it answers kernel_info."""
         kernel_id = str(uuid.uuid4())
-        spec = self.template.build_spec(kernel_id, await template_env(self.template), None)
+        spec = self.template.build_spec(kernel_id, dict(self.env), None)
         spec.pooled = True
         kernel = RemoteKernel(self.template.backend_for(spec), kernel_id, broker=shared_broker())
         if spec.mode is ConnectionMode.CALLBACK:
@@ -129,7 +130,8 @@ async def ensure_pool(provisioner: RemoteProvisionerBase, kernel_name: str) -> W
         if existing is not None:
             return existing
         template = provisioner.pool_template(kernel_name)
-        reference = template.build_spec("pool-template", await template_env(template), None)
+        env = await template_env(template)  # taken once: every pooled kernel is launched as the reference says
+        reference = template.build_spec("pool-template", dict(env), None)
         language = (provisioner.kernel_spec.language or "").lower()
         name = f"{kernel_name} [{type(provisioner).__name__}]"
         holder: list[WarmPool] = []
@@ -141,7 +143,7 @@ async def ensure_pool(provisioner: RemoteProvisionerBase, kernel_name: str) -> W
             concurrency=provisioner.pool_refill_concurrency,
             log=provisioner.log,
         )
-        warm = WarmPool(key, pool, template, reference, language.startswith("python"))
+        warm = WarmPool(key, pool, template, reference, language.startswith("python"), env)
         holder.append(warm)
         _pools.get(key, lambda: warm, usable=lambda old: False)  # replaces a drained pool of the same key
         pool.start()
