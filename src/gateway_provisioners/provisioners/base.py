@@ -326,6 +326,9 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             except Exception as exc:  # it never reached anyone: end it and start cold
                 why = f"the pooled kernel did not take the launch's working directory and environment ({exc})"
                 await kernel.shutdown(grace=0)
+            except BaseException:  # the launch was cancelled: the kernel is nobody's, end it
+                pooling.end_in_background(kernel)
+                raise
             else:
                 kernel.claim_as(str(self.kernel_id))
                 kernel.lifecycle.events.subscribe(self._log_progress)

@@ -39,7 +39,9 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 
 from ..core.kernel import RemoteKernel
 from ..core.launch import ConnectionMode, LaunchSpec
+from ..core.logsafe import safe_logger
 from ..core.pool import KernelPool
+from ..core.tasks import BackgroundTasks
 from ..listener import shared_broker
 from ..per_loop import PerLoop
 
@@ -105,6 +107,7 @@ class WarmPool:
 
 
 _pools: PerLoop[WarmPool] = PerLoop()
+_endings = BackgroundTasks(safe_logger("gateway_provisioners.pool"), "ending a claimed kernel of a cancelled launch")
 _creating: PerLoop[asyncio.Lock] = PerLoop()
 _stopped: PerLoop[bool] = PerLoop()  # loops whose pools were drained for good (a server that stops)
 
@@ -221,6 +224,11 @@ async def kernel_request(connection_info: Mapping[str, Any], late: LateValues | 
             raise RuntimeError(f"{content.get('ename', 'error')}: {content.get('evalue', '')}")
     finally:
         client.stop_channels()
+
+
+def end_in_background(kernel: RemoteKernel) -> None:
+    """Shut down a kernel that a cancelled launch had claimed (a cancelled task cannot wait for it)."""
+    _endings.spawn(kernel.shutdown(grace=0))
 
 
 def pools() -> list[WarmPool]:
