@@ -30,6 +30,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -90,8 +91,45 @@ def backend(name: str, root: Path, args: argparse.Namespace) -> Iterator[tuple[s
                 container.remove(force=True)
             with contextlib.suppress(Exception):
                 network.remove()
+    elif name == "k8s":
+        yield "kubernetes-provisioner", k8s_config(root), CONTAINER_ARGV
+    elif name == "yarn":
+        from tests.integration.yarn.conftest import yarn_config
+
+        endpoint = cluster_env("yarn-cluster.sh")["GP_YARN_ENDPOINT"]
+        yield "yarn-provisioner", yarn_config(endpoint, application_master="java", launch_timeout=300), ARGV
     else:
-        raise SystemExit(f"unknown backend {name!r}: local, ssh, docker or swarm")
+        raise SystemExit(f"unknown backend {name!r}: local, ssh, docker, swarm, k8s or yarn")
+
+
+def cluster_env(script: str) -> dict[str, str]:
+    """The env lines of one of the shared real clusters' scripts (the cluster must be up)."""
+    out = subprocess.run(["bash", str(HERE.parent / "scripts" / script), "env"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{script}: no cluster is up ({out.stderr.strip()[-200:]})")
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+def k8s_config(root: Path) -> dict[str, Any]:
+    """kubernetes-provisioner on the real cluster, a namespace per kernel (the shared one is other runs' too), with
+    the per-kernel RBAC manifest bound to a ServiceAccount of its own, as the real-cluster tests do."""
+    from tests.integration.kubernetes.real.conftest import KERNEL_IMAGE, PER_KERNEL_RBAC, Cluster
+    from tests.support.images import build_kernel_image
+
+    cluster = Cluster(cluster_env("k8s-cluster.sh"))
+    build_kernel_image(KERNEL_IMAGE, lambda reason: (_ for _ in ()).throw(SystemExit(reason)))
+    cluster.script("load-image", KERNEL_IMAGE, timeout=300)
+    manifest = root / PER_KERNEL_RBAC.name
+    manifest.write_text(
+        PER_KERNEL_RBAC.read_text()
+        .replace("name: jupyter-server,", "name: jupyter-server-nspk,")
+        .replace(
+            "metadata: {name: gateway-provisioners}\nroleRef", "metadata: {name: gateway-provisioners-nspk}\nroleRef"
+        )
+    )
+    kubeconfig = cluster.script("server-kubeconfig", str(manifest)).strip().splitlines()[-1]
+    return {"kubeconfig": kubeconfig, "shared_namespace": False, "image_name": KERNEL_IMAGE,
+            "image_pull_policy": "Never", "launch_timeout": 300}  # fmt: skip
 
 
 async def kernel_info(km: AsyncKernelManager, timeout: float = 60) -> None:
@@ -166,6 +204,10 @@ async def measure(name: str, root: Path, args: argparse.Namespace) -> dict[str, 
             await asyncio.gather(*(km.shutdown_kernel(now=True) for km, _, _ in outcomes))
             print(f"{name}: burst {burst + 1}/{args.bursts}", file=sys.stderr)
         await pooling.drain_pools()
+        if name == "k8s":
+            from gateway_provisioners.adapters.kubernetes import close_hubs
+
+            await close_hubs()
         result.update(per_kernel_mib=per_kernel_mib, fill_seconds=filled, fill_stall=stall)
         return result
 
@@ -204,6 +246,7 @@ async def main(args: argparse.Namespace, root: Path) -> dict[str, dict[str, Any]
     results = {}
     for name in args.backends.split(","):
         results[name] = await measure(name.strip(), root, args)
+        print(report({name: results[name]}, args), file=sys.stderr)  # kept if a later backend fails
     return results
 
 
