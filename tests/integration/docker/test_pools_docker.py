@@ -66,15 +66,18 @@ async def test_working_dir_is_not_applied_late_in_containers(variant: Variant, c
 
 @pytest.mark.parametrize("variant", MAIN, indirect=True)
 async def test_drain(variant: Variant) -> None:
+    def of_this_run() -> dict[str, Any]:  # every container and service of this test run, by its engine id
+        found = variant.client.containers.list(
+            all=True, ignore_removed=True, filters={"label": f"{OWNER_LABEL}={OWNER}"}
+        )
+        if variant.swarm:
+            found += variant.client.services.list(filters={"label": f"{OWNER_LABEL}={OWNER}"})
+        return {item.id: item for item in found}
+
+    earlier = set(of_this_run())  # an earlier test's kernels may still be going: not this pool's
     name = variant.spec("gp-docker-pool", pool_size=3, pool_refill_concurrency=3)
     warm = await pools.warm_up(name)
     await warm.pool.wait_ready(count=1, timeout=120)  # one ready, others likely starting: drain must end both kinds
     await pools.drain_scenario(name, leftovers(variant))
-
-    def of_this_run(_: str) -> list[Any]:  # ready and starting ones alike: every container or service of the run
-        found = variant.client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={OWNER}"})
-        return found + (
-            variant.client.services.list(filters={"label": f"{OWNER_LABEL}={OWNER}"}) if variant.swarm else []
-        )
-
-    assert not await pools.wait_gone(of_this_run, ""), "draining left pooled containers or services"
+    left = await pools.wait_gone(lambda _: [v for k, v in of_this_run().items() if k not in earlier], "")
+    assert not left, f"draining left pooled containers or services: {left}"
