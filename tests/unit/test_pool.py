@@ -103,7 +103,7 @@ async def test_fills_to_size_with_bounded_concurrency_and_hands_each_kernel_out_
 async def test_claim_never_waits_for_a_starting_kernel() -> None:
     launch = Launcher()
     launch.gate.clear()
-    pool = KernelPool("test", launch, size=2, concurrency=2)
+    pool = KernelPool("test", launch, size=2, concurrency=2, drain_grace=0.1)
     pool.start()
     await asyncio.sleep(0)
     assert pool.starting == 2
@@ -161,7 +161,7 @@ async def test_failing_launches_back_off_and_say_why() -> None:
 
 async def test_drain_ends_ready_and_starting_kernels_and_is_idempotent() -> None:
     launch = Launcher()
-    pool = KernelPool("test", launch, size=2, concurrency=1)
+    pool = KernelPool("test", launch, size=2, concurrency=1, drain_grace=0.1)
     pool.start()
     await pool.wait_ready(count=1, timeout=5)
     launch.gate.clear()  # the second launch hangs
@@ -171,6 +171,22 @@ async def test_drain_ends_ready_and_starting_kernels_and_is_idempotent() -> None
     assert pool.closed and pool.ready == 0 and pool.starting == 0
     assert all(k.ended for k in launch.made)
     assert await pool.claim() is None
+
+
+async def test_drain_lets_a_launch_in_flight_finish_and_ends_it() -> None:
+    """A launch cancelled while the platform makes its resource would leave it: drain waits for it, then ends it."""
+    launch = Launcher()
+    launch.gate.clear()
+    pool = KernelPool("test", launch, size=1, concurrency=1, drain_grace=5)
+    pool.start()
+    await asyncio.sleep(0)
+    assert pool.starting == 1
+    drain = asyncio.ensure_future(pool.drain())
+    await asyncio.sleep(0)
+    launch.gate.set()  # the platform answers during the drain
+    await asyncio.wait_for(drain, 5)
+    assert launch.cancelled == 0 and len(launch.made) == 1 and launch.made[0].ended
+    assert pool.ready == 0
 
 
 def test_bad_sizes_are_refused() -> None:

@@ -36,6 +36,8 @@ _log = safe_logger("gateway_provisioners.pool")
 
 #: Seconds a claim waits for a pooled kernel's agent to answer before the kernel is dropped for the next one.
 PING_TIMEOUT = 2.0
+#: Seconds :meth:`KernelPool.drain` lets launches in flight finish (so that it can end them) before cancelling them.
+DRAIN_GRACE = 15.0
 #: Back-off after consecutive failed launches: the first retry after this many seconds, doubling up to the maximum.
 RETRY_FIRST, RETRY_MAX = 1.0, 60.0
 
@@ -64,6 +66,8 @@ class KernelPool:
         Seconds a kernel may wait in the pool before it is replaced by a fresh one; 0 = no limit.
     concurrency:
         How many kernels the pool starts at the same time.
+    drain_grace:
+        Seconds :meth:`drain` lets launches in flight finish, so that it can end them, before it cancels them.
     log:
         Where the pool's lines go (a server passes its own logger); by default ``gateway_provisioners.pool``.
     """
@@ -76,6 +80,7 @@ class KernelPool:
         size: int,
         max_age: float = 0.0,
         concurrency: int = 1,
+        drain_grace: float = DRAIN_GRACE,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         if size < 1 or concurrency < 1 or max_age < 0:
@@ -85,6 +90,7 @@ class KernelPool:
         self.max_age = max_age
         self.concurrency = concurrency
         self._launch = launch
+        self.drain_grace = drain_grace
         self._log = log or _log
         self._ready: collections.deque[_Pooled] = collections.deque()
         self._starting = 0
@@ -174,7 +180,11 @@ class KernelPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refill
             self._refill = None
-        self._launches.cancel()  # a cancelled start ends what it had begun (RemoteKernel.start's own clean-up)
+        # Launches in flight are let finish (and then ended, see _launch_one) for up to drain_grace seconds: a launch
+        # cancelled while the platform creates its resource would not learn of it, and could not remove it.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._launches.join(), self.drain_grace)
+        self._launches.cancel()  # what is left: a cancelled start ends what it knows of (RemoteKernel.start)
         await self._launches.join()
         count = len(self._ready)
         while self._ready:
