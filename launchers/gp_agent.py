@@ -303,7 +303,11 @@ def connect_ip(ip: str) -> str:
 
 def _die_with_parent(agent_pid: int) -> None:
     """In the kernel child: get SIGKILL if the agent dies, so a killed agent never leaves an orphaned kernel. The
-    agent may have died before prctl took effect: then the parent is already someone else."""
+    agent may have died before prctl took effect: then the parent is already someone else.
+
+    SIGINT goes back to its default: an agent started in the background of a shell inherits it ignored, a kernel would
+    inherit that, and a JVM (Apache Toree) cannot install its interrupt handler over an ignored signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     with contextlib.suppress(Exception):
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
     if os.getppid() != agent_pid:
@@ -866,7 +870,10 @@ class Agent:
             return {"ok": True, "pid": self.proc.pid if self.proc else None}
         except (OSError, TimeoutError) as exc:
             await self.stop_kernel(0)  # a kernel that never became ready must not linger
-            return {"ok": False, "error": str(exc), "log_tail": tail_lines(self.log_file)}
+            reply = {"ok": False, "error": str(exc), "log_tail": tail_lines(self.log_file)}
+            if isinstance(exc, TimeoutError):
+                reply["timed_out"] = True  # the server reports a timeout as such (HTTP 504), not as a kernel exit
+            return reply
         finally:
             self.busy = False
 

@@ -318,6 +318,16 @@ pause_image() {
     docker rmi "$PAUSE_IMAGE" >/dev/null
 }
 
+# Pod-to-pod traffic crosses the bridge, and with br_netfilter on (Docker turns it on) bridged packets go through the
+# FORWARD chain, whose policy Docker sets to DROP: without this rule a pod cannot reach another pod (a Jupyter server
+# in a pod could not reach its kernels, a Spark driver its executors), while the host reaches them all. The comment
+# holds "CNI-" so that `down` removes the rule with the others. Idempotent.
+pod_forwarding() {
+    local rule="-i $BRIDGE -o $BRIDGE -m comment --comment CNI-gpk8s-pod-to-pod -j ACCEPT"
+    # shellcheck disable=SC2086
+    iptables -C FORWARD $rule 2>/dev/null || iptables -I FORWARD 1 $rule
+}
+
 up() {
     [ "$(id -u)" = 0 ] || die "needs root (it runs containerd and the kubelet)"
     for tool in containerd runc ctr iptables openssl docker; do
@@ -329,8 +339,9 @@ up() {
     bin=$(bin_dir) || die "the build failed (see above)"
     mkdir -p "$STATE"
     # Everything lives on a tmpfs of its own: images unpack faster, and `down` removes it all with one umount
-    # (deleting an unpacked kernel image from a busy disk took half a minute).
-    mountpoint -q "$STATE" || mount -t tmpfs -o size=8g,mode=0755 gpk8s-state "$STATE"
+    # (deleting an unpacked kernel image from a busy disk took half a minute). A tmpfs holds only what is stored in
+    # it; the suite's images (Spark and Scala ones are 1.2-1.5 GB, kept twice: as imported and unpacked) fill 8 GiB.
+    mountpoint -q "$STATE" || mount -t tmpfs -o "size=${GP_K8S_STATE_SIZE:-16g},mode=0755" gpk8s-state "$STATE"
     echo "$bin" >"$STATE/bin-dir"
     if [ ! -f "$STATE/host-before" ]; then
         for key in $SYSCTLS; do echo "$key=$(sysctl -n "$key")"; done >"$STATE/host-before.tmp"
@@ -345,6 +356,7 @@ up() {
         ip addr add "$NODE_IP/24" dev "$BRIDGE"
         ip link set "$BRIDGE" up
     fi
+    pod_forwarding
     start etcd
     wait_for 30 etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health"
     start kube-apiserver

@@ -10,6 +10,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v dockerd >/dev/null || missing="$missing docker.io"
     command -v mmdebstrap >/dev/null || missing="$missing mmdebstrap"
     command -v java >/dev/null || missing="$missing default-jre-headless"
+    # R kernels (IRkernel) for the language tests; Apache Toree comes from PyPI (scripts/toree.sh, cached).
+    [ -d /usr/lib/R/site-library/IRkernel ] || missing="$missing r-cran-irkernel"
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"  # the server-store tests
     # the real Kubernetes cluster's node (scripts/k8s-cluster.sh); Kubernetes itself is built from Go modules
     command -v containerd >/dev/null || missing="$missing containerd"
@@ -33,6 +35,18 @@ echo "== installing gateway-provisioners[test] into $VENV"
 "$PY" -m pip install -q --upgrade pip >/dev/null
 if command -v java >/dev/null; then extras="test,test-spark"; else extras="test"; fi
 "$PY" -m pip install -q ".[$extras]"
+# helm for the Helm chart's tests (deploy/helm), built from its Go module by scripts/helm-build.sh (cached in
+# ~/.cache/gp-helm). Without Go its tests skip, saying why; under CI=true a failed build fails the run.
+if sh scripts/helm-build.sh >/tmp/gp-helm-build.log 2>&1; then
+    echo "== helm: $(tail -n 1 /tmp/gp-helm-build.log)"
+elif [ "${CI:-}" = true ]; then
+    tail -n 20 /tmp/gp-helm-build.log
+    echo "== helm could not be built (CI=true: failing)" >&2
+    exit 1
+else
+    tail -n 3 /tmp/gp-helm-build.log
+    echo "== no helm: the Helm chart's tests will skip"
+fi
 echo "== ruff"
 "$VENV/bin/ruff" check src launchers tests benchmarks scripts docs/examples noxfile.py
 "$VENV/bin/ruff" format --check src launchers tests benchmarks scripts docs/examples noxfile.py

@@ -24,6 +24,8 @@ def write_kernel_spec(
     provisioner: str = "local-agent-provisioner",
     env: dict[str, str] | None = None,
     metadata: dict[str, Any] | None = None,
+    language: str = "python",
+    interrupt_mode: str = "signal",
 ) -> Path:
     """Write ``root/kernels/<name>/kernel.json`` with the kernel's own argv and a provisioner stanza."""
     spec_dir = root / "kernels" / name
@@ -31,8 +33,8 @@ def write_kernel_spec(
     spec = {
         "argv": argv or IPYKERNEL_ARGV,
         "display_name": f"Test {name}",
-        "language": "python",
-        "interrupt_mode": "signal",
+        "language": language,
+        "interrupt_mode": interrupt_mode,
         "env": env or {},
         "metadata": {
             **(metadata or {}),

@@ -13,7 +13,8 @@ import sys
 
 import click
 
-from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, kernel_argv
+from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, kernel_argv, language_name
+from .spark import IMAGE_SPARK_HOME, spark_client_options, spark_spec
 
 
 @click.group()
@@ -45,24 +46,25 @@ def main() -> None:
     show_default=True,
     help="The interpreter that runs ipykernel inside the image.",
 )
+# Spark client mode in the container (the images of 'jupyter-image-bootstrap build --spark / --language scala').
+@spark_client_options(default_home=IMAGE_SPARK_HOME)
 def install(
-    common: SpecOptions,
-    image_name: str,
-    swarm: bool,
-    network: str | None,
-    pull_policy: str | None,
-    owner: str | None,
-    python: str,
-) -> None:
+    common: SpecOptions, image_name: str, swarm: bool, network: str | None, pull_policy: str | None,
+    owner: str | None, python: str, spark: bool, spark_master: str | None, spark_home: str | None,
+    extra_spark_opts: str, spark_init_mode: str | None, toree_jar: str,
+) -> None:  # fmt: skip
     """Install a kernel spec whose kernels run in IMAGE_NAME containers (or Swarm services)."""
-    common = common.named(f"docker_{common.language}")
+    driver = spark_spec(common.language, spark, spark_master, spark_home, extra_spark_opts, spark_init_mode)
+    common = common.named(f"docker_spark_{common.language}" if spark else f"docker_{common.language}")
     provisioner = "docker-swarm-provisioner" if swarm else "docker-provisioner"
+    env = driver.python_env(python) if driver and common.language == "python" else {}
     spec = build_kernel_json(
         common=common,
         provisioner=provisioner,
-        argv=kernel_argv(common.language, python, common.kernel_class),
-        display_name=f"{common.language.capitalize()} on {'Swarm' if swarm else 'Docker'} ({image_name})",
+        argv=kernel_argv(common.language, python, common.kernel_class, driver, toree_jar),
+        display_name=f"{language_name(common.language)} on {'Swarm' if swarm else 'Docker'} ({image_name})",
         config={"image_name": image_name, "network": network, "image_pull_policy": pull_policy, "owner": owner},
+        env=env,
     )
     emit(spec, common)
 

@@ -22,6 +22,7 @@ from .kernelspec import (
     common_options,
     emit,
     kernel_argv,
+    language_name,
     not_yet_option,
     retired_option,
 )
@@ -82,7 +83,7 @@ def install(
         common=common,
         provisioner="kubernetes-provisioner",
         argv=kernel_argv(common.language, python, common.kernel_class),
-        display_name=f"{common.language.capitalize()} on Kubernetes ({image_name})",
+        display_name=f"{language_name(common.language)} on Kubernetes ({image_name})",
         config={
             "image_name": image_name,
             "namespace": namespace,

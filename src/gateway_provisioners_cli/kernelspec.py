@@ -23,35 +23,53 @@ from gateway_provisioners.core.errors import ConfigurationError
 from gateway_provisioners.core.launch import parse_user_list
 from gateway_provisioners.core.port_range import PortRange
 
-LANGUAGES = ("python", "r")
-#: Languages the older package's CLIs took (any case); Scala is accepted by the option, then refused with a reason.
-LANGUAGE_CHOICES = ("python", "r", "scala")
+from .spark import IMAGE_SPARK_HOME, IMAGE_TOREE_JAR, SparkSpec, session_argv, toree_argv
+
+#: Kernel languages (any case on the command line): ipykernel, IRkernel, Apache Toree.
+LANGUAGES = ("python", "r", "scala")
+LANGUAGE_CHOICES = LANGUAGES
+#: How jupyter_client interrupts: a SIGINT through the provisioner (the agent signals the kernel's process group), or
+#: an ``interrupt_request`` on the kernel's control channel for kernels that take one (ipykernel does; IRkernel 1.3
+#: and Toree 0.5 do not, they take SIGINT).
+INTERRUPT_MODES = ("signal", "message")
 DEFAULT_KERNEL_CLASS = "ipykernel.ipkernel.IPythonKernel"
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 KERNEL_NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
 _PLACEHOLDER = re.compile(r"\$\{[^}]*\}|\{(?!connection_file\})[A-Za-z_][A-Za-z0-9_]*\}")
 
 
-def kernel_argv(language: str, python: str = "python3", kernel_class: str | None = None) -> list[str]:
+def kernel_argv(
+    language: str,
+    python: str = "python3",
+    kernel_class: str | None = None,
+    spark: SparkSpec | None = None,
+    toree_jar: str = IMAGE_TOREE_JAR,
+) -> list[str]:
     """The kernel's own command for ``language``, as it runs where the agent starts it.
 
     ``kernel_class`` (Python only) is an ipykernel subclass, ``module.Class``; the older package's
     ``--ipykernel-subclass-name`` became ``--kernel-class-name`` of its launcher, ipykernel takes it directly.
+    ``spark``: a Python kernel gets its session's start-up (:func:`.spark.session_argv`); a Scala kernel is Toree on
+    that Spark (default: the Spark of the images ``jupyter-image-bootstrap build --language scala`` makes, local[*]).
     """
+    language = language.lower()
     if language == "python":
         argv = [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
         if kernel_class and kernel_class != DEFAULT_KERNEL_CLASS:
             argv.append(f"--IPKernelApp.kernel_class={kernel_class}")
-        return argv
+        return argv + (session_argv(spark.init_mode, spark.background) if spark else [])
     if kernel_class and kernel_class != DEFAULT_KERNEL_CLASS:
         raise click.UsageError(f"--ipykernel-subclass-name is for Python kernels, not {language!r}: leave it out")
     if language == "r":
         return ["R", "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"]
     if language == "scala":
-        raise click.UsageError(
-            "--language scala: not yet: Scala (Apache Toree) kernels come with the Spark support; use python or r"
-        )
+        return toree_argv(spark or SparkSpec(home=IMAGE_SPARK_HOME), toree_jar)
     raise click.BadParameter(f"language {language!r} is not one of {', '.join(LANGUAGES)}")
+
+
+def language_name(language: str) -> str:
+    """The language as display names show it."""
+    return {"python": "Python", "r": "R", "scala": "Scala"}.get(language, language.capitalize())
 
 
 def unfilled(value: Any) -> list[str]:
@@ -76,6 +94,7 @@ class SpecOptions:
     curve: bool
     dry_run: bool
     kernel_class: str | None
+    interrupt_mode: str
 
     def named(self, default: str) -> SpecOptions:
         """These options with ``default`` as the kernel name when none was given (the older CLIs' names)."""
@@ -126,6 +145,7 @@ def common_options(function: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(function)
     def command(**values: Any) -> Any:
         values["language"] = values["language"].lower()
+        values["interrupt_mode"] = values["interrupt_mode"].lower()
         common = SpecOptions(**{name: values.pop(name) for name in names})
         return function(common, **values)
 
@@ -156,6 +176,11 @@ def common_options(function: Callable[..., Any]) -> Callable[..., Any]:
                           "ipykernel 7.4 does): a kernel manager with transport_encryption auto or required then "
                           "encrypts the kernel's channels."),
         click.option("--dry-run", is_flag=True, help="Print the kernel.json instead of installing it."),
+        click.option("--interrupt-mode", type=click.Choice(INTERRUPT_MODES, case_sensitive=False), default="signal",
+                     show_default=True,
+                     help="How the kernel is interrupted: 'signal' (SIGINT, sent by the provisioner through the "
+                          "agent) or 'message' (an interrupt_request on the kernel's control channel, for kernels "
+                          "that take one, e.g. ipykernel)."),
         click.option("--ipykernel-subclass-name", "kernel_class", default=None, callback=_check_kernel_class,
                      help="An ipykernel subclass, module.Class, to run instead of IPythonKernel (Python only)."),
         *RETIRED_APP_OPTIONS,
@@ -179,6 +204,11 @@ def build_kernel_json(
         PortRange.parse(common.port_range)
     except ConfigurationError as exc:
         raise click.BadParameter(str(exc), param_hint="--port-range") from None
+    if common.interrupt_mode == "message" and common.language != "python":
+        raise click.UsageError(
+            f"--interrupt-mode message: the {language_name(common.language)} kernel (IRkernel, Toree) does not answer "
+            "interrupt_request messages; leave it at signal (the agent sends SIGINT)"
+        )
     denied = parse_user_list(common.unauthorized_users)
     if "root" not in denied:
         click.echo("note: root may start this kernel (include root in --unauthorized-users to deny it)", err=True)
@@ -197,7 +227,7 @@ def build_kernel_json(
         "argv": argv,
         "display_name": common.display_name or display_name,
         "language": common.language,
-        "interrupt_mode": "signal",
+        "interrupt_mode": common.interrupt_mode,
         "env": env or {},
         "metadata": metadata,
     }

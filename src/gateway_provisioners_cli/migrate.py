@@ -30,7 +30,7 @@ from gateway_provisioners.core.launch import split_list
 from gateway_provisioners.provisioners.legacy import LEGACY_LAUNCHERS, LEGACY_PLACEHOLDERS, legacy_shape
 
 from .kernelspec import kernel_argv
-from .yarn_spec import SPARK_SESSION
+from .spark import DEFAULT_MASTER, IMAGE_TOREE_JAR, SparkSpec
 
 BACKUP = "pre-migrate"
 #: What an older argv runs: a launcher script, or a kernel spec's bin/run.sh (Spark, Dask).
@@ -73,6 +73,10 @@ RUN_SH_ENV = {"SPARK_OPTS", "LAUNCH_OPTS", "DASK_OPTS", "DASK_YARN_EXE", "TOREE_
               "__TOREE_SPARK_OPTS__"}  # fmt: skip
 #: spark-submit options the YARN provisioner sets itself (value-taking options, and whole --conf values).
 SPARK_OWN_OPTIONS = {"--master", "--deploy-mode", "--name", "--proxy-user"}
+#: ... and those a client-mode kernel's spec sets itself (the master is carried over on its own).
+CLIENT_OWN_OPTIONS = {"--master", "--deploy-mode", "--name"}
+#: Backends whose kernels can be Spark drivers in client mode (jupyter-ssh-spec / jupyter-docker-spec --spark).
+CLIENT_MODE = {"distributed-provisioner", "docker-provisioner", "docker-swarm-provisioner"}
 SPARK_OWN_CONFS = {"spark.yarn.submit.waitAppCompletion"}
 DASK_OWN_OPTIONS = {"--name", "--environment", "--queue"}
 
@@ -216,10 +220,8 @@ def convert(folder: Path) -> Conversion:
         )
     provisioner, old_config = _provisioner(old)
     language = str(old.get("language", "python")).lower()
-    if language == "scala":
-        raise Refused("not yet: Scala (Apache Toree) kernels come with the Spark support")
-    if language not in ("python", "r"):
-        raise Refused(f"language {language!r} is not python or r")
+    if language not in ("python", "r", "scala"):
+        raise Refused(f"language {language!r} is not python, r or scala")
 
     launcher_at = next((i for i, a in enumerate(argv) if PurePath(a).name in LAUNCHERS), None)
     if launcher_at is None:
@@ -234,25 +236,37 @@ def convert(folder: Path) -> Conversion:
     # What the older launcher would have set up in the kernel: a Spark session, a Dask cluster, or nothing.
     session = "Dask" if cluster == "dask" else "Spark" if cluster == "spark" and init_mode != "none" else None
 
+    client_spark: SparkSpec | None = None
     if launcher == "launch_custom_resource.py":
         raise Refused(NOT_CONVERTIBLE["spark-operator-provisioner"])
-    if launcher == "run.sh" and provisioner == "yarn-provisioner":
+    if language == "scala" and launcher == "run.sh" and provisioner == "kubernetes-provisioner":
+        raise Refused(f"not yet: Spark kernels on {provisioner} (docs/migration.md)")  # spark-submit to k8s://
+    if language == "scala":
+        new_argv = _toree(folder, provisioner, env, init_mode, notes)
+        python = ""
+    elif launcher == "run.sh" and provisioner == "yarn-provisioner":
         _yarn_submit(env, cluster, config, notes)
         python = config.get("remote_python") or "python3"  # as jupyter-yarn-spec --python-root writes it
+    elif session == "Spark" and provisioner in CLIENT_MODE and language == "python":
+        # run.sh ran spark-submit with SPARK_OPTS (client mode); now the kernel is the driver and starts its JVM.
+        python = env.get("PYSPARK_PYTHON") or "python3"
+        client_spark = _client_spark(env, init_mode, notes)
+        env.update(client_spark.python_env(python))
     elif launcher == "run.sh" or session:
-        raise Refused(f"not yet: {session or 'Spark'} kernels on {provisioner} (docs/migration.md, 'Coming')")
+        raise Refused(f"not yet: {session or 'Spark'} kernels on {provisioner} (docs/migration.md)")
     elif launcher in ("launch_kubernetes.py", "launch_docker.py", "bootstrap-kernel.sh"):
         # The older launcher ran on the server and started the image's bootstrap-kernel.sh; the agent now runs the
         # kernel in the image directly, with the image's python3.
         python = "python3"
     else:  # launch_ipykernel.py / launch_IRkernel.R, started by the interpreter before them
         python = argv[0] if launcher_at >= 1 and language == "python" else "python3"
-    new_argv = kernel_argv(language, python, kernel_class if language == "python" else None)
-    if session == "Spark":  # only YARN gets here with a session
-        if language == "python":
-            new_argv.append(SPARK_SESSION)  # the older launcher made lazy and eager the same: a session at start
-        else:
-            notes.append(f"Spark session at start ({init_mode}) dropped: not yet for {language!r} kernels")
+    if language != "scala":
+        in_cluster = session == "Spark" and not client_spark  # YARN cluster mode: the AM waits for the session
+        yarn_session = SparkSpec(init_mode=init_mode, background=True) if in_cluster else None
+        new_argv = kernel_argv(language, python, kernel_class if language == "python" else None,
+                               client_spark or yarn_session)  # fmt: skip
+        if session == "Spark" and language == "r":
+            notes.append(f"Spark session at start ({init_mode}) dropped: SparkR is not offered at start")
     leftover = sorted(k for k in env if k in RUN_SH_ENV)
     if leftover:
         raise Refused(f"env {', '.join(leftover)} is read only by the older run.sh: not yet on {provisioner}")
@@ -285,6 +299,48 @@ def convert(folder: Path) -> Conversion:
         if placeholder in json.dumps(result.new):
             raise Refused(f"{placeholder} is still used after conversion: convert this spec by hand")
     return result
+
+
+def _master_and_options(value: str, notes: list[str], what: str) -> tuple[str, str]:
+    """The ``--master`` of a SPARK_OPTS value, and its other options that a client-mode spec keeps."""
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise Refused(f"{what} cannot be split: {exc}") from None
+    master = next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--master"), "")
+    master = master or next((w.split("=", 1)[1] for w in words if w.startswith("--master=")), DEFAULT_MASTER)
+    return master, _split_spark_opts(value, CLIENT_OWN_OPTIONS, notes, what)
+
+
+def _client_spark(env: dict[str, str], init_mode: str, notes: list[str]) -> SparkSpec:
+    """The client-mode Spark of an older run.sh spec: SPARK_HOME, and SPARK_OPTS's master and options."""
+    master, opts = _master_and_options(env.pop("SPARK_OPTS", ""), notes, "SPARK_OPTS")
+    env.pop("LAUNCH_OPTS", None)
+    return SparkSpec(home=env.get("SPARK_HOME", ""), master=master, opts=opts, init_mode=init_mode)
+
+
+def _toree(folder: Path, provisioner: str, env: dict[str, str], init_mode: str, notes: list[str]) -> list[str]:
+    """The argv of an older Apache Toree spec: Toree run by spark-submit, on the spec's Spark (SSH hosts) or on the
+    Spark of a jupyter-image-bootstrap Scala image (containers)."""
+    opts = " ".join(v for v in (env.pop("SPARK_OPTS", ""), env.pop("__TOREE_SPARK_OPTS__", "")) if v)
+    master, extra = _master_and_options(opts, notes, "SPARK_OPTS")
+    for name in ("__TOREE_OPTS__", "TOREE_OPTS", "DEFAULT_INTERPRETER", "LAUNCH_OPTS"):
+        if env.pop(name, "").strip():
+            notes.append(f"{name} dropped: the Toree argv holds what the kernel needs (see docs/languages.md)")
+    if provisioner == "yarn-provisioner":
+        raise Refused("Scala kernels in YARN cluster mode: write a new spec with jupyter-yarn-spec install --language "
+                      "scala (Toree then runs in the AM container, its own Spark driver)")  # fmt: skip
+    if provisioner in ("distributed-provisioner",):
+        jars = sorted((folder / "lib").glob("toree-assembly-*.jar"))
+        if not jars or not env.get("SPARK_HOME"):
+            raise Refused("a Toree spec needs lib/toree-assembly-*.jar in its folder and SPARK_HOME in its env")
+        jar = str(folder / BACKUP / "lib" / jars[-1].name)  # where write() moves it
+        notes.append(f"Toree's jar stays in {jar}: the hosts must have it at that path (as they had the spec)")
+        return kernel_argv("scala", spark=SparkSpec(env["SPARK_HOME"], master, extra, init_mode), toree_jar=jar)
+    notes.append("the image must have Spark at /opt/spark and Toree's jar at "
+                 f"{IMAGE_TOREE_JAR} (jupyter-image-bootstrap build --language scala)")  # fmt: skip
+    env.pop("SPARK_HOME", None)
+    return kernel_argv("scala", spark=SparkSpec(home="/opt/spark", master=master, opts=extra, init_mode=init_mode))
 
 
 def _yarn_submit(env: dict[str, str], cluster: str, config: dict[str, Any], notes: list[str]) -> None:

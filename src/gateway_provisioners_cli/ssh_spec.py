@@ -7,7 +7,8 @@ import click
 from gateway_provisioners.core.errors import ConfigurationError
 from gateway_provisioners.core.launch import split_list
 
-from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, kernel_argv, not_yet_option
+from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, kernel_argv, language_name
+from .spark import spark_client_options, spark_spec
 
 PROVISIONER = "distributed-provisioner"
 
@@ -51,20 +52,19 @@ def main() -> None:
     help="Private key file to log in with; repeatable (default: ~/.ssh keys and the SSH agent).",
 )
 @click.option("--tunnel", is_flag=True, help="Reach kernels through the SSH connection instead of directly.")
-# The older jupyter-ssh-spec's Spark options: Spark kernels on SSH hosts come with the Spark support.
-@not_yet_option("--spark", "Spark kernels on SSH hosts", takes_value=False)
-@not_yet_option("--spark-master", "Spark kernels on SSH hosts")
-@not_yet_option("--spark-home", "Spark kernels on SSH hosts")
-@not_yet_option("--extra-spark-opts", "Spark kernels on SSH hosts")
-@not_yet_option("--spark-init-mode", "Spark kernels on SSH hosts")
+# Spark client mode: the kernel on the host is the Spark driver (local[*], a standalone master, or YARN client mode).
+@spark_client_options()
 def install(
     common: SpecOptions, remote_hosts: tuple[str, ...], ssh_port: int | None, remote_user: str | None, python: str,
     load_balancing_algorithm: str | None, known_hosts: str | None, client_keys: tuple[str, ...], tunnel: bool,
+    spark: bool, spark_master: str | None, spark_home: str | None, extra_spark_opts: str,
+    spark_init_mode: str | None, toree_jar: str,
 ) -> None:  # fmt: skip
     """Write (or print, with --dry-run) a kernel spec for distributed-provisioner."""
     from gateway_provisioners.adapters.ssh import SSHHost, load_selector
 
-    common = common.named(f"ssh_{common.language}")
+    driver = spark_spec(common.language, spark, spark_master, spark_home, extra_spark_opts, spark_init_mode)
+    common = common.named(f"ssh_spark_{common.language}" if spark else f"ssh_{common.language}")
     hosts = split_list(remote_hosts)
     try:
         for host in hosts:
@@ -83,12 +83,18 @@ def install(
         "client_keys": list(client_keys) or None,
         "tunnel_kernel_ports": tunnel or None,
     }
+    env: dict[str, str] = {}
+    if driver and common.language == "python":
+        env = driver.python_env(python)
+    elif driver and driver.home:
+        env = {"SPARK_HOME": driver.home}
     spec = build_kernel_json(
         provisioner=PROVISIONER,
-        argv=kernel_argv(common.language, python, common.kernel_class),
-        display_name=f"{'Python' if common.language == 'python' else 'R'} on {', '.join(hosts)} (SSH)",
+        argv=kernel_argv(common.language, python, common.kernel_class, driver, toree_jar),
+        display_name=f"{language_name(common.language)}{' with Spark' if driver else ''} on {', '.join(hosts)} (SSH)",
         config=config,
         common=common,
+        env=env,
     )
     emit(spec, common)
 

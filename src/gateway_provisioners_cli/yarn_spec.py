@@ -16,28 +16,14 @@ from pathlib import Path
 
 import click
 
-from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, kernel_argv
+from .kernelspec import SpecOptions, build_kernel_json, common_options, emit, kernel_argv, language_name
+from .spark import IMAGE_TOREE_JAR, SparkSpec, session_argv
 
-# The kernel attaches to the driver's JVM (Spark's AM starts it and hands its gateway to the Python driver: the
-# agent, and through it the kernel) and wraps the JVM's SparkContext, which it creates the first time; a restarted
-# kernel finds it there (a second SparkContext in one JVM is refused, so SparkSession.builder alone would fail).
-# While a cell runs, ipykernel replaces pyspark's SIGINT handler (which cancels the jobs) with Python's own, so an
-# interrupt would stop the cell and leave its Spark job running: a custom exception handler cancels the jobs, from a
-# new thread (the interrupted thread's Py4J connection may still wait for the interrupted call), then shows the usual
-# traceback. The interrupted Py4J call ends in KeyboardInterrupt or, at times, in Py4JNetworkError ("Answer from Java
-# side is empty"): both cancel.
-SPARK_SESSION = (
-    "--IPKernelApp.exec_lines=from pyspark import SparkContext; from pyspark.sql import SparkSession; "
-    "from pyspark.java_gateway import launch_gateway; from py4j.protocol import Py4JNetworkError; "
-    "_gw = launch_gateway(); "
-    "sc = SparkContext(gateway=_gw, jsc=_gw.jvm.org.apache.spark.api.java.JavaSparkContext("
-    "_gw.jvm.org.apache.spark.SparkContext.getOrCreate())); "
-    "spark = SparkSession.builder.getOrCreate(); del _gw; "
-    "get_ipython().set_custom_exc((KeyboardInterrupt, Py4JNetworkError), "
-    "lambda shell, etype, value, tb, tb_offset=None: "
-    "__import__('threading').Thread(target=sc.cancelAllJobs).start() "
-    "or shell.showtraceback((etype, value, tb), tb_offset=tb_offset))"
-)
+# The Python kernel's session (lazy, eager or none) is made by spark.session_argv: it attaches to the driver's JVM that
+# Spark's AM started in cluster mode. 'none' suits only a kernel that makes its own SparkContext soon: the AM gives up
+# without one after spark.yarn.am.waitTime (100 s by default).
+#: The argv item of an eager session (kept for readers of older specs and for jupyter-gp-migrate).
+SPARK_SESSION = session_argv("eager")[0]
 
 
 @click.group()
@@ -89,10 +75,16 @@ def main() -> None:
     "--spark-init-mode",
     type=click.Choice(["lazy", "eager", "none"], case_sensitive=False),
     default=None,
-    help="With --spark: 'lazy' or 'eager' give a Python kernel spark and sc when it starts (default), 'none' does "
-    "not create a Spark session.",
+    help="With --spark (or --language scala): 'lazy' (default): the kernel answers at once and its Spark session is "
+    "created on first use; 'eager': created before the kernel answers; 'none': no Spark session.",
 )
 @click.option("--extra-dask-opts", default="", help="More 'dask-yarn submit' options with --dask, shell-quoted.")
+@click.option(
+    "--toree-jar",
+    default=IMAGE_TOREE_JAR,
+    show_default=True,
+    help="--language scala: Apache Toree's assembly jar on the nodes (pip's toree has it in toree/lib/).",
+)
 def install(
     common: SpecOptions,
     yarn_endpoint: str,
@@ -108,6 +100,7 @@ def install(
     cert_bundle: str | None,
     spark_init_mode: str | None,
     extra_dask_opts: str,
+    toree_jar: str,
 ) -> None:
     """Install a kernel spec whose kernels run as YARN applications."""
     for hint, value in (("--extra-spark-opts", extra_spark_opts), ("--extra-dask-opts", extra_dask_opts)):
@@ -122,23 +115,29 @@ def install(
     if extra_dask_opts and not dask:
         raise click.UsageError("--extra-dask-opts needs --dask")
     init_mode = (spark_init_mode or "lazy").lower()
-    if spark_init_mode and init_mode != "none" and not spark:
+    scala = common.language == "scala"
+    if spark_init_mode and init_mode != "none" and not (spark or scala):
         raise click.UsageError(
             f"--spark-init-mode {init_mode} needs --spark (the older jupyter-yarn-spec wrote Spark kernels unless "
             "--dask; this one does with --spark)"
         )
-    if spark_init_mode and spark and init_mode != "none" and common.language != "python":
+    if spark_init_mode and spark and init_mode != "none" and common.language == "r":
         raise click.UsageError(
-            f"--spark-init-mode {init_mode}: not yet: a Spark session at start for {common.language!r} kernels "
-            "(see docs/migration.md); use --spark-init-mode none"
+            f"--spark-init-mode {init_mode}: a SparkR session at start is not offered (pyspark's distribution has no "
+            "SparkR package); use --spark-init-mode none"
+        )
+    if scala and (spark or dask):
+        raise click.UsageError(
+            "--language scala runs Apache Toree, a Spark driver of its own, in the AM container (client mode): "
+            "leave out --spark / --dask"
         )
     common = common.named(f"yarn_dask_{common.language}" if dask else f"yarn_spark_{common.language}" if spark
                           else f"yarn_{common.language}")  # fmt: skip
     python = str(Path(python_root) / "bin" / "python3") if python_root else "python3"
-    argv = kernel_argv(common.language, python, common.kernel_class)
-    # The older launcher made 'lazy' and 'eager' the same (a session when the kernel starts); so does this one.
-    if spark and common.language == "python" and init_mode != "none":
-        argv.append(SPARK_SESSION)
+    # Cluster mode: spark-submit's own options make the session; the kernel's session code attaches to its JVM.
+    # In cluster mode Spark's AM needs the session soon: a lazy Python kernel starts it in the background.
+    driver = SparkSpec(home=spark_home, init_mode=init_mode, background=spark) if spark or scala else None
+    argv = kernel_argv(common.language, python, common.kernel_class, driver, toree_jar)
     config: dict[str, object] = {
         "yarn_endpoint": yarn_endpoint or None,
         "alt_yarn_endpoint": alt_yarn_endpoint or None,
@@ -160,7 +159,7 @@ def install(
         common=common,
         provisioner="yarn-provisioner",
         argv=argv,
-        display_name=f"{common.language.capitalize()} on {mode} (cluster)",
+        display_name=f"{language_name(common.language)} on {mode} (cluster)",
         config=config,
     )
     emit(spec, common)

@@ -38,11 +38,11 @@ CONVERTIBLE = {
                                          "--ipykernel-subclass-name", "mypkg.MyKernel"]),
     "yarn_dask": ("jupyter-yarn-spec", ["--dask", "--python-root", "/opt/conda", "--extra-dask-opts",
                                         "--worker-count 2"]),
+    "ssh_spark": ("jupyter-ssh-spec", ["--spark", "--remote-hosts", "h1", "--spark-master", "yarn"]),
 }  # fmt: skip
 REFUSED = {
     "k8s_spark": (["jupyter-k8s-spec", "--spark", "--image-name", "reg/spark:1"], "not yet: Spark kernels on"),
     "k8s_crd": (["jupyter-k8s-spec", "--spark", "--crd"], "spark-operator-provisioner: not yet"),
-    "ssh_spark": (["jupyter-ssh-spec", "--spark", "--remote-hosts", "h1"], "not yet: Spark kernels on"),
     # The older jupyter-yarn-spec with --yarn-endpoint leaves ${…} template variables (its install defect).
     "yarn_broken": (["jupyter-yarn-spec", "--yarn-endpoint", "http://rm:8088"], "were never filled in"),
 }
@@ -140,6 +140,11 @@ async def test_every_older_cli_spec_converts_or_is_refused_in_one_line(older_spe
     assert "SPARK_OPTS" not in spark["env"] and "LAUNCH_OPTS" not in spark["env"]
     assert config("yarn_spark")["spark_opts"] == "--num-executors 3"
     assert config("yarn_spark")["submit_command"][0].endswith("/bin/spark-submit")
+    ssh_spark = json.loads((older_specs / "ssh_spark" / "kernel.json").read_text())
+    assert ssh_spark["argv"][0] == "/opt/conda/bin/python"  # PYSPARK_PYTHON: the kernel is the Spark driver
+    assert any(part.startswith("--IPKernelApp.exec_lines=") for part in ssh_spark["argv"])  # lazy
+    assert ssh_spark["env"]["PYSPARK_SUBMIT_ARGS"] == "--master yarn pyspark-shell"
+    assert "SPARK_OPTS" not in ssh_spark["env"] and ssh_spark["env"]["SPARK_HOME"] == "/opt/spark"
     assert config("yarn_dask")["submit_command"] == ["/opt/conda/bin/dask-yarn", "submit"]
     assert "--worker-count 2" in config("yarn_dask")["spark_opts"]
     assert "--name" not in config("yarn_dask")["spark_opts"]

@@ -41,17 +41,19 @@ async def hostname_of(km: Any) -> str:
     return (await run_code(km, "import socket; print(socket.gethostname())"))[1].strip()
 
 
-async def interrupt_running_cell(km: Any, timeout: float = 10) -> tuple[dict[str, Any], float]:
+async def interrupt_running_cell(
+    km: Any, timeout: float = 10, cell: str = SLEEPING_CELL, ready_timeout: float = 30
+) -> tuple[dict[str, Any], float]:
     """Start a cell that sleeps 30 s, interrupt it once it runs; returns the reply's content and the seconds taken.
 
     The cell prints before sleeping: ipykernel turns SIGINT into KeyboardInterrupt only while a cell runs, so the
-    interrupt is sent once that output arrives.
+    interrupt is sent once that output arrives. ``cell`` is the same for another language (tests/support/languages.py).
     """
     kc = km.client()
     kc.start_channels()
     try:
-        await kc.wait_for_ready(timeout=30)
-        msg_id = kc.execute(SLEEPING_CELL)
+        await kc.wait_for_ready(timeout=ready_timeout)
+        msg_id = kc.execute(cell)
         while True:
             msg = await kc.get_iopub_msg(timeout=timeout)
             if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
@@ -127,7 +129,12 @@ async def shell_answers(info: dict[str, Any], curve: bool, timeout: float) -> bo
     sock.connect(f"tcp://{info['ip']}:{info['shell_port']}")
     try:
         session = Session(key=info["key"], signature_scheme=info["signature_scheme"])  # the manager holds bytes
-        session.send(sock, "kernel_info_request", {})
+        # A DEALER with no connected peer blocks on send: bounded, so an unreachable kernel answers False, not a hang.
+        sock.sndtimeo = int(timeout * 1000)
+        try:
+            session.send(sock, "kernel_info_request", {})
+        except zmq.Again:
+            return False
         return bool(await sock.poll(timeout * 1000))
     finally:
         sock.close()

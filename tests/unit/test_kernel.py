@@ -481,3 +481,103 @@ async def test_mistyped_ready_payload_is_handshake_rejected(changes: dict[str, A
     error = await launch.failure(HandshakeRejected)
     assert "not usable" in str(error)
     assert_cleaned_up(launch, handle, error)
+
+
+# --- reattaching a kernel that is gone: known at once, not at the deadline (issue 14) ------------------------------
+
+REATTACH_TIMEOUT = 30.0  # restore's deadline in these tests; a gone kernel must be known well within it
+
+
+class RestoringBackend(ScriptedBackend):
+    """A backend whose restored handles start with the observation ``restored`` (what its observer read)."""
+
+    def __init__(self, restored: PlatformState, *, ends_with_resource: bool = True) -> None:
+        super().__init__()
+        self.restored_state = restored
+        self.kernel_ends_with_resource = ends_with_resource  # type: ignore[misc]
+        self.restored: list[BackendHandle] = []
+
+    async def restore(self, data: dict[str, Any]) -> BackendHandle:
+        handle = await super().restore(data)
+        handle.update(Observation(self.restored_state, reason=f"scripted {self.restored_state.value}", exit_code=3))
+        self.restored.append(handle)
+        return handle
+
+
+async def silent_agent_port(on_connect: Any = None) -> tuple[asyncio.AbstractServer, int, list[int]]:
+    """A port that accepts connections and never says hello (an agent's host that stopped answering): a connection
+    attempt to it waits for its whole timeout. Returns the server, its port and a list counting connections."""
+    connections: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        if on_connect is not None:
+            on_connect()
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], connections
+
+
+async def restore_within(backend: ScriptedBackend, port: int, share: float = 1 / 3) -> RemoteKernel:
+    """``RemoteKernel.restore`` with :data:`REATTACH_TIMEOUT`, which must return within ``share`` of it."""
+    restoring = RemoteKernel.restore(backend, saved_kernel(port), timeout=REATTACH_TIMEOUT)
+    return await asyncio.wait_for(restoring, REATTACH_TIMEOUT * share)
+
+
+@pytest.mark.parametrize("state", [PlatformState.EXITED, PlatformState.FAILED, PlatformState.GONE])
+async def test_reattach_fails_at_once_when_the_platform_says_the_kernel_is_over(state: PlatformState) -> None:
+    server, port, connections = await silent_agent_port()
+    try:
+        kernel = await restore_within(RestoringBackend(state), port)
+    finally:
+        server.close()
+    assert kernel.phase is KernelPhase.FAILED and kernel.poll() is not None
+    error = kernel.lifecycle.error
+    assert isinstance(error, KernelExited) and f"resource is {state.value}" in str(error), repr(error)
+    assert error.exit_code == 3
+    assert connections == [], "a kernel the platform says is over must not be waited for at its agent's address"
+
+
+async def test_reattach_fails_at_once_when_the_platform_reports_the_end_while_connecting() -> None:
+    backend = RestoringBackend(PlatformState.RUNNING)
+
+    def platform_ends_it() -> None:  # the observer's next reading arrives while the connection waits for a hello
+        backend.restored[0].update(Observation(PlatformState.GONE, reason="pod deleted"))
+
+    server, port, connections = await silent_agent_port(on_connect=platform_ends_it)
+    try:
+        kernel = await restore_within(backend, port)
+    finally:
+        server.close()
+    assert connections == [1]
+    assert kernel.phase is KernelPhase.FAILED
+    assert isinstance(kernel.lifecycle.error, KernelExited) and "pod deleted" in str(kernel.lifecycle.error)
+    assert kernel._control is None, "the abandoned connection attempt must not be left open"
+
+
+async def test_reattach_fails_at_once_when_nothing_listens_at_the_agents_address() -> None:
+    import socket
+
+    with socket.socket() as bound:  # bound, not listening: connections are refused, and the port stays ours
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        kernel = await restore_within(RestoringBackend(PlatformState.RUNNING, ends_with_resource=False), port)
+    assert kernel.phase is KernelPhase.FAILED
+    error = kernel.lifecycle.error
+    assert isinstance(error, KernelExited) and "nothing listens" in str(error), repr(error)
+
+
+async def test_reattach_keeps_trying_where_the_agent_outlives_what_the_platform_observes() -> None:
+    """An SSH session (say) that ended says nothing about its detached agent: only the agent's address tells."""
+    server, port, connections = await silent_agent_port()
+    try:
+        backend = RestoringBackend(PlatformState.EXITED, ends_with_resource=False)
+        kernel = await asyncio.wait_for(RemoteKernel.restore(backend, saved_kernel(port), timeout=1), 10)
+    finally:
+        server.close()
+    assert connections, "the agent's address must be tried"
+    assert kernel.phase is KernelPhase.FAILED
+    assert not isinstance(kernel.lifecycle.error, KernelExited), repr(kernel.lifecycle.error)

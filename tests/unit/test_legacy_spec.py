@@ -13,6 +13,7 @@ from jupyter_client.manager import AsyncKernelManager
 from gateway_provisioners.core.errors import ConfigurationError
 from gateway_provisioners.provisioners.legacy import legacy_shape
 from gateway_provisioners_cli import migrate
+from gateway_provisioners_cli.spark import session_argv
 from tests.conftest import IPYKERNEL_ARGV, write_kernel_spec
 
 OLDER_ARGV = ["python", "/specs/k/scripts/launch_ipykernel.py", "--kernel-id", "{kernel_id}", "--port-range",
@@ -115,23 +116,31 @@ def test_unconvertible_enterprise_gateway_specs_are_refused_untouched(
     assert (folder / "kernel.json").read_text() == text and not (folder / "pre-migrate").exists()
 
 
-@pytest.mark.parametrize(
-    ("mode", "cluster", "reason"),
-    [("lazy", None, "not yet: Spark kernels on distributed-provisioner"),
-     ("none", "dask", "not yet: Dask kernels on distributed-provisioner")],
-)  # fmt: skip
-def test_a_session_the_older_launcher_made_on_ssh_hosts_is_refused(
-    tmp_path: Path, mode: str, cluster: str | None, reason: str
-) -> None:
+def test_a_dask_session_the_older_launcher_made_on_ssh_hosts_is_refused(tmp_path: Path) -> None:
     spec = json.loads(json.dumps(EG_SPEC))
-    spec["argv"][-1] = mode  # the launcher's default cluster type is spark: lazy meant a Spark session
-    if cluster:
-        spec["argv"] += ["--RemoteProcessProxy.cluster-type", cluster]
+    spec["argv"][-1] = "none"
+    spec["argv"] += ["--RemoteProcessProxy.cluster-type", "dask"]
     folder = tmp_path / "eg"
     folder.mkdir()
     (folder / "kernel.json").write_text(json.dumps(spec))
     result = CliRunner().invoke(migrate.main, [str(folder)])
-    assert result.exit_code == 1 and reason in result.stderr
+    assert result.exit_code == 1 and "not yet: Dask kernels on distributed-provisioner" in result.stderr
+
+
+@pytest.mark.parametrize("mode", ["lazy", "eager"])
+def test_a_spark_session_the_older_launcher_made_on_ssh_hosts_becomes_client_mode(tmp_path: Path, mode: str) -> None:
+    spec = json.loads(json.dumps(EG_SPEC))
+    spec["argv"][-1] = mode  # the launcher's default cluster type is spark: a Spark session, the kernel the driver
+    spec["env"] = {"SPARK_HOME": "/opt/spark", "SPARK_OPTS": "--master yarn --deploy-mode client --conf a=b"}
+    folder = tmp_path / "eg"
+    folder.mkdir()
+    (folder / "kernel.json").write_text(json.dumps(spec))
+    result = CliRunner().invoke(migrate.main, [str(folder)])
+    assert result.exit_code == 0, result.output
+    new = json.loads((folder / "kernel.json").read_text())
+    assert new["argv"][-1] == session_argv(mode)[0]
+    assert new["env"]["PYSPARK_SUBMIT_ARGS"] == "--master yarn --conf a=b pyspark-shell"
+    assert "SPARK_OPTS" not in new["env"] and new["env"]["SPARK_HOME"] == "/opt/spark"
 
 
 # An Enterprise Gateway-style pod template (its quoting filter, its app label) with two operator additions.
@@ -186,3 +195,40 @@ def test_pod_templates_that_are_not_mechanical_are_refused(template: str, reason
     with pytest.raises(migrate.Refused) as refused:
         extra_pod_config(template)
     assert reason in str(refused.value) and "\n" not in str(refused.value)
+
+
+def _toree_spec(tmp_path: Path, proxy: str) -> Path:
+    """An Enterprise Gateway Apache Toree spec (bin/run.sh, lib/toree-assembly jar) of the given process proxy."""
+    folder = tmp_path / "toree"
+    (folder / "lib").mkdir(parents=True)
+    (folder / "lib" / "toree-assembly-0.5.0-incubating.jar").write_bytes(b"")
+    spec = {
+        "display_name": "Scala (Toree)", "language": "scala",
+        "metadata": {"process_proxy": {"class_name": f"enterprise_gateway.services.processproxies.{proxy}",
+                                       "config": {"remote_hosts": "h1"} if "Distributed" in proxy else {}}},
+        "env": {"SPARK_HOME": "/opt/spark", "__TOREE_SPARK_OPTS__": "--master yarn --deploy-mode client",
+                "__TOREE_OPTS__": "", "DEFAULT_INTERPRETER": "Scala"},
+        "argv": [str(folder / "bin" / "run.sh"), "--RemoteProcessProxy.kernel-id", "{kernel_id}",
+                 "--RemoteProcessProxy.response-address", "{response_address}",
+                 "--RemoteProcessProxy.public-key", "{public_key}", "--RemoteProcessProxy.port-range", "{port_range}",
+                 "--RemoteProcessProxy.spark-context-initialization-mode", "eager"],
+    }  # fmt: skip
+    (folder / "kernel.json").write_text(json.dumps(spec))
+    return folder
+
+
+def test_an_older_toree_spec_on_ssh_hosts_becomes_a_toree_argv(tmp_path: Path) -> None:
+    folder = _toree_spec(tmp_path, "distributed.DistributedProcessProxy")
+    result = CliRunner().invoke(migrate.main, [str(folder)])
+    assert result.exit_code == 0, result.output
+    argv = json.loads((folder / "kernel.json").read_text())["argv"]
+    assert argv[0] == "/opt/spark/bin/spark-submit" and argv[argv.index("--master") + 1] == "yarn"
+    jar = folder / "pre-migrate" / "lib" / "toree-assembly-0.5.0-incubating.jar"
+    assert argv[argv.index("--class") + 2] == str(jar) and jar.is_file()
+    assert argv[-2:] == ["--spark-context-initialization-mode", "eager"]
+
+
+def test_an_older_toree_spec_in_yarn_cluster_mode_is_refused(tmp_path: Path) -> None:
+    folder = _toree_spec(tmp_path, "yarn.YarnClusterProcessProxy")
+    result = CliRunner().invoke(migrate.main, [str(folder)])
+    assert result.exit_code == 1 and "jupyter-yarn-spec install --language scala" in result.stderr

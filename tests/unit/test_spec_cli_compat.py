@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway_provisioners_cli import docker_spec, k8s_spec, ssh_spec, yarn_spec
+from gateway_provisioners_cli.spark import session_argv
 
 # Each CLI with the options it needs to write a spec at all.
 CLIS: dict[str, tuple[click.Group, list[str]]] = {
@@ -74,11 +75,15 @@ def test_language_in_any_case(cli: str, given: str, language: str) -> None:
 
 
 @pytest.mark.parametrize("cli", CLIS)
-def test_scala_is_refused_in_one_line(cli: str) -> None:
-    result = invoke(cli, "--language", "Scala")
-    assert result.exit_code == 2
-    assert "not yet: Scala (Apache Toree) kernels" in result.output
-    assert "Traceback" not in result.output
+def test_scala_runs_apache_toree_under_spark_submit(cli: str) -> None:
+    extra = ["--spark-home", "/opt/sp"] if cli == "ssh" else []
+    spec = written(cli, "--language", "Scala", *extra)
+    argv = spec["argv"]
+    assert spec["language"] == "scala" and spec["interrupt_mode"] == "signal"
+    assert argv[0].endswith("spark-submit") and argv[argv.index("--class") + 1] == "org.apache.toree.Main"
+    assert argv[argv.index("--profile") + 1] == "{connection_file}"
+    assert argv[argv.index("--spark-context-initialization-mode") + 1] == "lazy"
+    assert argv[argv.index("--master") + 1] == "local[*]"
 
 
 @pytest.mark.parametrize(
@@ -124,17 +129,20 @@ def test_retired_app_options_say_what_replaces_them(cli: str, args: list[str], m
 
 
 NOT_YET = [
-    ("ssh", ["--spark"], "--spark is gone: not yet: Spark kernels on SSH hosts"),
-    ("ssh", ["--spark-master", "yarn"], "--spark-master is gone: not yet: Spark kernels on SSH hosts"),
-    ("ssh", ["--spark-home", "/opt/spark"], "--spark-home is gone: not yet"),
-    ("ssh", ["--extra-spark-opts", "--conf a=b"], "--extra-spark-opts is gone: not yet"),
-    ("ssh", ["--spark-init-mode", "lazy"], "--spark-init-mode is gone: not yet"),
+    ("ssh", ["--spark-master", "yarn"], "--spark-master need --spark (or --language scala)"),
+    ("ssh", ["--spark-init-mode", "lazy"], "--spark-init-mode need --spark"),
+    ("ssh", ["--spark", "--extra-spark-opts", "--conf 'a"], "cannot split"),
+    ("ssh", ["--language", "scala"], "--language scala needs --spark-home"),
+    ("ssh", ["--spark", "--language", "r", "--spark-init-mode", "lazy"], "a SparkR session at start is not offered"),
+    ("docker", ["--language", "r", "--interrupt-mode", "message"], "does not answer interrupt_request"),
+    ("docker", ["--language", "scala", "--interrupt-mode", "message"], "does not answer interrupt_request"),
     ("k8s", ["--executor-image-name", "x:1"], "--executor-image-name is gone: not yet: Spark executors on Kubernetes"),
     ("k8s", ["--spark"], "not yet: Spark kernels on Kubernetes"),
     ("k8s", ["--spark-init-mode", "eager"], "not yet: Spark kernels on Kubernetes"),
     ("k8s", ["--crd"], "not yet: Spark-operator (SparkApplication) kernels"),
     ("k8s", ["--tensorflow"], "--tensorflow is gone: it never changed the kernel spec"),
-    ("yarn", ["--spark", "--language", "r", "--spark-init-mode", "eager"], "not yet: a Spark session at start for 'r'"),
+    ("yarn", ["--spark", "--language", "r", "--spark-init-mode", "eager"], "a SparkR session at start is not offered"),
+    ("yarn", ["--spark", "--language", "scala"], "leave out --spark / --dask"),
     ("yarn", ["--spark-init-mode", "lazy"], "--spark-init-mode lazy needs --spark"),
     ("yarn", ["--extra-dask-opts", "--worker-count 2"], "--extra-dask-opts needs --dask"),
 ]
@@ -150,7 +158,9 @@ def test_older_flags_not_honoured_yet_fail_in_one_line(cli: str, args: list[str]
 
 def test_yarn_spark_init_mode_and_extra_dask_opts_are_honoured() -> None:
     assert written("yarn", "--spark", "--spark-init-mode", "Eager")["argv"][-1] == yarn_spec.SPARK_SESSION
-    assert written("yarn", "--spark", "--spark-init-mode", "lazy")["argv"][-1] == yarn_spec.SPARK_SESSION
+    lazy = written("yarn", "--spark", "--spark-init-mode", "lazy")["argv"][-1]
+    # cluster mode: the AM waits for the driver's SparkContext, so a lazy kernel makes it in the background at once
+    assert lazy == session_argv("lazy", background=True)[0] and lazy != yarn_spec.SPARK_SESSION
     assert yarn_spec.SPARK_SESSION not in written("yarn", "--spark", "--spark-init-mode", "none")["argv"]
     assert written("yarn", "--spark-init-mode", "none")["argv"][-1] == "{connection_file}"
     dask = config_of(written("yarn", "--dask", "--extra-dask-opts", "--worker-count 2 --deploy-mode remote"))

@@ -50,7 +50,8 @@ def test_every_combination_is_complete(language: str) -> None:
             assert ("submit_command" in config) is ("spark" in combo or "dask" in combo)
             if "dask" in combo:
                 assert config["submit_command"] == ["dask-yarn", "submit"]
-            assert (SPARK_SESSION in spec["argv"]) is ("spark" in combo and language == "python")
+            session = any(part.startswith("--IPKernelApp.exec_lines=") for part in spec["argv"])
+            assert session is ("spark" in combo and language == "python")
 
 
 def test_settings_take_effect_in_the_provisioner() -> None:

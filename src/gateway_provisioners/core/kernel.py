@@ -43,6 +43,12 @@ log = safe_logger("gateway_provisioners.kernel")
 CLEANUP_AFTER_TIMEOUT = 0.5
 _cleanups = BackgroundTasks(log, "clean-up after a failed launch")  # still running after their launch failed
 
+#: Seconds a restart's reply may take beyond the kernel's grace and ready timeout, which the agent spends in full.
+RESTART_REPLY_MARGIN = 5.0
+#: How long :meth:`RemoteKernel.restore` tries to reach a restored kernel's agent by default. A kernel known to be gone
+#: (its platform resource is over, or nothing listens at its agent's address) is reported at once instead.
+REATTACH_TIMEOUT = 10.0
+
 CONNECTION_KEYS = (
     "ip", "transport", "signature_scheme", "kernel_name", "key",
     "shell_port", "iopub_port", "stdin_port", "hb_port", "control_port",
@@ -250,7 +256,7 @@ class RemoteKernel:
             )
         await self._connect_control(deadline)
 
-    async def _connect_control(self, deadline: float) -> None:
+    async def _connect_control(self, deadline: float, reattaching: bool = False) -> None:
         assert self.agent_address is not None and self._token is not None
         control = ControlConnection(self.launch_id, self._token, on_event=self._on_agent_event)
         while True:
@@ -261,23 +267,78 @@ class RemoteKernel:
                 raise HandshakeRejected(
                     f"the agent at {self.agent_address[0]}:{self.agent_address[1]} refused the control channel: {exc}"
                 ) from None
+            except asyncio.CancelledError:
+                await control.close()  # cancelled after it connected (a reattach that learnt the kernel is gone)
+                raise
+            except ConnectionRefusedError as exc:
+                if reattaching:  # the agent listened on this address until it ended: nothing to wait for
+                    raise KernelExited(
+                        f"nothing listens at the agent's address {self.agent_address[0]}:{self.agent_address[1]} "
+                        f"any more ({exc.strerror or exc}): the agent is gone",
+                        hint="",
+                    ) from None
+                await self._connect_retry(exc, deadline)
             except OSError as exc:
                 # Server-assigned mode: the agent listens once its kernel is ready; until then, connections are
                 # refused (or, when its container just died, find no route). Follow the platform — a kernel that
                 # died fails the launch at once, with its reason — and try again shortly.
-                if time.monotonic() >= deadline:
-                    raise LaunchTimeout(
-                        f"the agent at {self.agent_address[0]}:{self.agent_address[1]} never listened ({exc})"
-                    ) from None
-                if self.handle is not None and self.lifecycle.phase is KernelPhase.CONNECTING:
-                    await self._follow(self.handle.observation)
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self.handle.wait_changed(), 0.05)
-                else:
-                    await asyncio.sleep(0.05)
+                await self._connect_retry(exc, deadline)
         self._control = control
         if state.get("kernel") == "exited":
             self.exit_code = state.get("exit_code")
+
+    async def _connect_retry(self, exc: OSError, deadline: float) -> None:
+        """Before another try at the agent's control port: the deadline, and the platform's word on the kernel."""
+        assert self.agent_address is not None
+        if time.monotonic() >= deadline:
+            raise LaunchTimeout(
+                f"the agent at {self.agent_address[0]}:{self.agent_address[1]} never listened ({exc})"
+            ) from None
+        if self.handle is not None and self.lifecycle.phase is KernelPhase.CONNECTING:
+            await self._follow(self.handle.observation)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.handle.wait_changed(), 0.05)
+        else:
+            await asyncio.sleep(0.05)
+
+    async def _reattach_control(self, deadline: float) -> None:
+        """Open the control connection to a restored kernel's agent, failing as soon as the kernel is known gone.
+
+        Unlike at a launch nothing is still coming up: when the platform says the resource that holds the agent is
+        over, or nothing listens at the agent's address any more, waiting for the deadline only delays a server's
+        start-up (every stored kernel is reattached then). The platform's word is checked before connecting and at
+        each of its later observations, while a connection attempt may still be waiting on an unresponsive address.
+        """
+        assert self.handle is not None
+        handle = self.handle
+        self._check_not_over(handle.observation)
+        connecting = asyncio.ensure_future(self._connect_control(deadline, reattaching=True))
+        try:
+            while not connecting.done():
+                changed = asyncio.ensure_future(handle.wait_changed())
+                await asyncio.wait({connecting, changed}, return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
+                if not connecting.done():
+                    self._check_not_over(handle.observation)
+            connecting.result()
+        finally:
+            if not connecting.done():
+                connecting.cancel()  # the attempt closes what it opened
+                await asyncio.wait({connecting})
+            if not connecting.cancelled():
+                connecting.exception()  # retrieved: the error raised is the platform's word
+
+    def _check_not_over(self, observation: Observation) -> None:
+        """Raise :class:`KernelExited` when ``observation`` ends the kernel (see ``Backend.kernel_ends_with_resource``;
+        elsewhere the platform's resource is not the agent, and only the agent's address tells)."""
+        if observation.state.is_over and self.backend.kernel_ends_with_resource:
+            raise KernelExited(
+                f"the kernel's {self.backend.name} resource is {observation.state.value}"
+                + (f" ({observation.reason})" if observation.reason else ""),
+                exit_code=observation.exit_code,
+                diagnostics=list(observation.diagnostics),
+                hint="",
+            )
 
     async def _abort_launch(self, exc: BaseException) -> BaseException:
         """Leave nothing running after a failed or cancelled launch, record why, and return the error to raise."""
@@ -367,7 +428,8 @@ class RemoteKernel:
             raise ControlChannelClosed(f"kernel {self.kernel_id} has no agent connection")
         reply = await self._control.request(op, timeout=timeout, **args)
         if not reply.get("ok", False):
-            raise LaunchError(
+            error = LaunchTimeout if reply.get("timed_out") is True else LaunchError
+            raise error(
                 f"agent refused {op}: {reply.get('error', 'no reason given')}", diagnostics=reply.get("log_tail") or []
             )
         return reply
@@ -399,13 +461,28 @@ class RemoteKernel:
         if self.phase is not KernelPhase.RESTARTING:
             self.lifecycle.move_to(KernelPhase.RESTARTING, "restarting in place")
         try:
+            # The agent stops the kernel (up to grace), starts it, and waits up to ready_timeout: its answer, a
+            # timeout included, comes after both; a few seconds more for the rest of its work and the network.
             reply = await self._request(
-                "restart", timeout=self.spec.launch_timeout + grace, grace=grace, ready_timeout=self.spec.launch_timeout
+                "restart",
+                timeout=self.spec.launch_timeout + grace + RESTART_REPLY_MARGIN,
+                grace=grace,
+                ready_timeout=self.spec.launch_timeout,
             )
-        except LaunchError as exc:
+        except (LaunchError, asyncio.TimeoutError) as exc:
+            # The agent stopped the new kernel (or, silent past the deadline, will): the kernel is not running. A
+            # timeout stays one, so that a client gets the same status for it as for a launch that timed out.
+            error: LaunchError
+            if isinstance(exc, LaunchTimeout):
+                error = LaunchTimeout(f"kernel not ready after a restart: {exc.reason}", diagnostics=exc.diagnostics)
+            elif not isinstance(exc, LaunchError):
+                waited = self.spec.launch_timeout + grace + RESTART_REPLY_MARGIN
+                error = LaunchTimeout(f"the agent did not answer the restart within {waited:g} s")
+            else:
+                error = KernelExited(exc.reason, diagnostics=exc.diagnostics)
             self.exit_code = 1
-            self.lifecycle.move_to(KernelPhase.EXITED, str(exc))
-            raise KernelExited(exc.reason, diagnostics=exc.diagnostics) from None
+            self.lifecycle.move_to(KernelPhase.EXITED, str(error))
+            raise error from None
         self.exit_code, self.kernel_pid = None, reply.get("pid")
         self.lifecycle.move_to(KernelPhase.READY, "kernel restarted in place")
         return dict(self.connection_info)
@@ -480,9 +557,11 @@ class RemoteKernel:
         *,
         broker: ConnectionBroker | None = None,
         events: EventLog | None = None,
-        timeout: float = 10.0,
+        timeout: float = REATTACH_TIMEOUT,
     ) -> RemoteKernel:
-        """Reattach to a kernel serialized by another process. A kernel that is gone polls as dead."""
+        """Reattach to a kernel serialized by another process. A kernel that is gone polls as dead: at once when the
+        backend's observation says its resource is over or nothing listens at its agent's address, else after
+        ``timeout`` seconds of trying to reach its agent."""
         if data.get("backend") != backend.name:
             raise LaunchError(
                 f"kernel {data.get('kernel_id')} was launched by backend {data.get('backend')!r}, not {backend.name!r}"
@@ -506,7 +585,7 @@ class RemoteKernel:
             )
         kernel.handle = await backend.restore(data["handle"])
         try:
-            await kernel._connect_control(time.monotonic() + timeout)
+            await kernel._reattach_control(time.monotonic() + timeout)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ProtocolError, LaunchError) as exc:
             kernel.exit_code = 1
             kernel.lifecycle.move_to(KernelPhase.FAILED, f"cannot reattach: {exc}", error=exc)

@@ -77,7 +77,8 @@ class KubernetesProvisioner(RemoteProvisionerBase):
         NameList,
         "GP_ALLOWED_IMAGES",
         default=[],
-        help="Images a client may choose with KERNEL_IMAGE; empty allows any.",
+        help="Images a client may choose with KERNEL_IMAGE besides image_name; any other is refused (empty: only "
+        "image_name).",
     )
     image_pull_policy = setting(
         Text, "GP_IMAGE_PULL_POLICY", default="IfNotPresent", choices=PULL_POLICIES, help="Pull policy of kernel pods."

@@ -36,7 +36,7 @@ from ..provisioners.base import RemoteProvisionerBase
 from ..provisioners.settings import Flag, Text, setting
 from . import metrics, pools
 from .events import SCHEMA, SCHEMA_ID, event_data
-from .handlers import KernelsWithEnvHandler
+from .handlers import HANDLERS
 from .manager import PersistentKernelManager, launch_args_to_keep
 from .store import STORES, KernelStore, describe, open_store
 
@@ -124,7 +124,7 @@ class GatewayProvisionersServer(ExtensionApp):
         self._loaded = True
 
     def initialize_handlers(self) -> None:
-        self.handlers.append((r"/api/kernels", KernelsWithEnvHandler))  # before the server's own: ours is matched
+        self.handlers.extend(HANDLERS)  # before the server's own for the same paths: ours are matched
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         if self._loaded:

@@ -65,8 +65,24 @@ class PersistentKernelManager(ServerKernelManager):
         return as_http_error(exc) or exc
 
     async def start_kernel(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        await super().start_kernel(*args, **kwargs)
+        try:
+            await super().start_kernel(*args, **kwargs)
+        except BaseException:
+            self._drop_failed_start()
+            raise
         await self._save()
+
+    def _drop_failed_start(self) -> None:
+        """Take a kernel whose start failed off the mapping kernel manager's pending list.
+
+        jupyter_client (8.x) logs a failed start but leaves its id among the pending kernels; at the server's stop,
+        ``shutdown_all`` then asks jupyter_server to shut it down, which raises "Kernel does not exist" and ends the
+        server's cleanup halfway: the process never exits (in a pod: until SIGKILL). With pending kernels on, the
+        failed kernel stays listed and jupyter_server removes it itself, so only the blocking mode is handled.
+        """
+        pending = getattr(self.parent, "_pending_kernels", None)
+        if isinstance(pending, dict) and self.kernel_id and not getattr(self.parent, "use_pending_kernels", False):
+            pending.pop(self.kernel_id, None)
 
     async def restart_kernel(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         await super().restart_kernel(*args, **kwargs)

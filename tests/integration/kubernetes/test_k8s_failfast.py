@@ -59,6 +59,7 @@ async def test_client_values_are_checked_before_anything_is_created(kube: KubeEm
         ("KERNEL_UID", "0", NotAuthorized),
         ("KERNEL_UID", "000", NotAuthorized),
         ("KERNEL_SERVICE_ACCOUNT_NAME", "cluster-admin", NotAuthorized),
+        ("KERNEL_IMAGE", "attacker/miner:latest", NotAuthorized),  # allowed_images is closed by default
         ("KERNEL_VOLUMES", '[{"name": "host", "hostPath": {"path": "/"}}]', NotAuthorized),
     ]:
         monkeypatch.setenv(variable, value)

@@ -44,6 +44,8 @@ class JupyterServer:
     """One ``jupyter server`` process; :meth:`start` again after :meth:`kill` or :meth:`terminate` runs a new one on
     the same folders, store and port."""
 
+    status_path = "/api/status"  # answers once the server serves requests
+
     def __init__(
         self,
         root: Path,
@@ -93,7 +95,7 @@ class JupyterServer:
             if self.proc.poll() is not None:
                 raise AssertionError(f"jupyter server exited with {self.proc.returncode}:\n{self.log_tail()}")
             with contextlib.suppress(OSError, HTTPClientError):
-                await self.request("GET", "/api/status")
+                await self.request("GET", self.status_path)
                 return
             await asyncio.sleep(0.1)  # polling the server's readiness, bounded by the deadline
         raise AssertionError(f"jupyter server not answering after {timeout} s:\n{self.log_tail()}")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway_provisioners.core.kernel import REATTACH_TIMEOUT
+
 from ...conftest import pid_gone
 from .conftest import JupyterServer, agent_alive, execute
 from .test_progress_errors_metrics import metric
@@ -82,8 +84,13 @@ async def test_kernel_gone_while_server_down_is_forgotten(make_server, local_spe
     assert pid_gone(int(handle["pid"]), 5)
 
     await server.start()
+    answering = time.monotonic()
     await wait_for_no_records(server)
+    took = time.monotonic() - answering
+    # The platform (the agent's pid is gone) says so at once: the record goes well within the reattach deadline.
+    assert took < REATTACH_TIMEOUT / 2, f"a gone kernel took {took:.1f} s to be forgotten\n{server.log_tail()}"
     assert kernel_id not in await server.kernel_ids()
+    assert f"stored kernel {kernel_id} [local] is gone" in server.log_path.read_text()
 
 
 async def wait_for_no_records(server: JupyterServer, timeout: float = 20) -> None:

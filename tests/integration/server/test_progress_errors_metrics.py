@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -65,13 +66,16 @@ BAD_STARTS = {
 }
 
 
-async def test_failed_starts_answer_with_status_and_reason(make_server, jupyter_path: Path) -> None:
+async def test_failed_starts_answer_with_status_and_reason(make_server, jupyter_path: Path, local_spec: str) -> None:
     for name, (config, _, _) in BAD_STARTS.items():
         config = dict(config)
         argv = config.pop("argv", None)
         provisioner = config.pop("provisioner", "local-agent-provisioner")
         write_kernel_spec(jupyter_path, name, config=config, argv=argv, provisioner=provisioner)
-    server: JupyterServer = await make_server()
+    # Kernels are shut down at the server's stop (the Helm chart's setting), so that the stop meets the failed starts.
+    server: JupyterServer = await make_server(
+        extra_args=("--GatewayProvisionersServer.keep_kernels_on_shutdown=False",)
+    )
     for name, (_, status, words) in BAD_STARTS.items():
         started = time.monotonic()
         code, body = await server.request("POST", "/api/kernels", {"name": name}, raise_error=False)
@@ -80,15 +84,68 @@ async def test_failed_starts_answer_with_status_and_reason(make_server, jupyter_
         assert words in body["message"], f"{name}: {body['message']!r}"
         assert "\n" not in body["message"]
         assert took < 15, f"{name}: the error took {took:.1f} s"
-    # jupyter_server's sessions handler answers any error with 500, but the reason now reaches its message.
-    session = {"path": "nb.ipynb", "type": "notebook", "kernel": {"name": "refused-user"}}
-    code, body = await server.request("POST", "/api/sessions", session, raise_error=False)
-    assert code >= 400 and "not allowed to start kernel" in body["message"], (code, body)
+    # A session's kernel that cannot start: the same status and reason (jupyter_server's own handler answers 500).
+    for name, (_, status, words) in BAD_STARTS.items():
+        session = {"path": f"{name}.ipynb", "type": "notebook", "kernel": {"name": name}}
+        code, body = await server.request("POST", "/api/sessions", session, raise_error=False)
+        assert code == status, f"session {name}: {code} {body}"
+        assert words in body["message"] and "\n" not in body["message"], f"session {name}: {body['message']!r}"
+    assert await server.request("GET", "/api/sessions") == [], "a session whose kernel failed must not be listed"
     assert await server.kernel_ids() == [], "a failed start must not stay listed"
     metrics = await server.request("GET", "/metrics")
-    assert metric(metrics, "gateway_provisioners_kernel_failures_total", backend="local", reason="LaunchTimeout") == 1
-    # NotAuthorized twice: the kernel request and the session request.
+    # Each twice: the kernel request and the session request.
+    assert metric(metrics, "gateway_provisioners_kernel_failures_total", backend="local", reason="LaunchTimeout") == 2
     assert metric(metrics, "gateway_provisioners_kernel_failures_total", backend="none", reason="NotAuthorized") == 2
+    # The failed starts are not left among jupyter_client's pending kernels: a server stopping with a kernel to shut
+    # down stops at SIGTERM (its cleanup used to end with "Kernel does not exist" and the process never exited).
+    await server.request("POST", "/api/kernels", {"name": local_spec})
+    assert server.terminate(timeout=30) == 0, server.log_tail()
+    assert "Kernel does not exist" not in server.log_tail(200)
+
+
+# Every start after the first never gets ready: its restarts time out.
+FIRST_START_ONLY = """
+import os, sys, time
+marker = sys.argv[1]
+if os.path.exists(marker):
+    time.sleep(600)
+open(marker, "w").close()
+os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", "-f", sys.argv[2]])
+"""
+
+
+async def test_failed_restarts_answer_with_status_and_reason(make_server, jupyter_path: Path, tmp_path: Path) -> None:
+    launch_timeout = 10.0
+    argv = [sys.executable, "-c", FIRST_START_ONLY, str(tmp_path / "started-once"), "{connection_file}"]
+    write_kernel_spec(jupyter_path, "first-start-only", argv=argv, config={"launch_timeout": launch_timeout})
+    server: JupyterServer = await make_server()
+    kernel = await server.request("POST", "/api/kernels", {"name": "first-start-only"})
+    assert (await execute(server, kernel["id"], "print(6 * 7)"))[1].strip() == "42"
+
+    started = time.monotonic()
+    code, body = await server.request("POST", f"/api/kernels/{kernel['id']}/restart", raise_error=False)
+    took = time.monotonic() - started
+    assert code == 504, (code, body)
+    assert "not ready after a restart" in body["message"] and "\n" not in body["message"], body
+    assert took < 3 * launch_timeout, f"the restart's failure took {took:.1f} s"
+    await server.request("DELETE", f"/api/kernels/{kernel['id']}")
+
+    code, body = await server.request("POST", f"/api/kernels/{uuid.uuid4()}/restart", raise_error=False)
+    assert code == 404, (code, body)
+
+
+async def test_restart_refused_after_the_user_was_revoked(make_server, local_spec: str, jupyter_path: Path) -> None:
+    """An operator revokes a user while the server is down; the reattached kernel's restart is refused with 403."""
+    server: JupyterServer = await make_server()
+    kernel = await server.request("POST", "/api/kernels", {"name": local_spec})
+    server.kill()
+    write_kernel_spec(jupyter_path, local_spec, config={"agent_watchdog": 120, "unauthorized_users": ["gp-tester"]})
+    await server.start()
+    await server.wait_listed(kernel["id"])
+    code, body = await server.request("POST", f"/api/kernels/{kernel['id']}/restart", raise_error=False)
+    assert code == 403, (code, body)
+    assert "gp-tester" in body["message"] and "\n" not in body["message"], body
+    await server.request("DELETE", f"/api/kernels/{kernel['id']}")
 
 
 async def test_local_kernel_starts_in_the_notebooks_folder(make_server, local_spec: str) -> None:

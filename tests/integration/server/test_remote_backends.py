@@ -38,8 +38,7 @@ async def test_remote_kernel_survives_a_server_restart(make_server: Any, remote_
         assert server.terminate() == 0
         log = server.log_path.read_text()
         assert "ControlConnection" not in log, "a kept kernel's control connection was left pending at shutdown"
-        if "ssh" not in remote_spec:  # the SSH spawner's own reader tasks are the SSH adapter's to end (issue 14)
-            assert "Traceback" not in log and "Task was destroyed" not in log, log[-3000:]
+        assert "Traceback" not in log and "Task was destroyed" not in log, log[-3000:]
     else:
         server.kill()
     await server.start()
@@ -50,3 +49,18 @@ async def test_remote_kernel_survives_a_server_restart(make_server: Any, remote_
     await server.request("DELETE", f"/api/kernels/{kernel_id}")
     assert kernel_id not in await server.kernel_ids()
     assert kernel_id not in server.records()
+
+
+async def test_sigterm_shutting_ssh_kernels_down_leaves_a_clean_log(make_server: Any, request: Any) -> None:
+    """The server ends its SSH kernels at SIGTERM: the host's agent spawner session is still open when the event loop
+    stops, and nothing of it may be left pending (asyncio's "Task was destroyed but it is pending!")."""
+    spec = request.getfixturevalue("ssh_spec")("gp-ssh")
+    end_kernels = "--GatewayProvisionersServer.keep_kernels_on_shutdown=False"
+    server: JupyterServer = await make_server(extra_args=(end_kernels,))
+    kernel = await server.request("POST", "/api/kernels", {"name": spec})
+    assert (await execute(server, kernel["id"], "print(6 * 7)"))[1].strip() == "42"
+    assert server.terminate() == 0
+    log = server.log_path.read_text()
+    assert "Shutting down 1 kernel" in log, log[-3000:]
+    assert "Traceback" not in log and "Task was destroyed" not in log, log[-3000:]
+    assert server.records() == {}, "a kernel shut down with the server must leave no record"

@@ -34,9 +34,12 @@ spark.range(10**13).selectExpr('sum(id % 7)').collect()
 """
 
 
-@pytest.fixture
-def spark_spec(jupyter_path: Path, real_yarn: RealYarn, monkeypatch: pytest.MonkeyPatch) -> str:
-    """``jupyter-yarn-spec install --spark`` into the test's JUPYTER_PATH, as a user would run it."""
+@pytest.fixture(params=["lazy", "eager"])
+def spark_spec(
+    request: pytest.FixtureRequest, jupyter_path: Path, real_yarn: RealYarn, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """``jupyter-yarn-spec install --spark --spark-init-mode lazy|eager`` into the test's JUPYTER_PATH, as a user
+    would run it. Lazy: the kernel answers at once and makes its session in the background (the AM waits for it)."""
     spark_home = Path(pyspark.__file__).parent
     opts = " ".join([
         "--num-executors 1 --driver-memory 512m --executor-memory 512m",
@@ -51,7 +54,7 @@ def spark_spec(jupyter_path: Path, real_yarn: RealYarn, monkeypatch: pytest.Monk
             shutil.which("jupyter-yarn-spec", path=str(Path(sys.executable).parent)) or "jupyter-yarn-spec",
             "install", "--spark", "--spark-home", str(spark_home), "--python-root", sys.prefix,
             "--extra-spark-opts", opts, "--kernel-name", "real_spark", "--prefix", str(jupyter_path.parent / "p"),
-            "--launch-timeout", "240",
+            "--launch-timeout", "240", "--spark-init-mode", request.param,
         ],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
@@ -74,7 +77,8 @@ async def test_spark_kernel_in_yarn_cluster_mode(spark_spec: str, real_yarn: Rea
     await km.start_kernel(env={**os.environ})
     try:
         app_id = app_of(km)
-        # Spark's AM registers once the driver's SparkContext exists: the kernel's exec_lines create it.
+        # Spark's AM registers once the driver's SparkContext exists: the kernel's exec_lines create it (lazy: in the
+        # background, at once).
         app = await wait_for_app(real_yarn, app_id, ("RUNNING", *FINAL), timeout=120)
         assert app["applicationType"] == "SPARK" and app["state"] == "RUNNING", app
         assert f"gp-kernel-{km.kernel_id}" in app["applicationTags"].split(",")

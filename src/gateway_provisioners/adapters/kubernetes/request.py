@@ -95,8 +95,13 @@ def pod_request(spec: LaunchSpec, s: PodSettings) -> PodRequest:
     values, env = spec.values, spec.env
     namespace, owns = namespace_for(spec, s)
     image = values.get("KERNEL_IMAGE") or s.image
-    if values.get("KERNEL_IMAGE") and s.allowed_images and image not in s.allowed_images:
-        raise NotAuthorized(f"KERNEL_IMAGE={image!r} is not in allowed_images (GP_ALLOWED_IMAGES)")
+    # Closed by default, like the Docker backend: a client's image runs only when the operator listed it (an image
+    # is code run with the kernel's service account and inside the cluster's network).
+    if image != s.image and image not in s.allowed_images:
+        raise NotAuthorized(
+            f"KERNEL_IMAGE={image!r} is not allowed here: only the kernel spec's image {s.image!r} and those in "
+            "allowed_images (GP_ALLOWED_IMAGES) may run"
+        )
     account = values.get("KERNEL_SERVICE_ACCOUNT_NAME") or s.service_account
     if account != s.service_account and account not in s.allowed_service_accounts:
         raise NotAuthorized(

@@ -43,6 +43,11 @@ class AgentSpawner:
     Starting an SSH session costs about 0.1 s (sshd forks, runs a shell, which starts Python); a spawner pays that
     once, and each launch is then a line on its input and a fork on the host. It reports, per kernel id, the agent's
     pid, the agent's payload and the agent's exit.
+
+    The session's output is handled by asyncssh's callbacks (:class:`_SpawnerSession`), not by reader tasks: the
+    session lives as long as the server, and a task still reading it when the server's event loop stops would be
+    reported as "Task was destroyed but it is pending!" by every host of this library that does not close it (Kernel
+    Gateway, nbclient). A callback holds nothing that can be left pending.
     """
 
     def __init__(self, slot: SessionSlot, pool: SSHConnectionPool) -> None:
@@ -50,46 +55,58 @@ class AgentSpawner:
         self.pool = pool
         self.handles: dict[str, BackendHandle] = {}
         self.errors: deque[str] = deque(maxlen=50)
-        self._process: asyncssh.SSHClientProcess[bytes] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._channel: asyncssh.SSHClientChannel[bytes] | None = None
+        self._ready: asyncio.Future[bytes] | None = None  # the spawner's first line ('' if it ended before one)
+        self._released = False
 
     @property
     def alive(self) -> bool:
-        return bool(self._tasks) and not self._tasks[0].done()
+        return self._channel is not None and self._ready is not None and self._ready.done()
 
     async def start(self, python: str, agent_source: bytes, timeout: float) -> None:
         command = shell_line(remote_command(python, agent_source, "--spawner"))
+        self._ready = asyncio.get_running_loop().create_future()
         try:
-            self._process = await self.slot.connection.create_process(command, encoding=None)
-            self._process.stdin.write(agent_source)
-            ready = await asyncio.wait_for(self._process.stdout.readline(), timeout)
+            channel, _ = await self.slot.connection.create_session(
+                lambda: _SpawnerSession(self), command, encoding=None
+            )
+            self._channel = channel
+            channel.write(agent_source)
+            ready = await asyncio.wait_for(asyncio.shield(self._ready), timeout)
         except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
             self.close()
-            raise BackendUnavailable(f"cannot start the agent spawner: {exc}") from None
+            raise BackendUnavailable(f"cannot start the agent spawner: {exc or type(exc).__name__}") from None
         if not ready.startswith(SPAWNER_READY_PREFIX.encode()):
-            errors = (await self._process.stderr.read(4096)).decode("utf-8", "replace").strip()
+            errors = " ".join(self.errors).strip()
             self.close()
             raise BackendUnavailable(f"the agent spawner did not start with {python}: {errors or ready!r}")
-        self._tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._read_errors())]
 
     def launch(self, handle: BackendHandle, params: dict[str, Any], args: list[str]) -> None:
-        assert self._process is not None
+        assert self._channel is not None
         self.handles[handle.kernel_id] = handle
-        self._process.stdin.write(json.dumps({"params": params, "args": args}).encode() + b"\n")
+        self._channel.write(json.dumps({"params": params, "args": args}).encode() + b"\n")
 
-    async def _read(self) -> None:
-        assert self._process is not None
-        try:
-            async for raw in self._process.stdout:
-                self._dispatch(raw.decode("utf-8", "replace").strip())
-        except (asyncssh.Error, OSError):
-            pass
-        finally:
-            for handle in self.handles.values():
-                if not handle.observation.state.is_over:
-                    handle.update(Observation(PlatformState.GONE, reason="the SSH session to the host ended"))
-            self.handles.clear()
-            self.close()
+    # --- called by the session --------------------------------------------------------------------------------------
+
+    def _line(self, raw: bytes) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(raw.strip())
+            return
+        self._dispatch(raw.decode("utf-8", "replace").strip())
+
+    def _error_line(self, raw: bytes) -> None:
+        self.errors.append(raw.decode("utf-8", "replace").rstrip())
+
+    def _ended(self) -> None:
+        """The session ended (the host, the connection or :meth:`close`): its agents go on, unobserved from here."""
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(b"")
+        for handle in self.handles.values():
+            if not handle.observation.state.is_over:
+                handle.update(Observation(PlatformState.GONE, reason="the SSH session to the host ended"))
+        self.handles.clear()
+        self._channel = None
+        self._release()
 
     def _dispatch(self, line: str) -> None:
         if line.startswith(STDOUT_PREFIX):
@@ -111,18 +128,40 @@ class AgentSpawner:
                 handle.update(Observation(PlatformState.EXITED, ip=handle.observation.ip, host=handle.observation.host,
                                           exit_code=int(number), reason=f"agent exit code {number}"))  # fmt: skip
 
-    async def _read_errors(self) -> None:
-        assert self._process is not None
-        with contextlib.suppress(asyncssh.Error, OSError):
-            async for raw in self._process.stderr:
-                self.errors.append(raw.decode("utf-8", "replace").rstrip())
-
     def close(self) -> None:
-        """End the spawner (its agents go on) and give its session slot back. Idempotent."""
-        if self._process is not None:
-            self._process.close()
-            self._process = None
+        """End the spawner (its agents go on) and give its session slot back. Idempotent; nothing is left running."""
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()  # asyncssh then calls the session's connection_lost: _ended
+        self._release()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
             self.pool.release(self.slot)
+
+
+class _SpawnerSession(asyncssh.SSHClientSession[bytes]):
+    """The spawner's SSH session: its output, split into lines, handed to the spawner as it arrives."""
+
+    MAX_LINE = 1 << 20  # a line is a sealed payload of a few kB; a host that sends more without a newline is cut
+
+    def __init__(self, spawner: AgentSpawner) -> None:
+        self.spawner = spawner
+        self._partial = {False: b"", True: b""}  # stdout, stderr
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        is_error = datatype == asyncssh.EXTENDED_DATA_STDERR
+        *lines, rest = (self._partial[is_error] + data).split(b"\n")
+        self._partial[is_error] = rest if len(rest) <= self.MAX_LINE else b""
+        for line in lines:
+            (self.spawner._error_line if is_error else self.spawner._line)(line)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for is_error, rest in self._partial.items():
+            if rest:
+                (self.spawner._error_line if is_error else self.spawner._line)(rest)
+        self.spawner._ended()
 
 
 def note_log_file(handles: dict[str, BackendHandle], line: str) -> None:
