@@ -42,6 +42,18 @@ class PerLoop(Generic[T]):
         self._entries[(id(loop), key)] = (loop, value)
         return value
 
+    def find(self, key: Hashable) -> T | None:
+        """The running loop's object for ``key``, or None (nothing is made)."""
+        loop = asyncio.get_running_loop()
+        self._drop_closed_loops()
+        entry = self._entries.get((id(loop), key))
+        return entry[1] if entry is not None and entry[0] is loop else None
+
+    def running(self) -> list[T]:
+        """Every object of the running loop."""
+        loop = asyncio.get_running_loop()
+        return [value for owner, value in self._entries.values() if owner is loop]
+
     def pop_running(self) -> list[T]:
         """Remove and return every object of the running loop (for its owner to close)."""
         loop = asyncio.get_running_loop()

@@ -85,6 +85,9 @@ class RemoteKernel:
     ) -> None:
         self.backend = backend
         self.kernel_id = kernel_id
+        #: The id the agent and the platform know the kernel by: ``kernel_id`` unless the kernel was launched for a
+        #: pool under an id of its own and then claimed (:meth:`claim_as`). Control-channel keys are bound to it.
+        self.launch_id = kernel_id
         self.broker = broker or ConnectionBroker()
         self.lifecycle = KernelLifecycle(kernel_id, events)
         self.handle: BackendHandle | None = None
@@ -138,9 +141,10 @@ class RemoteKernel:
         if self.lifecycle.phase.is_final:
             self.lifecycle.restart_from_new()
         self.spec, self._token, self.exit_code, self._platform_ended = spec, spec.token, None, False
+        self.launch_id = spec.kernel_id
         deadline = time.monotonic() + spec.launch_timeout
         needs_payload = spec.mode in (ConnectionMode.CALLBACK, ConnectionMode.STDOUT)
-        payload = self.broker.expect(self.kernel_id, spec.token) if needs_payload else None
+        payload = self.broker.expect(self.launch_id, spec.token) if needs_payload else None
         try:
             self.handle = await asyncio.wait_for(self.backend.submit(spec), spec.launch_timeout)
             self.lifecycle.move_to(KernelPhase.SUBMITTED, f"submitted to {self.backend.name}")
@@ -152,7 +156,7 @@ class RemoteKernel:
                 raise error from exc
             raise
         finally:
-            self.broker.forget(self.kernel_id)
+            self.broker.forget(self.launch_id)
         self.lifecycle.move_to(KernelPhase.READY, f"kernel ready at {self.connection_info['ip']}")
         self._follow_platform()
         return dict(self.connection_info)
@@ -234,7 +238,7 @@ class RemoteKernel:
         assert self.handle is not None and self._token is not None
         # The platform's word first (pod or container IP, SSH host); then the agent's own; then where it called from.
         ip = self.handle.observation.ip or info.get("ip") or ""
-        peer_ip = self.broker.take_peer(self.kernel_id)
+        peer_ip = self.broker.take_peer(self.launch_id)
         if ip in ("", "0.0.0.0", "::"):
             ip = peer_ip or "127.0.0.1"
         self.kernel_pid = info.get("pid")
@@ -254,7 +258,7 @@ class RemoteKernel:
 
     async def _connect_control(self, deadline: float, reattaching: bool = False) -> None:
         assert self.agent_address is not None and self._token is not None
-        control = ControlConnection(self.kernel_id, self._token, on_event=self._on_agent_event)
+        control = ControlConnection(self.launch_id, self._token, on_event=self._on_agent_event)
         while True:
             try:
                 state = await control.open(*self.agent_address, timeout=max(0.1, deadline - time.monotonic()))
@@ -430,6 +434,10 @@ class RemoteKernel:
             )
         return reply
 
+    async def ping(self, timeout: float = 5.0) -> dict[str, Any]:
+        """Ask the agent how the kernel is: ``{"kernel": "running" | "exited", "pid": ..., "exit_code": ...}``."""
+        return await self._request("ping", timeout=timeout)
+
     async def signal(self, signum: int) -> None:
         """Send ``signum`` to the kernel's process group, through the agent or, failing that, the backend."""
         if signum == 0:
@@ -512,6 +520,15 @@ class RemoteKernel:
             await self._control.close()
             self._control = None
 
+    def claim_as(self, kernel_id: str) -> None:
+        """A pooled kernel becomes ``kernel_id``'s: its progress events and log lines carry that id from now on.
+
+        The agent and the platform keep knowing it by :attr:`launch_id` (its pod, container or application name, the
+        control channel's keys); nothing about the running kernel changes.
+        """
+        self.kernel_id = kernel_id
+        self.lifecycle.kernel_id = kernel_id
+
     # --- persistence ------------------------------------------------------------------------------------------------
 
     def serialize(self) -> dict[str, Any]:
@@ -520,6 +537,7 @@ class RemoteKernel:
             raise LaunchError(f"kernel {self.kernel_id} is not running; there is nothing to serialize")
         return {
             "kernel_id": self.kernel_id,
+            "launch_id": self.launch_id,
             "backend": self.backend.name,
             "handle": self.backend.serialize(self.handle),
             "token": encode_token(self._token),
@@ -549,12 +567,13 @@ class RemoteKernel:
                 f"kernel {data.get('kernel_id')} was launched by backend {data.get('backend')!r}, not {backend.name!r}"
             )
         kernel = cls(backend, data["kernel_id"], broker=broker, events=events)
+        kernel.launch_id = str(data.get("launch_id") or kernel.kernel_id)
         kernel._token = decode_token(data["token"])
         kernel.connection_info = dict(data["connection_info"])
         kernel.agent_address = (data["agent_address"][0], int(data["agent_address"][1]))
         spec_data = data.get("spec") or {}
         kernel.spec = LaunchSpec(
-            kernel.kernel_id,
+            kernel.launch_id,
             spec_data.get("argv") or ["restored"],
             token=kernel._token,
             launch_timeout=float(spec_data.get("launch_timeout", 30)),

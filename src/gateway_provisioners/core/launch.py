@@ -186,6 +186,10 @@ class LaunchSpec:
     curve_keys: tuple[str, str] | None = field(default=None, repr=False)
     allow_root: bool = False  # the operator allows kernels that really run as uid 0 (checked here and by the agent)
     agent_watchdog: float = 60.0  # the agent ends itself and its kernel after so long without a server; 0 = never
+    # Launched for a warm pool: no client has it yet, and once claimed it keeps this launch's id (its ``launch_id``),
+    # which the server's kernel list does not show. Platforms mark its resources so that clean-up tools spare them
+    # while they run (the agent's watchdog ends them when their server is gone).
+    pooled: bool = False
     # The backend's own checked request (a pod's or a container's choices), decided from the per-launch values before
     # the backend sees the launch, so that policy is checked in one place and the backend only builds.
     request: Any = None

@@ -39,5 +39,10 @@ class BackgroundTasks:
         for task in list(self._tasks):
             task.cancel()
 
+    async def join(self) -> None:
+        """Wait until every task has ended (cancelled ones included); their failures are logged, not raised."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
     def __len__(self) -> int:
         return len(self._tasks)

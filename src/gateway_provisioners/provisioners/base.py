@@ -17,6 +17,7 @@ import difflib
 import getpass
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
@@ -43,6 +44,7 @@ from ..core.launch import (
 from ..core.logsafe import printable
 from ..core.port_range import PortRange
 from ..listener import DEFAULT_PORT, shared_broker, shared_listener
+from . import pooling
 from .legacy import refuse_legacy_spec
 from .settings import Flag, Integer, NameList, NameSet, Number, Ports, Text, setting, trait_error
 
@@ -111,6 +113,25 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         help="Bind the response listener on all interfaces, still advertising response_ip.",
     )  # fmt: skip
 
+    pool_size = setting(
+        Integer, "GP_POOL_SIZE", default=0, minimum=0, maximum=1000,
+        help="Kernels of this kernel spec kept started and ready, so that a launch that can use one is ready at once "
+        "(docs/pools.md says which launches can); 0 = no pool.",
+    )  # fmt: skip
+    pool_max_age = setting(
+        Number, "GP_POOL_MAX_AGE", default=3600.0, minimum=0, maximum=30 * 24 * 3600,
+        help="Seconds a pooled kernel may wait unclaimed before it is replaced by a fresh one; 0 = no limit.",
+    )  # fmt: skip
+    pool_refill_concurrency = setting(
+        Integer, "GP_POOL_REFILL_CONCURRENCY", default=2, minimum=1, maximum=100,
+        help="Pooled kernels started at the same time while the pool refills (in the background; a failing launch "
+        "is retried after a growing pause).",
+    )  # fmt: skip
+
+    #: Whether a launch's working directory can be given to a running pooled Python kernel (``os.chdir``). False where
+    #: the directory changes how the kernel is started (a container's mounts).
+    working_dir_applies_late: ClassVar[bool] = True
+
     #: Per-launch values this provisioner accepts from clients, checked before anything starts.
     param_schema: ClassVar[tuple[Param, ...]] = COMMON_PARAMS
 
@@ -136,6 +157,8 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         super().__init__(**kwargs)
         self.kernel: RemoteKernel | None = None
         self._spec: LaunchSpec | None = None
+        self._late: pooling.LateValues | None = None  # what a claimed pooled kernel was given at claim time
+        self._kernel_name = ""  # a pool template's kernel spec name (it has no kernel manager to ask)
 
     # --- what subclasses provide ------------------------------------------------------------------------------------
 
@@ -171,40 +194,75 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         return self.kernel is not None and self.kernel.handle is not None
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
-        """Start phase: check the user and the per-launch values, build the launch spec. Nothing starts yet."""
+        """Start phase: check the user and the per-launch values, build the launch spec. Nothing starts yet.
+
+        With ``pool_size`` set, the first launch of a kernel spec also starts its warm pool (docs/pools.md).
+        """
         refuse_legacy_spec(self.kernel_spec)
         extra_arguments = kwargs.pop("extra_arguments", []) or []
         curve_keys = self._curve_keys(kwargs.pop("transport_encryption", None))
         kwargs = await super().pre_launch(**kwargs)  # applies the kernel spec's env substitutions
-        env: dict[str, str] = kwargs["env"]
+        cwd = _text(kwargs["cwd"]) if kwargs.get("cwd") else None
+        self._spec = self.build_spec(str(self.kernel_id), kwargs["env"], cwd, extra_arguments, curve_keys)
+        kwargs["cmd"] = self._spec.argv
+        if self.pool_size > 0 and self.kernel is None:
+            await pooling.ensure_pool(self, self.spec_kernel_name)
+        return kwargs
+
+    @property
+    def spec_kernel_name(self) -> str:
+        """The kernel spec's name as the kernel manager knows it (a pool's template has no manager: it is told)."""
+        return getattr(self.parent, "kernel_name", "") or self._kernel_name or self.kernel_spec.display_name
+
+    def build_spec(
+        self,
+        kernel_id: str,
+        env: dict[str, str],
+        cwd: str | None,
+        extra_arguments: list[str] | tuple[str, ...] = (),
+        curve_keys: tuple[str, str] | None = None,
+    ) -> LaunchSpec:
+        """The launch spec of one launch: ``env`` is the request's environment after jupyter_client's substitutions,
+        ``cwd`` the folder jupyter_server chose. Checks the user and the per-launch values; changes nothing here."""
         values = validate_kernel_values(env, self.param_schema)
         username = values.get("KERNEL_USERNAME") or getpass.getuser()
         check_user(username, self.authorized_users, self.unauthorized_users, self.kernel_spec.display_name)
         kernel_env = build_kernel_env(env, self.kernel_spec.env, parse_user_list(self.env_allowlist))
-        kernel_env.update(
-            KERNEL_ID=str(self.kernel_id), KERNEL_USERNAME=username, KERNEL_LANGUAGE=self.kernel_spec.language
-        )
-        cmd = self.kernel_argv(list(self.kernel_spec.argv) + list(extra_arguments))
-        self._spec = LaunchSpec(
-            kernel_id=str(self.kernel_id),
-            argv=cmd,
+        kernel_env.update(KERNEL_ID=kernel_id, KERNEL_USERNAME=username, KERNEL_LANGUAGE=self.kernel_spec.language)
+        spec = LaunchSpec(
+            kernel_id=kernel_id,
+            argv=self.kernel_argv(list(self.kernel_spec.argv) + list(extra_arguments)),
             env=kernel_env,
             username=username,
-            kernel_name=getattr(self.parent, "kernel_name", "") or self.kernel_spec.display_name,
+            kernel_name=self.spec_kernel_name,
             language=self.kernel_spec.language,
             mode=ConnectionMode(self.connection_mode),
             port_range=self.port_range,
             launch_timeout=float(values.get("KERNEL_LAUNCH_TIMEOUT") or self.launch_timeout),
             kernel_ip=self.kernel_ip(),
-            cwd=values.get("KERNEL_WORKING_DIR")
-            or self.server_cwd(_text(kwargs["cwd"]) if kwargs.get("cwd") else None),
+            cwd=values.get("KERNEL_WORKING_DIR") or self.server_cwd(cwd),
             values=values,
             curve_keys=curve_keys,
             allow_root=self.root_allowed(),
             agent_watchdog=self.agent_watchdog,
         )
-        kwargs["cmd"] = cmd
-        return kwargs
+        self.complete_spec(spec)
+        return spec
+
+    def complete_spec(self, spec: LaunchSpec) -> None:
+        """Subclasses add what their backend needs to ``spec`` (its checked ``request``) from the per-launch values."""
+
+    def backend_for(self, spec: LaunchSpec) -> Backend:
+        """The backend that launches ``spec``: a pool's launches, which are not this provisioner's own."""
+        return self.make_backend()
+
+    def pool_template(self, kernel_name: str) -> RemoteProvisionerBase:
+        """A provisioner with this one's settings and kernel spec and no kernel manager: it launches pooled kernels."""
+        settings = {name: getattr(self, name) for name in self.trait_names(config=True)}
+        template = type(self)(kernel_id="pool", kernel_spec=self.kernel_spec, **settings)
+        template._kernel_name = kernel_name
+        template.log = self.log
+        return template
 
     def _curve_keys(self, requested: str | None) -> tuple[str, str] | None:
         """CurveZMQ keys for the kernel's channels, by the kernel manager's ``transport_encryption`` policy as
@@ -227,22 +285,61 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         return _text(public), _text(secret)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
-        """Start phase: launch (or restart in place) and return the connection info once the kernel is ready."""
+        """Start phase: claim a pooled kernel, launch a cold one, or restart in place; return the connection info once
+        the kernel is ready."""
         assert self._spec is not None, "pre_launch must run first"
+        info: dict[str, Any] | None = None
         if self.kernel is not None and self.kernel.agent_alive:
             info = await self.kernel.restart(grace=0)
+            if self._late is not None:  # a claimed kernel's restarted process gets its launch's values again
+                await pooling.kernel_request(info, self._late)
         else:
             if self.kernel is not None:
                 await self.kernel.shutdown(grace=0)  # whatever is left of an agent that went away
-            else:
-                self.kernel = RemoteKernel(self.make_backend(), str(self.kernel_id), broker=shared_broker())
-                self.kernel.lifecycle.events.subscribe(self._log_progress)
-            if self._spec.mode is ConnectionMode.CALLBACK:
-                self._spec.response_address = (await self._listener()).address
-            info = await self.kernel.start(self._spec)
+                if self.kernel.launch_id != self._spec.kernel_id:  # a claimed kernel: start anew under our own id
+                    self.kernel, self._late = None, None
+            elif self.pool_size > 0:
+                info = await self._claim()
+            if info is None:
+                if self.kernel is None:
+                    self.kernel = RemoteKernel(self.make_backend(), str(self.kernel_id), broker=shared_broker())
+                    self.kernel.lifecycle.events.subscribe(self._log_progress)
+                if self._spec.mode is ConnectionMode.CALLBACK:
+                    self._spec.response_address = (await self._listener()).address
+                info = await self.kernel.start(self._spec)
         # jupyter_client types the key as text but signs with bytes: hand it bytes, as its local provisioner does.
         self.connection_info = cast(KernelConnectionInfo, {**info, "key": str(info["key"]).encode()})
         return self.connection_info
+
+    async def _claim(self) -> dict[str, Any] | None:
+        """Take a kernel from this kernel spec's pool if the launch can use one; None (and the reason logged) if not."""
+        assert self._spec is not None
+        started = time.monotonic()
+        warm = await pooling.ensure_pool(self, self.spec_kernel_name)
+        if warm is None:
+            return None
+        late, why = pooling.compare(warm, self._spec, self.working_dir_applies_late)
+        if why is None and (kernel := await warm.pool.claim()) is not None:
+            try:
+                if late is not None:
+                    await pooling.kernel_request(kernel.connection_info, late)
+            except Exception as exc:  # it never reached anyone: end it and start cold
+                why = f"the pooled kernel did not take the launch's working directory and environment ({exc})"
+                await kernel.shutdown(grace=0)
+            except BaseException:  # the launch was cancelled: the kernel is nobody's, end it
+                pooling.end_in_background(kernel)
+                raise
+            else:
+                kernel.claim_as(str(self.kernel_id))
+                kernel.lifecycle.events.subscribe(self._log_progress)
+                self.kernel, self._late = kernel, late
+                self.log.info("kernel %s [%s] claimed from the pool (launched as %s) in %.3f s", self.kernel_id,
+                              kernel.backend.name, kernel.launch_id, time.monotonic() - started)  # fmt: skip
+                return dict(kernel.connection_info)
+        elif why is None:
+            why = f"no pooled kernel is ready ({warm.pool.starting} starting)"
+        self.log.info("kernel %s starts cold, not from the pool: %s", self.kernel_id, printable(why))
+        return None
 
     async def poll(self) -> int | None:
         """Running phase: ``None`` while the kernel runs, else its exit code. A cache read, no remote call."""
@@ -287,6 +384,8 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         info["connection_info"] = {**self.connection_info, "key": _text(self.connection_info.get("key", b""))}
         if self.kernel is not None and self.kernel.handle is not None:
             info["gateway_provisioners"] = self.kernel.serialize()
+            if self._late is not None:  # a claimed kernel: a restart in place after a reattach applies them again
+                info["gateway_provisioners"]["late_values"] = self._late.as_dict()
         return info
 
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
@@ -298,6 +397,8 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         if saved:
             self.kernel = await RemoteKernel.restore(self.make_backend(), saved, broker=shared_broker())
             self.kernel.lifecycle.events.subscribe(self._log_progress)
+            if saved.get("late_values"):
+                self._late = pooling.LateValues.from_dict(saved["late_values"])
 
     async def detach(self) -> None:
         """Let go of the kernel without ending it (its server stops; another process will reattach): close the control

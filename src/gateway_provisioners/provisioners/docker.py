@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 from ..adapters.docker_common import DEFAULT_OWNER, ContainerRequest, parse_id, parse_memory, parse_mount
 from ..core.backend import Backend
 from ..core.errors import ConfigurationError, NotAuthorized
-from ..core.launch import COMMON_PARAMS, ConnectionMode, Param, parse_user_list, split_list
+from ..core.launch import COMMON_PARAMS, ConnectionMode, LaunchSpec, Param, parse_user_list, split_list
 from .base import RemoteProvisionerBase
 from .settings import Flag, NameList, Sequence, Text, setting
 
@@ -35,6 +35,8 @@ DOCKER_PARAMS: tuple[Param, ...] = (
 
 class DockerProvisioner(RemoteProvisionerBase):
     """Run each kernel (with its agent) in a Docker container."""
+
+    working_dir_applies_late = False  # KERNEL_WORKING_DIR is mounted into the container: it is chosen at launch
 
     image_name = setting(
         Text, "GP_DOCKER_IMAGE", "GP_IMAGE_NAME", default="",
@@ -130,17 +132,26 @@ class DockerProvisioner(RemoteProvisionerBase):
         return DockerBackend(shared_engine(self.docker_url or None), self._request)
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
-        """Start phase: the base checks user and KERNEL_* values; here they become the container request."""
+        """Start phase: the base checks user and KERNEL_* values; :meth:`complete_spec` makes the container request."""
         kwargs = await super().pre_launch(**kwargs)
         assert self._spec is not None
-        self._request = self._spec.request = self.container_request(self._spec.values)
-        if self._spec.cwd and not self.allow_working_dir:
+        self._request = self._spec.request
+        return kwargs
+
+    def complete_spec(self, spec: LaunchSpec) -> None:
+        spec.request = self.container_request(spec.values)
+        if spec.cwd and not self.allow_working_dir:
             self.log.warning(
                 "kernel %s: KERNEL_WORKING_DIR ignored (set allow_working_dir / GP_DOCKER_ALLOW_WORKING_DIR)",
-                self.kernel_id,
+                spec.kernel_id,
             )
-            self._spec.cwd = None
-        return kwargs
+            spec.cwd = None
+
+    def backend_for(self, spec: LaunchSpec) -> Backend:
+        from ..adapters.docker import DockerBackend
+        from ..adapters.docker_common import shared_engine
+
+        return DockerBackend(shared_engine(self.docker_url or None), spec.request)
 
     def root_allowed(self) -> bool:
         # The container runs as kernel_uid / KERNEL_UID, never as the server's user: allow_root is the setting here.
@@ -208,3 +219,9 @@ class DockerSwarmProvisioner(DockerProvisioner):
         from ..adapters.swarm import SwarmBackend
 
         return SwarmBackend(shared_engine(self.docker_url or None), self._request)
+
+    def backend_for(self, spec: LaunchSpec) -> Backend:
+        from ..adapters.docker_common import shared_engine
+        from ..adapters.swarm import SwarmBackend
+
+        return SwarmBackend(shared_engine(self.docker_url or None), spec.request)

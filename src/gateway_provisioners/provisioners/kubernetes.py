@@ -20,7 +20,7 @@ from ..adapters.kubernetes.pod_template import load_template
 from ..adapters.kubernetes.request import DEFAULT_AGENT_PATH, DEFAULT_KERNEL_ROLE_RULES
 from ..core.backend import Backend
 from ..core.errors import ConfigurationError
-from ..core.launch import COMMON_PARAMS, ConnectionMode, parse_user_list
+from ..core.launch import COMMON_PARAMS, ConnectionMode, LaunchSpec, parse_user_list
 from .base import RemoteProvisionerBase
 from .settings import Anything, Flag, Integer, Mapping, NameList, Number, Sequence, Text, setting
 
@@ -192,16 +192,15 @@ class KubernetesProvisioner(RemoteProvisionerBase):
             shared_hub(self.kubeconfig, self.kube_context, self.watch_timeout), self.pod_settings()
         )
 
-    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
-        """Start phase: the base checks the user and the KERNEL_* values; here they become the pod's choices, checked
-        against the operator's settings before anything is created."""
-        kwargs = await super().pre_launch(**kwargs)
-        assert self._spec is not None
-        self._spec.request = pod_request(self._spec, self.pod_settings())
-        return kwargs
+    def complete_spec(self, spec: LaunchSpec) -> None:
+        """The KERNEL_* values become the pod's choices, checked against the operator's settings before anything is
+        created."""
+        spec.request = pod_request(spec, self.pod_settings())
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         """Start phase. A restart whose agent is gone replaces the pod but keeps a per-kernel namespace."""
-        if self.kernel is not None and not self.kernel.agent_alive and self.kernel.handle is not None:
+        # A claimed pooled kernel's pod and namespace go with it: the relaunch is a new kernel under this kernel's id.
+        claimed = self.kernel is not None and self.kernel.launch_id != str(self.kernel_id)
+        if self.kernel is not None and not self.kernel.agent_alive and self.kernel.handle is not None and not claimed:
             self.kernel.handle.data["restarting"] = True
         return await super().launch_kernel(cmd, **kwargs)

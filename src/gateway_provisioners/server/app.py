@@ -34,7 +34,7 @@ from ..core.events import ProgressEvent
 from ..core.lifecycle import KernelPhase
 from ..provisioners.base import RemoteProvisionerBase
 from ..provisioners.settings import Flag, Text, setting
-from . import metrics
+from . import metrics, pools
 from .events import SCHEMA, SCHEMA_ID, event_data
 from .handlers import HANDLERS
 from .manager import PersistentKernelManager, launch_args_to_keep
@@ -129,11 +129,13 @@ class GatewayProvisionersServer(ExtensionApp):
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         if self._loaded:
             await self.reattach_all()
+            await pools.warm_pools(self)
 
     async def stop_extension(self) -> None:
         """Runs before jupyter_server shuts its kernels down: let go of the remote kernels that are to survive."""
         with contextlib.suppress(ValueError):
             RemoteProvisionerBase.progress_observers.remove(self.on_progress)
+        await pools.drain_pools(self)  # pooled kernels belong to no client: none survives the server
         if not self._loaded or self.kernel_store is None:
             return
         if self.keep_kernels_on_shutdown:

@@ -57,3 +57,28 @@ async def test_reaper_removes_pods_of_vanished_kernels(kube: KubeEmulator, kubec
     assert kube.get("namespaces", "", "bob-orphan2") is None
     for kept in ("kernel-alive", "kernel-starting", "someone-else"):
         assert kube.get("pods", NAMESPACE, kept) is not None
+
+
+async def test_reaper_spares_running_pooled_pods(kube: KubeEmulator, kubeconfig: str) -> None:
+    """A warm pool's pods carry ids no server lists (claimed ones keep theirs): spared while they run, with their
+    namespace; removed like any other once they have ended (their agent's watchdog ends them without a server)."""
+    labels = {"app.kubernetes.io/managed-by": "gateway-provisioners", "app.kubernetes.io/component": "kernel",
+              "gateway-provisioners/pooled": "true"}  # fmt: skip
+    old = "2020-01-01T00:00:00Z"
+    for kernel_id, phase in (("pooled-running", "Running"), ("pooled-ended", "Succeeded")):
+        pod = kube._store("pods", NAMESPACE, {"metadata": {"name": f"kernel-{kernel_id}",
+                          "labels": {**labels, "kernel_id": kernel_id}}, "spec": {}})  # fmt: skip
+        pod["metadata"]["creationTimestamp"] = old
+        pod["status"] = {"phase": phase}
+    ns = kube._store("namespaces", "", {"metadata": {"name": "bob-pooled-running", "labels": {
+        "app.kubernetes.io/managed-by": "gateway-provisioners", "app.kubernetes.io/component": "kernel-namespace",
+        "kernel_id": "pooled-running"}}})  # fmt: skip
+    ns["metadata"]["creationTimestamp"] = old
+    client = KubeClient(kubeconfig)
+    try:
+        removed = await reap_orphans(client, set())
+    finally:
+        await client.close()
+    assert {(r["kind"], r["kernel_id"]) for r in removed} == {("Pod", "pooled-ended")}
+    assert kube.get("pods", NAMESPACE, "kernel-pooled-running") is not None
+    assert kube.get("namespaces", "", "bob-pooled-running") is not None

@@ -25,7 +25,7 @@ from ...core.handshake import encode_token
 from ...core.launch import ConnectionMode, LaunchSpec
 from ...core.tasks import BackgroundTasks
 from .client import KubeApiError
-from .hub import COMPONENT, KERNEL_ID_LABEL, MANAGED_BY, MANAGED_BY_VALUE, KubeHub
+from .hub import COMPONENT, KERNEL_ID_LABEL, MANAGED_BY, MANAGED_BY_VALUE, POOLED_LABEL, KubeHub
 from .pod_template import PARAMS_KEY, TOKEN_DIR, TOKEN_KEY, deep_merge, enforce_security, load_template, render_pod
 from .request import PodRequest, PodSettings, label_value, pod_request
 from .status import event_lines, is_unschedulable, observe
@@ -95,6 +95,8 @@ class KubernetesBackend(Backend):
                   KERNEL_ID_LABEL: label_value(spec.kernel_id)}  # fmt: skip
         if spec.username and label_value(spec.username):
             labels["kernel_username"] = label_value(spec.username)
+        if spec.pooled:
+            labels[POOLED_LABEL] = "true"
         annotations = {**s.annotations, "gateway-provisioners/kernel-id": spec.kernel_id,
                        "gateway-provisioners/username": spec.username,
                        "gateway-provisioners/kernel-name": spec.kernel_name}  # fmt: skip
@@ -349,5 +351,6 @@ def owned_entry(pod: dict[str, Any]) -> dict[str, Any]:
         "pod": meta.get("name"),
         "uid": meta.get("uid"),
         "phase": (pod.get("status") or {}).get("phase"),
+        "pooled": (meta.get("labels") or {}).get(POOLED_LABEL) == "true",
         "created": meta.get("creationTimestamp"),
     }

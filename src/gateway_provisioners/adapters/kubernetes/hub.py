@@ -22,6 +22,7 @@ log = logging.getLogger("gateway_provisioners.kubernetes")
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 COMPONENT = "app.kubernetes.io/component"
+POOLED_LABEL = "gateway-provisioners/pooled"  # launched for a warm pool: the reaper spares it while it runs
 KERNEL_ID_LABEL = "kernel_id"  # the older package's label name, kept so existing tooling still finds kernel pods
 MANAGED_BY_VALUE = "gateway-provisioners"
 LABEL_SELECTOR = f"{MANAGED_BY}={MANAGED_BY_VALUE},{COMPONENT}=kernel"

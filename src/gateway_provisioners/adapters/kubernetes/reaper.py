@@ -56,8 +56,14 @@ async def reap_orphans(
     now = datetime.datetime.now(datetime.timezone.utc)
     removed: list[dict[str, Any]] = []
     pods, _ = await client.list_pods(namespace, LABEL_SELECTOR)
+    # A warm pool's pods carry ids no server lists (claimed ones keep theirs): spared while they run, removed like any
+    # other once their agent has ended (its watchdog ends it when the server that pooled it is gone).
+    pooled_running = set()
     for pod in pods:
         entry = owned_entry(pod)
+        if entry.pop("pooled") and entry["phase"] in ("Pending", "Running"):
+            pooled_running.add(entry["kernel_id"])
+            continue
         if not entry["kernel_id"] or is_alive(entry["kernel_id"]) or _age(entry["created"], now) < min_age:
             continue
         removed.append({"kind": "Pod", **entry})
@@ -69,7 +75,9 @@ async def reap_orphans(
         for ns in await client.list_namespaces(selector):
             meta = ns.get("metadata") or {}
             kernel_id = (meta.get("labels") or {}).get(KERNEL_ID_LABEL, "")
-            if not kernel_id or is_alive(kernel_id) or _age(meta.get("creationTimestamp"), now) < min_age:
+            if not kernel_id or is_alive(kernel_id) or kernel_id in pooled_running:
+                continue
+            if _age(meta.get("creationTimestamp"), now) < min_age:
                 continue
             removed.append({"kind": "Namespace", "kernel_id": kernel_id, "namespace": meta.get("name")})
             if not dry_run:
