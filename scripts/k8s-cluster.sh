@@ -5,6 +5,7 @@
 #   scripts/k8s-cluster.sh down               stop every process it started (by pid) and remove what it made
 #   scripts/k8s-cluster.sh env                KUBECONFIG=... and the other values a test needs (exit 1 when down)
 #   scripts/k8s-cluster.sh load-image IMAGE   copy a local Docker image into the cluster's containerd
+#   scripts/k8s-cluster.sh unload-image IMAGE remove it again (large images need not stay in the tmpfs)
 #   scripts/k8s-cluster.sh stop|kill|start|restart COMPONENT  e.g. kube-apiserver (tests kill and restart it)
 #   scripts/k8s-cluster.sh server-kubeconfig FILE          apply FILE (the RBAC manifest of docs/kubernetes.md) and
 #                                             print the path of a kubeconfig for its ServiceAccount subject
@@ -306,6 +307,16 @@ load_image() {  # copy a Docker image into the cluster's containerd
     echo "$id" >"$record"
 }
 
+unload_image() {  # remove an image load_image copied, and its record (or the next load_image would skip it)
+    local image=$1 ref
+    case $image in
+        */*) case ${image%%/*} in *.*|*:*|localhost) ref=$image ;; *) ref=docker.io/$image ;; esac ;;
+        *) ref=docker.io/library/$image ;;
+    esac
+    rm -f "$STATE/images/$(echo "$image" | tr '/:' '__')"
+    ctr_k8s images rm "$ref" >/dev/null 2>&1 || true
+}
+
 pause_image() {
     ctr_k8s images ls -q | grep -qx "$PAUSE_IMAGE" && return 0
     local tmp
@@ -489,11 +500,12 @@ up) up ;;
 down) down ;;
 env) env_lines ;;
 load-image) [ -n "${2:-}" ] || die "usage: load-image IMAGE"; load_image "$2" ;;
+unload-image) [ -n "${2:-}" ] || die "usage: unload-image IMAGE"; unload_image "$2" ;;
 stop) stop "${2:?component}" ;;
 kill) kill_now "${2:?component}" ;;
 start) start "${2:?component}" ;;
 restart) stop "${2:?component}"; start "$2" ;;
 server-kubeconfig) server_kubeconfig "${2:?manifest file}" ;;
 build) bin_dir ;;
-*) echo "usage: $0 up|down|env|load-image IMAGE|stop|kill|start|restart COMPONENT|server-kubeconfig MANIFEST" >&2; exit 2 ;;
+*) echo "usage: $0 up|down|env|load-image IMAGE|unload-image IMAGE|stop|kill|start|restart COMPONENT|server-kubeconfig MANIFEST" >&2; exit 2 ;;
 esac

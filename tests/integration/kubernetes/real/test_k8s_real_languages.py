@@ -70,8 +70,8 @@ async def test_language_kernel_in_a_pod(cluster: Cluster, real_spec, language: s
     finally:
         await km.shutdown_kernel(now=True)
         if language == "scala":
-            # The cluster's containerd lives in a tmpfs of 8 GiB that every checkout's images share: the Scala image
-            # (Spark's jars, a JRE: 1.2 GB) does not stay there.
-            cluster.ctr("images", "rm", f"docker.io/library/{IMAGES[language]}")
+            # The cluster's containerd lives in a tmpfs (memory) that the suite's images share: the Scala image
+            # (Spark's jars, a JRE: 1.2 GB, held twice there) does not stay.
+            cluster.script("unload-image", IMAGES[language], timeout=120)
     # Only this kernel's pod is checked: other checkouts' tests run kernels in the same namespace at the same time.
     cluster.wait_until("the kernel pod is deleted", lambda: cluster.get("pod", pod, NAMESPACE) is None, timeout=90)
