@@ -217,6 +217,15 @@ async def test_install_serve_a_kernel_and_uninstall_leaves_nothing(
     code, running = await call("POST", "/api/kernels", {"name": "python-k8s"})
     assert code == 201, running
     assert cluster.get("pod", f"kernel-{running['id']}", namespace) is not None
+    # In callback mode the kernel can answer before the kubelet has reported its pod Running to the API (seen under
+    # load): the selectors below are checked against running pods, so wait for the API to say so.
+    cluster.wait_until(
+        "the running kernel's pod reported Running",
+        lambda: (
+            ((cluster.get("pod", f"kernel-{running['id']}", namespace) or {}).get("status") or {}).get("phase")
+            == "Running"
+        ),
+    )
 
     policies = json.loads(cluster.kubectl("get", "networkpolicies", "-n", namespace, "-o", "json").stdout)["items"]
     assert sorted(p["metadata"]["name"] for p in policies) == [f"{FULLNAME}-kernels", f"{FULLNAME}-server"]
