@@ -266,14 +266,8 @@ def build_image(
             f"base image {base!r} is not on this Docker engine: pull or build it first"
         ) from None
     label_hash = inputs_hash(base_image.id, recipe, wheels)
-    if not force:
-        try:
-            existing = client.images.get(tag)
-        except docker.errors.ImageNotFound:
-            existing = None
-        if existing is not None and (existing.labels or {}).get(HASH_LABEL) == label_hash:
-            echo(f"{tag} is up to date ({existing.short_id}); nothing to build")
-            return str(existing.id)
+    if not force and (existing_id := up_to_date(client, tag, label_hash, echo)):
+        return existing_id
     context = build_context(base, recipe, wheels, label_hash)
     echo(f"building {tag} from {base} ({recipe.name}, {len(_wheel_files(wheels))} wheels)")
     image_id = ""
@@ -315,6 +309,20 @@ def install(folder: Path) -> None:
     click.echo(f"RUN sh {AGENT_HOME}/install-kernel.sh python   # or python-spark, r, scala; installs what is missing")
     click.echo(f'ENTRYPOINT ["/usr/local/bin/{ENTRY_SCRIPT}"]')
     click.echo("CMD []")
+
+
+def up_to_date(client: Any, tag: str, label: str, echo: Callable[[str], None], key: str = HASH_LABEL) -> str | None:
+    """The id of image ``tag`` when it was built from the same inputs (its label ``key`` is ``label``), else None."""
+    import docker.errors
+
+    try:
+        existing = client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return None
+    if (existing.labels or {}).get(key) != label:
+        return None
+    echo(f"{tag} is up to date ({existing.short_id}); nothing to build")
+    return str(existing.id)
 
 
 def docker_engine() -> Any:

@@ -33,7 +33,7 @@ from typing import Any
 import click
 
 from .image_bootstrap import build_image as build_kernel_image
-from .image_bootstrap import docker_engine
+from .image_bootstrap import docker_engine, up_to_date
 
 HASH_LABEL = "org.jupyter.gp.spark"
 DEFAULT_JRE = "openjdk-17-jre-headless"
@@ -121,16 +121,8 @@ def _hash(*parts: str, files: list[Path] | None = None) -> str:
 def _build(client: Any, tag: str, label: str, files: dict[str, bytes | Path], force: bool,
            echo: Callable[[str], None]) -> str:  # fmt: skip
     """Build ``tag`` from ``files`` (Dockerfile and the rest) unless an image with label ``label`` exists."""
-    import docker.errors
-
-    if not force:
-        try:
-            existing = client.images.get(tag)
-        except docker.errors.ImageNotFound:
-            existing = None
-        if existing is not None and (existing.labels or {}).get(HASH_LABEL) == label:
-            echo(f"{tag} is up to date ({existing.short_id}); nothing to build")
-            return str(existing.id)
+    if not force and (existing_id := up_to_date(client, tag, label, echo, key=HASH_LABEL)):
+        return existing_id
     echo(f"building {tag}")
     # The context goes through a file: pyspark's wheel alone is about 450 MB.
     with tempfile.TemporaryFile() as context:
