@@ -15,9 +15,21 @@ SLEEPING_CELL = "import time; print('sleeping', flush=True); time.sleep(30)"
 INTERRUPTED_WITHIN = 10.0
 
 
+def new_client(km: Any) -> Any:
+    """A client of ``km``'s kernel under its own ZeroMQ identity, as jupyter_server gives each WebSocket connection.
+
+    ``km.client()`` alone reuses the manager's session, whose id is the shell socket's identity. ipykernel's ROUTER
+    hands a reused identity over to the newest connection; Apache Toree's (JeroMQ, no handover) ignores a connection
+    that arrives while the previous one under the same identity is still registered, and keeps ignoring it: the
+    client waits forever for its kernel_info reply (docs/languages.md).
+    """
+    session = Session(key=km.session.key, signature_scheme=km.session.signature_scheme, username=km.session.username)
+    return km.client(session=session)
+
+
 async def run_code(km: Any, code: str, timeout: float = 30) -> tuple[dict[str, Any], str]:
-    """Execute ``code`` with a fresh client; returns the reply's content and everything printed."""
-    kc = km.client()
+    """Execute ``code`` with a new client; returns the reply's content and everything printed."""
+    kc = new_client(km)
     kc.start_channels()
     try:
         await kc.wait_for_ready(timeout=timeout)
@@ -49,7 +61,7 @@ async def interrupt_running_cell(
     The cell prints before sleeping: ipykernel turns SIGINT into KeyboardInterrupt only while a cell runs, so the
     interrupt is sent once that output arrives. ``cell`` is the same for another language (tests/support/languages.py).
     """
-    kc = km.client()
+    kc = new_client(km)
     kc.start_channels()
     try:
         await kc.wait_for_ready(timeout=ready_timeout)

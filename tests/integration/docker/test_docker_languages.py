@@ -1,6 +1,6 @@
 """R (IRkernel) and Scala (Apache Toree, a Spark driver in local mode) kernels in containers on a real Docker engine,
 in images built by `jupyter-image-bootstrap build --language r|scala` from locally built bases, with the argv that
-`jupyter-docker-spec install --language …` writes: code runs, a Spark job runs, an R cell is interrupted."""
+`jupyter-docker-spec install --language …` writes: code runs, a Spark job runs, a cell of each language is interrupted."""
 
 from __future__ import annotations
 
@@ -64,17 +64,13 @@ async def test_language_kernel_in_a_container(bridge: Variant, language: str) ->
         if language == "scala":
             content, out = await run_code(km, CELLS["scala"].spark, timeout=timeout)
             assert (content["status"], out) == ("ok", "1000\n"), content
-        if language == "r":
-            # Scala's interrupt is claimed on local and SSH hosts only (test_languages_local, test_ssh_languages): in
-            # containers and pods a Toree kernel stopped answering after its interrupt in 2 full runs of 4 (not yet
-            # understood; docs/languages.md).
-            reply, seconds = await interrupt_running_cell(
-                km, timeout=INTERRUPTED_WITHIN, cell=CELLS[language].sleeping, ready_timeout=timeout
-            )
-            assert reply["status"] in ("error", "abort"), reply
-            assert seconds < INTERRUPTED_WITHIN
-            content, out = await run_code(km, CELLS[language].answer, timeout=timeout)
-            assert (content["status"], out) == ("ok", "42\n"), content
+        reply, seconds = await interrupt_running_cell(
+            km, timeout=INTERRUPTED_WITHIN, cell=CELLS[language].sleeping, ready_timeout=timeout
+        )
+        assert reply["status"] in ("error", "abort"), reply
+        assert seconds < INTERRUPTED_WITHIN
+        content, out = await run_code(km, CELLS[language].answer, timeout=timeout)
+        assert (content["status"], out) == ("ok", "42\n"), content
         kernel_id = km.kernel_id
     finally:
         await km.shutdown_kernel(now=True)

@@ -1,7 +1,7 @@
 """R (IRkernel) and Scala (Apache Toree, a Spark driver in local mode) kernels in pods of the real cluster, from the
 images `jupyter-image-bootstrap build --language r|scala` makes (cached by content, imported into the cluster's
-containerd), with the argv `jupyter-k8s-spec install --language …` writes: code runs, a Spark job runs, a running R
-cell is interrupted (SIGINT through the agent) and the kernel stays usable; shutdown leaves no pod."""
+containerd), with the argv `jupyter-k8s-spec install --language …` writes: code runs, a Spark job runs, a running
+cell of each language is interrupted (SIGINT through the agent) and the kernel stays usable; shutdown leaves no pod."""
 
 from __future__ import annotations
 
@@ -60,17 +60,13 @@ async def test_language_kernel_in_a_pod(cluster: Cluster, real_spec, language: s
         if language == "scala":
             content, out = await run_code(km, CELLS["scala"].spark, timeout=timeout)
             assert (content["status"], out) == ("ok", "1000\n"), content
-        if language == "r":
-            # Scala's interrupt is claimed on local and SSH hosts only (test_languages_local, test_ssh_languages): in
-            # containers and pods a Toree kernel stopped answering after its interrupt in 2 full runs of 4 (not yet
-            # understood; docs/languages.md).
-            reply, seconds = await interrupt_running_cell(
-                km, timeout=INTERRUPTED_WITHIN, cell=CELLS[language].sleeping, ready_timeout=timeout
-            )
-            assert reply["status"] in ("error", "abort"), reply
-            assert seconds < INTERRUPTED_WITHIN
-            content, out = await run_code(km, CELLS[language].answer, timeout=timeout)
-            assert (content["status"], out) == ("ok", "42\n"), content
+        reply, seconds = await interrupt_running_cell(
+            km, timeout=INTERRUPTED_WITHIN, cell=CELLS[language].sleeping, ready_timeout=timeout
+        )
+        assert reply["status"] in ("error", "abort"), reply
+        assert seconds < INTERRUPTED_WITHIN
+        content, out = await run_code(km, CELLS[language].answer, timeout=timeout)
+        assert (content["status"], out) == ("ok", "42\n"), content
     finally:
         await km.shutdown_kernel(now=True)
         if language == "scala":
