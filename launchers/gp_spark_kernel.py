@@ -27,6 +27,10 @@ ownerReference to it on every executor pod, so the garbage collector deletes the
 (shutdown, a failed launch, the reaper), and executors reach the driver at the pod's IP (``spark.driver.host``).
 Executor pods get a template of secure defaults (non-root, no privilege escalation, no capabilities, no API token).
 
+Under spark-submit (the kernel of a SparkApplication: the operator's spark-submit made the driver, whose main
+application is the agent, which started this kernel) the driver's JVM is running already: the session attaches to
+it and has the application's configuration; nothing above applies.
+
 Interrupt: pyspark starts its JVM ignoring SIGINT, and ipykernel replaces pyspark's SIGINT handler while a cell runs, so
 an interrupt stops the cell but not its Spark jobs. A custom exception handler cancels them (from a new thread: the
 interrupted thread's Py4J connection may still wait for the interrupted call), then shows the usual traceback.
@@ -119,9 +123,28 @@ def prepare(env):
     os.environ["PYSPARK_SUBMIT_ARGS"] = shlex.join([*args, "pyspark-shell"])
 
 
+def under_spark_submit():
+    """True when spark-submit started this kernel's process tree (the driver of a SparkApplication): the driver's JVM
+    is already running, and its address and secret are in the environment (pyspark's PythonRunner puts them there)."""
+    return bool(os.environ.get("PYSPARK_GATEWAY_PORT"))
+
+
 def create_session():
     from pyspark.sql import SparkSession
 
+    if under_spark_submit():
+        # Attach to the driver JVM's context, made on the first launch, or still there after a restart of this
+        # kernel (a JVM holds one SparkContext): its configuration is spark-submit's, from the application.
+        from pyspark import SparkContext
+        from pyspark.java_gateway import launch_gateway
+
+        if SparkContext._active_spark_context is None:
+            gateway = launch_gateway()
+            jvm = gateway.jvm
+            jsc = jvm.org.apache.spark.api.java.JavaSparkContext.fromSparkContext(
+                jvm.org.apache.spark.SparkContext.getOrCreate()
+            )
+            SparkContext(gateway=gateway, jsc=jsc)
     return SparkSession.builder.getOrCreate()
 
 
@@ -172,7 +195,7 @@ def main(argv):
     if mode not in MODES:
         sys.exit("GP_SPARK_INIT_MODE=" + repr(mode) + " is not one of lazy, eager, none")
     session = None
-    if mode != "none":
+    if mode != "none" and not under_spark_submit():
         prepare(os.environ)
     if mode == "eager":
         session = create_session()  # before the kernel binds its ports: the launch waits for the session

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway_provisioners.provisioners.base import RemoteProvisionerBase
+from gateway_provisioners.provisioners.custom_resource import CustomResourceProvisioner, SparkOperatorProvisioner
 from gateway_provisioners.provisioners.distributed import DistributedProvisioner
 from gateway_provisioners.provisioners.docker import DockerProvisioner
 from gateway_provisioners.provisioners.kubernetes import KubernetesProvisioner
@@ -31,6 +32,8 @@ PROVISIONERS: list[tuple[type, str]] = [
     (DistributedProvisioner, "distributed"),
     (DockerProvisioner, "Docker, Swarm"),
     (KubernetesProvisioner, "Kubernetes"),
+    (CustomResourceProvisioner, "custom resource"),
+    (SparkOperatorProvisioner, "Spark operator"),
     (YarnProvisioner, "YARN"),
     (GatewayProvisionersServer, "server extension"),
 ]

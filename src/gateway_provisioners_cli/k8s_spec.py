@@ -24,7 +24,6 @@ from .kernelspec import (
     emit,
     kernel_argv,
     language_name,
-    not_yet_option,
     retired_option,
 )
 
@@ -70,8 +69,12 @@ def main() -> None:
     help="With --spark: more spark-submit options, shell-quoted (e.g. '--conf spark.executor.instances=2').",
 )
 @retired_option("--spark-home", "Spark comes from the kernel image's pyspark (jupyter-spark-images build)")
-@not_yet_option("--crd", "Spark-operator (SparkApplication) kernels; spark-operator-provisioner is not part of 1.0",
-                takes_value=False)  # fmt: skip
+@click.option(
+    "--crd",
+    is_flag=True,
+    help="With --spark: the kernel is the driver of a Spark operator SparkApplication "
+    "(spark-operator-provisioner; docs/spark-operator.md). --extra-spark-opts may hold --conf only.",
+)
 @retired_option("--tensorflow", "it never changed the kernel spec; name a TensorFlow image with --image-name",
                 takes_value=False)  # fmt: skip
 def install(
@@ -87,9 +90,13 @@ def install(
     executor_image_name: str | None,
     spark_init_mode: str | None,
     extra_spark_opts: str,
+    crd: bool,
 ) -> None:
     """Install a kernel spec whose kernels run in IMAGE_NAME pods."""
-    common = common.named(f"k8s_spark_{common.language}" if spark else f"k8s_{common.language}")
+    if crd and not spark:
+        raise click.UsageError("--crd needs --spark (a SparkApplication's driver is a Spark kernel)")
+    name = f"k8s_{common.language}_spark_operator" if crd else f"k8s_spark_{common.language}" if spark else None
+    common = common.named(name or f"k8s_{common.language}")
     if service_account is not None and not re.fullmatch(DNS_SUBDOMAIN, service_account):
         raise click.BadParameter(f"{service_account!r} is not a service account name", param_hint="--service-account")
     if namespace is not None and not re.fullmatch(DNS_LABEL, namespace):
@@ -115,7 +122,20 @@ def install(
     }
     argv = kernel_argv(common.language, python, common.kernel_class)
     env: dict[str, str] = {}
-    if spark:
+    provisioner = "kubernetes-provisioner"
+    if crd:
+        # The operator's spark-submit makes the driver: the kernel attaches to its JVM, and the application carries
+        # the executors' image and Spark's configuration; the driver's account creates the executors.
+        argv, env = _spark_kernel(common, python, executor_image_name, spark_init_mode, "")
+        provisioner = "spark-operator-provisioner"
+        config.pop("connection_mode")
+        config.update(executor_image_name=env.pop("GP_SPARK_EXECUTOR_IMAGE"), spark_conf=_spark_conf(extra_spark_opts)
+                      or None, service_account_name=service_account or SPARK_SERVICE_ACCOUNT)  # fmt: skip
+        if namespace_per_kernel or connection_mode or pod_template:
+            raise click.UsageError("--crd: the operator watches a shared namespace, the server assigns the ports and "
+                                   "the SparkApplication template makes the pod (no --namespace-per-kernel, "
+                                   "--connection-mode or --pod-template)")  # fmt: skip
+    elif spark:
         argv, env = _spark_kernel(common, python, executor_image_name, spark_init_mode, extra_spark_opts)
         # The driver creates its executors with the pod's service account; in a shared namespace that is an account
         # of its own, bound to the Role of rbac-spark-kernel.yaml (a per-kernel namespace gets kernel_role_rules).
@@ -129,9 +149,11 @@ def install(
                 raise click.UsageError(f"{name} needs --spark")
     spec = build_kernel_json(
         common=common,
-        provisioner="kubernetes-provisioner",
+        provisioner=provisioner,
         argv=argv,
-        display_name=f"{language_name(common.language)} on Kubernetes{' with Spark' if spark else ''} ({image_name})",
+        display_name=f"{language_name(common.language)} on Kubernetes"
+        + (" (Spark operator)" if crd else " with Spark" if spark else "")
+        + f" ({image_name})",
         config=config,
         env=env,
     )
@@ -161,6 +183,33 @@ def _spark_kernel(common: SpecOptions, python: str, executor_image: str | None, 
     if extra_opts:
         env["SPARK_OPTS"] = extra_opts
     return argv, env
+
+
+def _spark_conf(extra_opts: str) -> dict[str, str]:
+    """``--conf key=value`` pairs of ``extra_opts`` as a SparkApplication's sparkConf; other options are refused."""
+    try:
+        words = shlex.split(extra_opts)
+    except ValueError as exc:
+        raise click.BadParameter(f"cannot split {extra_opts!r}: {exc}", param_hint="--extra-spark-opts") from None
+    conf: dict[str, str] = {}
+    while words:
+        option = words.pop(0)
+        pair = (
+            option.removeprefix("--conf=")
+            if option.startswith("--conf=")
+            else words.pop(0)
+            if (option == "--conf" and words)
+            else ""
+        )
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(
+                f"with --crd only '--conf key=value' options are possible, not {option!r} (put "
+                "others in the SparkApplication template)",
+                param_hint="--extra-spark-opts",
+            )
+        conf[key] = value
+    return conf
 
 
 def _server_kernels(url: str, token: str) -> set[str]:

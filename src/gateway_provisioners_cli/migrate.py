@@ -53,11 +53,17 @@ PROCESS_PROXIES = {
     "DistributedProcessProxy": "distributed-provisioner",
     "YarnClusterProcessProxy": "yarn-provisioner",
 }
+SPARK_OPERATOR_ANEW = (
+    "written anew: the driver of a SparkApplication is now our Spark kernel image (jupyter-spark-images build) "
+    "running the agent: jupyter-k8s-spec install --spark --crd --image-name IMAGE --executor-image-name IMAGE "
+    "(docs/spark-operator.md)"
+)
 #: Older provisioners and process proxies with no counterpart, and why.
 NOT_CONVERTIBLE = {
-    "spark-operator-provisioner": "not yet: Spark-operator (SparkApplication) kernels are not part of 1.0",
-    "SparkOperatorProcessProxy": "not yet: Spark-operator (SparkApplication) kernels are not part of 1.0",
-    "CustomResourceProcessProxy": "custom-resource kernels are gone: use kubernetes-provisioner with a pod template",
+    "spark-operator-provisioner": SPARK_OPERATOR_ANEW,
+    "SparkOperatorProcessProxy": SPARK_OPERATOR_ANEW,
+    "CustomResourceProcessProxy": "written anew: custom-resource-provisioner with a template of your resource "
+    "(docs/spark-operator.md)",
     "ConductorClusterProcessProxy": "IBM Spectrum Conductor is not supported",
     "LocalProcessProxy": "a local kernel needs no provisioner: keep the kernel's own argv and drop process_proxy",
 }

@@ -42,7 +42,7 @@ CONVERTIBLE = {
 }  # fmt: skip
 REFUSED = {
     "k8s_spark": (["jupyter-k8s-spec", "--spark", "--image-name", "reg/spark:1"], "jupyter-k8s-spec install --spark"),
-    "k8s_crd": (["jupyter-k8s-spec", "--spark", "--crd"], "spark-operator-provisioner: not yet"),
+    "k8s_crd": (["jupyter-k8s-spec", "--spark", "--crd"], "spark-operator-provisioner: written anew"),
     # The older jupyter-yarn-spec with --yarn-endpoint leaves ${…} template variables (its install defect).
     "yarn_broken": (["jupyter-yarn-spec", "--yarn-endpoint", "http://rm:8088"], "were never filled in"),
 }

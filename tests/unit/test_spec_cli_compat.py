@@ -141,7 +141,7 @@ NOT_YET = [
     ("k8s", ["--spark-init-mode", "eager"], "--spark-init-mode needs --spark"),
     ("k8s", ["--spark", "--executor-image-name", "x:1", "--language", "r"], "--spark: not yet for 'r' kernels"),
     ("k8s", ["--spark-home", "/opt/spark"], "--spark-home is gone: Spark comes from the kernel image's pyspark"),
-    ("k8s", ["--crd"], "not yet: Spark-operator (SparkApplication) kernels"),
+    ("k8s", ["--crd"], "--crd needs --spark"),
     ("k8s", ["--tensorflow"], "--tensorflow is gone: it never changed the kernel spec"),
     ("yarn", ["--spark", "--language", "r", "--spark-init-mode", "eager"], "a SparkR session at start is not offered"),
     ("yarn", ["--spark", "--language", "scala"], "leave out --spark / --dask"),

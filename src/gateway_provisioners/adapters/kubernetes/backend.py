@@ -74,6 +74,18 @@ class KubernetesBackend(Backend):
         The request is decided before the backend sees the launch (the provisioner's ``pre_launch``); a launch that
         comes without one (an embedder calling the backend directly) is checked here, by the same function.
         """
+        plan, context = self.launch_context(spec)
+        pod = render_pod(self.settings.template or load_template(), context)
+        if self.settings.extra_pod_config:
+            pod = deep_merge(pod, self.settings.extra_pod_config)
+        pod.setdefault("metadata", {}).update(name=context["pod_name"], namespace=plan.namespace)
+        labels = context["labels"]
+        pod["metadata"].setdefault("labels", {}).update({k: v for k, v in labels.items() if k != "kernel_username"})
+        plan.pod = pod
+        return plan
+
+    def launch_context(self, spec: LaunchSpec) -> tuple[PodPlan, dict[str, Any]]:
+        """The plan of ``spec`` without its pod, and the variables a template renders it with (docs/kubernetes.md)."""
         s, values = self.settings, spec.values
         request = spec.request if isinstance(spec.request, PodRequest) else pod_request(spec, s)
         namespace, owns, pod_name = request.namespace, request.owns_namespace, request.pod_name
@@ -90,7 +102,6 @@ class KubernetesBackend(Backend):
         params_file = f"{TOKEN_DIR}/{PARAMS_KEY}"
         # The parameters hold the kernel's HMAC key, so they go in the Secret with the token, not in the pod spec
         # (which anyone allowed to read pods can read).
-        env: list[dict[str, str]] = []
         labels = {**s.labels, MANAGED_BY: MANAGED_BY_VALUE, COMPONENT: "kernel",
                   KERNEL_ID_LABEL: label_value(spec.kernel_id)}  # fmt: skip
         if spec.username and label_value(spec.username):
@@ -100,6 +111,7 @@ class KubernetesBackend(Backend):
         annotations = {**s.annotations, "gateway-provisioners/kernel-id": spec.kernel_id,
                        "gateway-provisioners/username": spec.username,
                        "gateway-provisioners/kernel-name": spec.kernel_name}  # fmt: skip
+        agent_args = ["--params", params_file, "--token-file", token_file, *s.agent_args]
         context = {
             "pod_name": pod_name, "namespace": namespace, "labels": labels, "annotations": annotations,
             "kernel_id": spec.kernel_id, "kernel_username": spec.username, "kernel_name": spec.kernel_name,
@@ -108,17 +120,12 @@ class KubernetesBackend(Backend):
             "automount_service_account_token": owns or s.mount_service_account_token,
             "node_selector": request.node_selector, "tolerations": request.tolerations,
             "uid": request.uid, "gid": request.gid,
-            "command": [s.python, s.agent_path, "--params", params_file, "--token-file", token_file, *s.agent_args],
-            "env": env, "working_dir": spec.cwd or "", "resources": request.resources,
+            "command": [s.python, s.agent_path, *agent_args], "agent_path": s.agent_path, "agent_args": agent_args,
+            "env": [], "working_dir": spec.cwd or "", "resources": request.resources,
             "volumes": volumes, "volume_mounts": mounts, "secret_name": secret_name, "token_file": token_file,
             "values": {k: v for k, v in values.items()},
         }  # fmt: skip
-        pod = render_pod(s.template or load_template(), context)
-        if s.extra_pod_config:
-            pod = deep_merge(pod, s.extra_pod_config)
-        pod.setdefault("metadata", {}).update(name=pod_name, namespace=namespace)
-        pod["metadata"].setdefault("labels", {}).update({k: v for k, v in labels.items() if k != "kernel_username"})
-        return PodPlan(namespace, pod, secret_name, owns, params)
+        return PodPlan(namespace, {}, secret_name, owns, params), context
 
     # --- the port ---------------------------------------------------------------------------------------------------
 

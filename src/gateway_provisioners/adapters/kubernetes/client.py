@@ -95,6 +95,9 @@ class KubeClient:
     async def rbac(self) -> Any:
         return _sdk().client.RbacAuthorizationV1Api(await self._client())
 
+    async def custom(self) -> Any:
+        return _sdk().client.CustomObjectsApi(await self._client())
+
     async def close(self) -> None:
         if self._api is not None:
             api, self._api = self._api, None
@@ -215,6 +218,33 @@ class KubeClient:
 
     async def create_role_binding(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._json((await self.rbac()).create_namespaced_role_binding, namespace, body)
+
+    # --- custom resources (``kind`` is (group, version, plural)) -----------------------------------------------------
+
+    async def create_custom(self, kind: tuple[str, str, str], namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._json((await self.custom()).create_namespaced_custom_object, *kind[:2], namespace, kind[2],
+                                body)  # fmt: skip
+
+    async def get_custom(self, kind: tuple[str, str, str], namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return await self._json((await self.custom()).get_namespaced_custom_object, *kind[:2], namespace, kind[2],
+                                    name)  # fmt: skip
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def delete_custom(self, kind: tuple[str, str, str], namespace: str, name: str) -> None:
+        await self._ignore_404((await self.custom()).delete_namespaced_custom_object, *kind[:2], namespace, kind[2],
+                               name, propagation_policy="Background")  # fmt: skip
+
+    async def list_custom(
+        self, kind: tuple[str, str, str], namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        data = await self._json((await self.custom()).list_namespaced_custom_object, *kind[:2], namespace, kind[2],
+                                label_selector=label_selector)  # fmt: skip
+        return data.get("items") or []
 
     async def _ignore_404(self, call: Any, *args: Any, **kwargs: Any) -> None:
         try:

@@ -59,8 +59,8 @@ def load_template(path: str = "") -> str:
         raise ConfigurationError(f"cannot read the pod template {path}: {exc.strerror}") from None
 
 
-def render_pod(template: str, context: dict[str, Any]) -> dict[str, Any]:
-    """Render ``template`` with ``context`` and parse it into a Pod dict; raises :class:`ConfigurationError`."""
+def render_template(template: str, context: dict[str, Any], what: str = "pod") -> dict[str, Any]:
+    """Render ``template`` with ``context`` and parse it into one mapping; raises :class:`ConfigurationError`."""
     import yaml
 
     try:
@@ -68,12 +68,20 @@ def render_pod(template: str, context: dict[str, Any]) -> dict[str, Any]:
     except ConfigurationError:
         raise
     except Exception as exc:
-        raise ConfigurationError(f"the pod template cannot be rendered: {exc}") from None
+        raise ConfigurationError(f"the {what} template cannot be rendered: {exc}") from None
     try:
-        pod = yaml.safe_load(text)
+        body = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigurationError(f"the rendered pod template is not valid YAML: {exc}") from None
-    if not isinstance(pod, dict) or pod.get("kind") != "Pod" or not isinstance(pod.get("spec"), dict):
+        raise ConfigurationError(f"the rendered {what} template is not valid YAML: {exc}") from None
+    if not isinstance(body, dict):
+        raise ConfigurationError(f"the {what} template must render one mapping")
+    return body
+
+
+def render_pod(template: str, context: dict[str, Any]) -> dict[str, Any]:
+    """Render ``template`` with ``context`` and parse it into a Pod dict; raises :class:`ConfigurationError`."""
+    pod = render_template(template, context)
+    if pod.get("kind") != "Pod" or not isinstance(pod.get("spec"), dict):
         raise ConfigurationError("the pod template must render one mapping with kind: Pod and a spec")
     if not any(c.get("name") == "kernel" for c in pod["spec"].get("containers") or [] if isinstance(c, dict)):
         raise ConfigurationError("the pod template must have a container named 'kernel'")
