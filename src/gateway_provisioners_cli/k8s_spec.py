@@ -212,6 +212,15 @@ def _spark_conf(extra_opts: str) -> dict[str, str]:
     return conf
 
 
+def _resource(text: str) -> tuple[str, str, str]:
+    """(group, version, plural) of ``PLURAL.GROUP/VERSION``; else a one-line usage error."""
+    match = re.fullmatch(rf"({DNS_LABEL})\.({DNS_SUBDOMAIN})/([a-z0-9]+)", text)
+    if not match:
+        raise click.BadParameter(f"{text!r} is not PLURAL.GROUP/VERSION (e.g. sparkapplications.sparkoperator.k8s.io/"
+                                 "v1beta2)", param_hint="--resource")  # fmt: skip
+    return match.group(3), match.group(5), match.group(1)
+
+
 def _server_kernels(url: str, token: str) -> set[str]:
     request = urllib.request.Request(url.rstrip("/") + "/api/kernels", headers={"Authorization": f"token {token}"})
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -229,6 +238,9 @@ def _server_kernels(url: str, token: str) -> set[str]:
     "--kubeconfig", envvar="GP_KUBECONFIG", default="", help="kubeconfig file (default: in-cluster / ~/.kube)."
 )
 @click.option("--context", default="", help="kubeconfig context.")
+@click.option("--resource", "resources", multiple=True, callback=lambda c, p, v: [_resource(r) for r in v],
+              help="Custom resources of custom-resource kernels to reap too, as PLURAL.GROUP/VERSION (repeatable), "
+                   "e.g. sparkapplications.sparkoperator.k8s.io/v1beta2.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="List what would be removed.")
 def reap(
     servers: tuple[str, ...],
@@ -238,9 +250,10 @@ def reap(
     min_age: float,
     kubeconfig: str,
     context: str,
+    resources: list[tuple[str, str, str]],
     dry_run: bool,
 ) -> None:
-    """Remove kernel pods and per-kernel namespaces whose kernel no longer exists."""
+    """Remove kernel pods, per-kernel namespaces (and --resource objects) whose kernel no longer exists."""
     if not servers and not keep:
         raise click.UsageError("say which kernels are alive: --server URL (with --token) and/or --keep KERNEL_ID")
     alive = set(keep)
@@ -256,7 +269,8 @@ def reap(
 
         client = KubeClient(kubeconfig, context)
         try:
-            return await reap_orphans(client, alive, namespace=namespace, min_age=min_age, dry_run=dry_run)
+            return await reap_orphans(client, alive, namespace=namespace, min_age=min_age, dry_run=dry_run,
+                                      resources=resources)  # fmt: skip
         finally:
             await client.close()
 
@@ -266,7 +280,8 @@ def reap(
         raise click.ClickException(str(exc)) from None
     verb = "would remove" if dry_run else "removed"
     for item in removed:
-        where = item["namespace"] if item["kind"] == "Namespace" else f"{item['namespace']}/{item['pod']}"
+        name = item.get("pod") or item.get("name")
+        where = item["namespace"] if item["kind"] == "Namespace" else f"{item['namespace']}/{name}"
         click.echo(f"{verb} {item['kind']} {where} (kernel {item['kernel_id']})")
     if not removed:
         click.echo("nothing to remove", err=True)

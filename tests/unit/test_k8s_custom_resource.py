@@ -148,3 +148,11 @@ def test_resource_kind_paths() -> None:
     assert kind.api_version == "sparkoperator.k8s.io/v1beta2"
     assert kind.path == ("sparkoperator.k8s.io", "v1beta2", "sparkapplications")
     assert ResourceSettings(kind, "").failed_states == ()
+
+
+def test_reap_takes_resources_as_plural_group_version() -> None:
+    assert k8s_spec._resource("sparkapplications.sparkoperator.k8s.io/v1beta2") == (
+        "sparkoperator.k8s.io", "v1beta2", "sparkapplications"
+    )  # fmt: skip
+    result = CliRunner().invoke(k8s_spec.main, ["reap", "--keep", "x", "--resource", "sparkapplications"])
+    assert result.exit_code == 2 and "is not PLURAL.GROUP/VERSION" in result.output

@@ -101,7 +101,7 @@ class SparkOperatorProvisioner(CustomResourceProvisioner):
         Text, default="status.applicationState.errorMessage", help="The operator's message about the state."
     )
     resource_failed_states = setting(
-        NameList, default=["FAILED", "SUBMISSION_FAILED", "FAILING", "INVALIDATING"],
+        NameList, default=["FAILED", "SUBMISSION_FAILED", "FAILING"],
         help="Application states in which the launch has failed.",
     )  # fmt: skip
     spark_version = setting(

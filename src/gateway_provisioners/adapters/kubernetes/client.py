@@ -240,10 +240,15 @@ class KubeClient:
                                name, propagation_policy="Background")  # fmt: skip
 
     async def list_custom(
-        self, kind: tuple[str, str, str], namespace: str, label_selector: str
+        self, kind: tuple[str, str, str], namespace: str | None, label_selector: str
     ) -> list[dict[str, Any]]:
-        data = await self._json((await self.custom()).list_namespaced_custom_object, *kind[:2], namespace, kind[2],
-                                label_selector=label_selector)  # fmt: skip
+        """The labelled objects of ``kind`` in ``namespace`` (None: in all namespaces)."""
+        custom = await self.custom()
+        if namespace is None:
+            data = await self._json(custom.list_cluster_custom_object, *kind, label_selector=label_selector)
+        else:
+            data = await self._json(custom.list_namespaced_custom_object, *kind[:2], namespace, kind[2],
+                                    label_selector=label_selector)  # fmt: skip
         return data.get("items") or []
 
     async def _ignore_404(self, call: Any, *args: Any, **kwargs: Any) -> None:
