@@ -36,8 +36,10 @@ def spark_backend(**config: Any) -> CustomResourceBackend:
 
 
 def test_the_spark_application_makes_the_kernel_pod_as_driver() -> None:
-    backend = spark_backend(image_name="kernel:1", executor_image_name="exec:1", namespace="kernels",
-                            service_account_name="spark-kernel", spark_conf={"spark.executor.memory": "512m"})  # fmt: skip
+    backend = spark_backend(
+        image_name="kernel:1", executor_image_name="exec:1", namespace="kernels",
+        service_account_name="spark-kernel", spark_conf={"spark.executor.memory": "512m"},
+    )  # fmt: skip
     plan, app, pod_name = backend.plan_resource(spec())
     assert (app["apiVersion"], app["kind"]) == ("sparkoperator.k8s.io/v1beta2", "SparkApplication")
     assert app["metadata"]["name"] == pod_name == f"kernel-{KERNEL_ID}"
@@ -90,12 +92,12 @@ def test_a_template_of_another_kind_is_refused(tmp_path: Any) -> None:
         resource_kind="Kernel", resource_template=str(template),
     )  # fmt: skip
     backend = CustomResourceBackend(KubeHub(client=None), PodSettings(), provisioner.resource_settings())  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="must render apiVersion: example.org/v1 and kind: Kernel"):
+    with pytest.raises(ConfigurationError, match=r"must render apiVersion: example\.org/v1 and kind: Kernel"):
         backend.plan_resource(spec())
 
 
 def test_the_generic_provisioner_says_what_it_lacks() -> None:
-    with pytest.raises(ConfigurationError, match="needs resource_group, resource_version.*resource_template"):
+    with pytest.raises(ConfigurationError, match=r"needs resource_group, resource_version.*resource_template"):
         CustomResourceProvisioner(kernel_id=KERNEL_ID).resource_settings()
 
 
@@ -156,3 +158,22 @@ def test_reap_takes_resources_as_plural_group_version() -> None:
     )  # fmt: skip
     result = CliRunner().invoke(k8s_spec.main, ["reap", "--keep", "x", "--resource", "sparkapplications"])
     assert result.exit_code == 2 and "is not PLURAL.GROUP/VERSION" in result.output
+
+
+def test_an_operators_message_is_summed_up_in_one_line() -> None:
+    from gateway_provisioners.adapters.kubernetes.custom_resource import summary
+
+    stderr = (
+        "failed to submit spark application: failed to run spark-submit: WARNING: something\n"
+        "WARN NativeCodeLoader: Unable to load native-hadoop library\n"
+        'Exception in thread "main" org.apache.spark.SparkException: Driver memory must be a positive number\n'
+        "\tat org.apache.spark.deploy.SparkSubmitArguments.error(SparkSubmitArguments.scala:650)\n"
+    )
+    assert summary(stderr) == (
+        "failed to submit spark application: failed to run spark-submit: WARNING: something "
+        '(Exception in thread "main" org.apache.spark.SparkException: Driver memory must be a positive number)'
+    )
+    assert summary("driver container failed with ExitCode: 2, Reason: Error") == (
+        "driver container failed with ExitCode: 2, Reason: Error"
+    )
+    assert summary("") == ""

@@ -105,8 +105,9 @@ class SparkOperatorProvisioner(CustomResourceProvisioner):
         help="Application states in which the launch has failed.",
     )  # fmt: skip
     spark_version = setting(
-        Text, "GP_SPARK_VERSION", default="3.5.7", help="Spark version of the images (the application's sparkVersion)."
-    )
+        Text, "GP_SPARK_VERSION", default="4.0.0",
+        help="Spark version of the images (the application's sparkVersion; 3.0 or later, for the pod templates).",
+    )  # fmt: skip
     executor_image_name = setting(
         Text, "GP_EXECUTOR_IMAGE_NAME", default=lambda p: p.image_name, default_doc="image_name",
         help="Image of the executors (jupyter-spark-images build makes one).",

@@ -89,6 +89,16 @@ def render_resource(settings: ResourceSettings, context: dict[str, Any]) -> dict
     return body
 
 
+def summary(message: str) -> str:
+    """One line of an operator's message: its first line, and the last exception line where a tool's output (e.g.
+    spark-submit's stderr, warnings first and a stack after) follows it."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    cause = [line for line in lines[1:] if ("Exception" in line or "Error" in line) and not line.startswith("at ")]
+    return f"{lines[0]} ({cause[-1]})" if cause else lines[0]
+
+
 class CustomResourceBackend(KubernetesBackend):
     """Kernels as custom resources whose operator makes the kernel's pod."""
 
@@ -172,8 +182,7 @@ class CustomResourceBackend(KubernetesBackend):
                 state = str(field_at(obj, self.resource.state_field) or "") if obj else ""
                 if state.upper() in failed:
                     message = str(field_at(obj, self.resource.message_field) or "").strip() if obj else ""
-                    last = message.splitlines()[-1] if message else ""
-                    reason = f"{kind.kind} {ns}/{name} is {state}" + (f": {last}" if last else "")
+                    reason = f"{kind.kind} {ns}/{name} is {state}" + (f": {summary(message)}" if message else "")
                     error = LaunchError(reason, diagnostics=message.splitlines()[-20:])
                     log.warning("kernel %s [kubernetes] %s", handle.kernel_id, reason)
                     handle.update(Observation(PlatformState.FAILED, reason=reason, error=error))
