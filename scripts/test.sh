@@ -47,6 +47,20 @@ else
     tail -n 3 /tmp/gp-helm-build.log
     echo "== no helm: the Helm chart's tests will skip"
 fi
+# The kubeflow Spark operator for the spark-operator provisioner's tests, built from its Go module by
+# scripts/spark-operator.sh (cached in ~/.cache/gp-spark-operator); started below once the Kubernetes cluster is up.
+# Without Go those tests skip, saying why; under CI=true a failed build fails the run.
+if bash scripts/spark-operator.sh build >/tmp/gp-spark-operator-build.log 2>&1; then
+    echo "== spark-operator: $(tail -n 1 /tmp/gp-spark-operator-build.log)"
+    spark_operator_built=1
+elif [ "${CI:-}" = true ]; then
+    tail -n 20 /tmp/gp-spark-operator-build.log
+    echo "== the Spark operator could not be built (CI=true: failing)" >&2
+    exit 1
+else
+    tail -n 3 /tmp/gp-spark-operator-build.log
+    echo "== no Spark operator: its tests will skip"
+fi
 echo "== ruff"
 "$VENV/bin/ruff" check src launchers tests benchmarks scripts docs/examples noxfile.py
 "$VENV/bin/ruff" format --check src launchers tests benchmarks scripts docs/examples noxfile.py
@@ -55,6 +69,7 @@ echo "== mypy (strict on the core)"
 "$VENV/bin/mypy" --strict src/gateway_provisioners/core
 # Test clusters started here are stopped when this script ends, also on failure or interruption.
 cleanup=""
+spark_operator_down() { bash scripts/spark-operator.sh down >/tmp/gp-spark-operator-down.log 2>&1 || echo "== spark-operator.sh down failed: /tmp/gp-spark-operator-down.log"; }
 k8s_down() { bash scripts/k8s-cluster.sh down >/tmp/gp-k8s-down.log 2>&1 || echo "== k8s-cluster.sh down failed: /tmp/gp-k8s-down.log"; }
 trap 'eval "$cleanup"' EXIT
 trap 'exit 130' INT TERM
@@ -80,6 +95,22 @@ if [ "$(id -u)" = 0 ] && [ "${GP_K8S_CLUSTER:-1}" != 0 ] && [ "$(uname -s)" = Li
             tail -n 5 /tmp/gp-k8s-up.log
             echo "== no Kubernetes test cluster: the real-cluster tests will skip"
         fi
+    fi
+fi
+# The Spark operator's controller, as a host process against that cluster (its CRDs applied; stopped and removed
+# when this script ends, before the cluster). GP_SPARK_OPERATOR=1 tells its tests it is up.
+if [ "${GP_K8S_REAL_CLUSTER:-}" = 1 ] && [ -n "${spark_operator_built:-}" ]; then
+    echo "== starting the Spark operator (scripts/spark-operator.sh up; log: /tmp/gp-spark-operator-up.log)"
+    cleanup="spark_operator_down; $cleanup"
+    if GP_SPARK_OPERATOR_PYTHON="$PY" bash scripts/spark-operator.sh up >/tmp/gp-spark-operator-up.log 2>&1; then
+        export GP_SPARK_OPERATOR=1
+    elif [ "${CI:-}" = true ]; then
+        tail -n 20 /tmp/gp-spark-operator-up.log
+        echo "== the Spark operator did not start (CI=true: failing)"
+        exit 1
+    else
+        tail -n 5 /tmp/gp-spark-operator-up.log
+        echo "== no Spark operator: its tests will skip"
     fi
 fi
 # A real Hadoop YARN for the YARN tests (its jars cached in ~/.cache/gp-yarn; stopped, by pid, when this script

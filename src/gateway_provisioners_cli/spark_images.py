@@ -6,7 +6,11 @@ From any Debian-like base with Python 3.9+ (``apt-get`` and the Debian mirror re
   and pyspark (from ``--pyspark-wheels DIR``, else the package index) installed for the image's ``python3``, plus a
   passwd entry for the kernel's uid (Spark's Hadoop login refuses a user without a name);
 - the **kernel image**: the Spark base with the agent and ipykernel added by ``jupyter-image-bootstrap``'s build
-  (the kernel's pod is the Spark driver, in client mode);
+  (the kernel's pod is the Spark driver, in client mode), and a driver entry script for Spark's cluster mode (the
+  Spark operator's ``SparkApplication``): Spark's Kubernetes client starts the driver's container with the arguments
+  ``driver --properties-file … --class … FILE ARGS`` and leaves the container's command to the pod template, so a
+  template whose command is ``gp-spark-driver`` gets them; it runs ``spark-submit --deploy-mode client`` on them
+  bound to the pod's address, as Spark's own image does, as the image's (non-root) user;
 - the **executor image**: the Spark base with an entry script that starts the executor the way Spark's Kubernetes
   scheduler asks for it: the container's argument is ``executor`` and the environment describes the executor
   (``SPARK_DRIVER_URL``, ``SPARK_EXECUTOR_ID``, ``SPARK_EXECUTOR_CORES``, ``SPARK_EXECUTOR_MEMORY``,
@@ -38,6 +42,7 @@ from .image_bootstrap import docker_engine, up_to_date
 HASH_LABEL = "org.jupyter.gp.spark"
 DEFAULT_JRE = "openjdk-17-jre-headless"
 EXECUTOR_ENTRY = "/usr/local/bin/gp-spark-executor"
+DRIVER_ENTRY = "/usr/local/bin/gp-spark-driver"
 
 # Installs the JRE from the base's apt sources, and pyspark for the image's python3 into its first site directory
 # (so that a kernel venv made with --system-site-packages sees it too), through a throw-away venv's pip: a Debian
@@ -84,6 +89,18 @@ exec "${JAVA_HOME:+$JAVA_HOME/bin/}java" "${opts[@]}" \\
     --resourceProfileId "${SPARK_RESOURCE_PROFILE_ID:-0}" --podName "$SPARK_EXECUTOR_POD_NAME"
 """
 
+# The driver container's command in cluster mode (the contract is Spark's: see the module's docstring). Spark sets
+# SPARK_DRIVER_BIND_ADDRESS to the pod's IP (a field reference) and mounts the properties file it names.
+DRIVER_ENTRY_TEXT = """#!/bin/bash
+# gateway-provisioners: a Spark driver in cluster mode (arguments: driver --properties-file FILE --class ... ARGS).
+set -eu
+if [ "${1:-}" != driver ]; then exec "$@"; fi
+shift
+SPARK_HOME=${SPARK_HOME:-$(python3 -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')}
+exec "$SPARK_HOME/bin/spark-submit" --conf "spark.driver.bindAddress=$SPARK_DRIVER_BIND_ADDRESS" \\
+    --conf "spark.executorEnv.SPARK_DRIVER_POD_IP=$SPARK_DRIVER_BIND_ADDRESS" --deploy-mode client "$@"
+"""
+
 
 def spark_base_dockerfile(base: str, jre: str, uid: int, gid: int, label: str) -> str:
     return (
@@ -98,6 +115,13 @@ def executor_dockerfile(spark_base: str, uid: int, gid: int, label: str) -> str:
         f"FROM {spark_base}\nUSER root\nCOPY gp-spark-executor {EXECUTOR_ENTRY}\nRUN chmod 755 {EXECUTOR_ENTRY}\n"
         f"WORKDIR /opt/spark/work-dir\nENV HOME=/home/kernel\nUSER {uid}:{gid}\n"
         f'LABEL {HASH_LABEL}="{label}"\nENTRYPOINT ["{EXECUTOR_ENTRY}"]\nCMD ["executor"]\n'
+    )
+
+
+def driver_base_dockerfile(spark_base: str, label: str) -> str:
+    return (
+        f"FROM {spark_base}\nUSER root\nCOPY gp-spark-driver {DRIVER_ENTRY}\nRUN chmod 755 {DRIVER_ENTRY}\n"
+        f'LABEL {HASH_LABEL}="{label}"\n'
     )
 
 
@@ -187,8 +211,15 @@ def build_spark_images(
         "Dockerfile": executor_dockerfile(spark_base, uid, gid, executor_label).encode(),
         "gp-spark-executor": EXECUTOR_ENTRY_TEXT.encode(),
     }, force, echo)  # fmt: skip
-    kernel_id = build_kernel_image(client, spark_base, kernel_tag, wheels=wheels, force=force, echo=echo)
-    return {spark_base: base_image_id, kernel_tag: kernel_id, executor_tag: executor_id}
+    # The kernel image's own base: the Spark base and the driver entry (a small layer: the Spark base stays shared).
+    driver_label = _hash("driver v1", base_image_id, DRIVER_ENTRY_TEXT)
+    driver_base = f"{kernel_tag.rsplit(':', 1)[0]}-base:{driver_label}"
+    driver_base_id = _build(client, driver_base, driver_label, {
+        "Dockerfile": driver_base_dockerfile(spark_base, driver_label).encode(),
+        "gp-spark-driver": DRIVER_ENTRY_TEXT.encode(),
+    }, force, echo)  # fmt: skip
+    kernel_id = build_kernel_image(client, driver_base, kernel_tag, wheels=wheels, force=force, echo=echo)
+    return {spark_base: base_image_id, driver_base: driver_base_id, kernel_tag: kernel_id, executor_tag: executor_id}
 
 
 @click.group()

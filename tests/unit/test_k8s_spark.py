@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from gateway_provisioners.agent import spark_kernel_path
 from gateway_provisioners_cli import k8s_spec
-from gateway_provisioners_cli.spark_images import EXECUTOR_ENTRY_TEXT
+from gateway_provisioners_cli.spark_images import DRIVER_ENTRY_TEXT, EXECUTOR_ENTRY_TEXT
 
 spec_module = importlib.util.spec_from_file_location("gp_spark_kernel", spark_kernel_path())
 assert spec_module is not None and spec_module.loader is not None
@@ -133,3 +133,24 @@ def test_executor_entry_script_starts_the_backend_as_spark_asks(tmp_path: Path) 
     other = subprocess.run(["bash", str(entry), "echo", "hi"], env=env, capture_output=True, text=True, timeout=30)
     assert other.stdout == "hi\n"  # any other command runs as given
     assert os.access(entry, os.R_OK)
+
+
+def test_driver_entry_script_runs_a_client_mode_submit_bound_to_the_pod(tmp_path: Path) -> None:
+    # Spark's cluster mode starts the driver container with these arguments (the SparkApplication path).
+    entry = tmp_path / "entry"
+    entry.write_text(DRIVER_ENTRY_TEXT)
+    submit = tmp_path / "spark" / "bin" / "spark-submit"
+    submit.parent.mkdir(parents=True)
+    submit.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    submit.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "SPARK_HOME": str(tmp_path / "spark"), "SPARK_DRIVER_BIND_ADDRESS": "10.0.0.3"}
+    given = ["--properties-file", "/opt/spark/conf/spark.properties", "--class",
+             "org.apache.spark.deploy.PythonRunner", "local:///app/main.py", "a b"]  # fmt: skip
+    run = subprocess.run(["bash", str(entry), "driver", *given], env=env, capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "--conf", "spark.driver.bindAddress=10.0.0.3", "--conf", "spark.executorEnv.SPARK_DRIVER_POD_IP=10.0.0.3",
+        "--deploy-mode", "client", *given,
+    ]  # fmt: skip
+    other = subprocess.run(["bash", str(entry), "echo", "hi"], env=env, capture_output=True, text=True, timeout=30)
+    assert other.stdout == "hi\n"  # any other command runs as given
