@@ -1,11 +1,13 @@
-"""Spark kernels on the real test cluster: time to a ready Spark session, lazy and eager, against plain spark-submit.
+"""Spark kernels on the real test cluster: time to a ready Spark session, lazy and eager, against plain spark-submit;
+and the same through the kubeflow Spark operator, against a plain SparkApplication of the same driver.
 
 Run (root; the cluster up, e.g. after the real-cluster Spark tests built and loaded the images):
     sh scripts/k8s-cluster.sh up
+    bash scripts/spark-operator.sh up        # optional: the operator's contenders run only when it is up
     python benchmarks/k8s_spark.py [--rounds 3]
 
-Three contenders, each round in the order spark-submit, lazy, eager, then reversed; each measured from its start until
-``spark.range(1000).count()`` has returned on one executor pod (a session is ready when it has run a job):
+Contenders, each round in one order, then reversed; each measured from its start until ``spark.range(1000).count()``
+has returned on one executor pod (a session is ready when it has run a job):
 - spark-submit: a bare pod of the same kernel image and service account running ``spark-submit`` (client mode, in the
   pod) of a driver that makes the session and counts — with the very arguments the Spark kernel computes
   (launchers/gp_spark_kernel.py), and no agent, kernel or Jupyter. Timed from the pod's creation to the time the
@@ -13,6 +15,10 @@ Three contenders, each round in the order spark-submit, lazy, eager, then revers
 - lazy / eager: AsyncKernelManager with the spec of ``jupyter-k8s-spec install --spark --spark-init-mode MODE``, timed
   from ``start_kernel()``; "answers" is when the kernel replies to kernel_info, "session" when the first cell
   ``spark.range(1000).count()`` has returned.
+- application: a plain SparkApplication (the recipe of docs/spark-operator.md) whose main file is the same driver,
+  mounted from a config map: timed from the application's creation to the time the driver prints after the count.
+- operator lazy / operator eager: the spec of ``jupyter-k8s-spec install --spark --crd`` (spark-operator-provisioner),
+  timed like lazy / eager.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from jupyter_client.manager import AsyncKernelManager  # noqa: E402
-from tests.integration.kubernetes.real.conftest import NAMESPACE, SCRIPT, SHARED_RBAC, Cluster  # noqa: E402
+from tests.integration.kubernetes.real.conftest import NAMESPACE, REPO, SCRIPT, SHARED_RBAC, Cluster  # noqa: E402
 from tests.integration.kubernetes.real.test_k8s_real_spark import (  # noqa: E402
     EXECUTOR_IMAGE,
     KERNEL_IMAGE,
@@ -58,6 +64,46 @@ SUBMIT = (
     "submit = os.path.join(os.path.dirname(pyspark.__file__), 'bin', 'spark-submit')\n"
     "os.execv(submit, [submit, *args, '/tmp/driver.py'])\n"
 )
+
+
+OPERATOR = REPO / "scripts" / "spark-operator.sh"
+OPERATOR_RBAC = REPO / "deploy" / "kubernetes" / "rbac-spark-operator.yaml"
+SECURE_CONTAINER = {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+SECURE_POD = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 100, "seccompProfile": {"type": "RuntimeDefault"}}
+APP_CONF = {"spark.ui.showConsoleProgress": "false", "spark.kubernetes.container.image.pullPolicy": "Never"}
+
+
+def application(name: str, api_server: str, config_map: str) -> dict[str, Any]:
+    """The SparkApplication recipe of docs/spark-operator.md, its main file DRIVER from ``config_map``."""
+    return {
+        "apiVersion": "sparkoperator.k8s.io/v1beta2", "kind": "SparkApplication",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "type": "Python", "mode": "cluster", "sparkVersion": "4.3.0",
+            "mainApplicationFile": "local:///opt/gp-app/driver.py",
+            "imagePullPolicy": "Never", "restartPolicy": {"type": "Never"}, "sparkConf": APP_CONF,
+            "driver": {
+                "image": KERNEL_IMAGE, "podName": f"{name}-driver", "kubernetesMaster": api_server,
+                "serviceAccount": "spark-kernel", "cores": 1, "coreRequest": "100m", "memory": "512m",
+                "template": {"spec": {
+                    "securityContext": {**SECURE_POD, "fsGroup": 100},
+                    "containers": [{
+                        "name": "spark-kubernetes-driver", "command": ["/usr/local/bin/gp-spark-driver"],
+                        "securityContext": SECURE_CONTAINER,
+                        "volumeMounts": [{"name": "app", "mountPath": "/opt/gp-app", "readOnly": True}],
+                    }],
+                    "volumes": [{"name": "app", "configMap": {"name": config_map}}],
+                }},
+            },
+            "executor": {
+                "image": EXECUTOR_IMAGE, "instances": 1, "cores": 1, "coreRequest": "100m", "memory": "512m",
+                "template": {"spec": {
+                    "automountServiceAccountToken": False, "securityContext": SECURE_POD,
+                    "containers": [{"name": "spark-kubernetes-executor", "securityContext": SECURE_CONTAINER}],
+                }},
+            },
+        },
+    }  # fmt: skip
 
 
 def submit_pod(name: str) -> dict[str, Any]:
@@ -102,6 +148,34 @@ async def spark_submit(cluster: Cluster) -> dict[str, float]:
         await asyncio.to_thread(cluster.kubectl, "delete", "pod", name, "-n", NAMESPACE, "--wait=false", check=False)
 
 
+async def spark_application(cluster: Cluster, api_server: str, config_map: str) -> dict[str, float]:
+    name = f"gp-bench-app-{uuid.uuid4().hex[:8]}"
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as manifest:
+        json.dump(application(name, api_server, config_map), manifest)
+        manifest.flush()
+        started = time.time()
+        await asyncio.to_thread(cluster.kubectl, "create", "-f", manifest.name)
+    driver = f"{name}-driver"
+    try:
+        deadline, phase = time.monotonic() + 300, None
+        while time.monotonic() < deadline:
+            pod = await asyncio.to_thread(cluster.get, "pod", driver, NAMESPACE)
+            phase = (pod or {}).get("status", {}).get("phase")
+            if phase in ("Succeeded", "Failed"):
+                break
+            await asyncio.sleep(0.5)
+        logs = (await asyncio.to_thread(cluster.kubectl, "logs", "-n", NAMESPACE, driver, check=False)).stdout
+        counted = [line.split() for line in logs.splitlines() if line.startswith("COUNTED ")]
+        if not counted or counted[-1][1] != "1000":
+            raise RuntimeError(f"SparkApplication {name} ended {phase} without its count:\n{logs[-2000:]}")
+        return {"session": float(counted[-1][2]) - started}
+    finally:
+        # Without the operator's webhook the driver pod is not owned by its application: both are deleted.
+        await asyncio.to_thread(cluster.kubectl, "delete", "sparkapplication", name, "-n", NAMESPACE, "--wait=false",
+                                check=False)  # fmt: skip
+        await asyncio.to_thread(cluster.kubectl, "delete", "pod", driver, "-n", NAMESPACE, "--wait=false", check=False)
+
+
 async def kernel(mode: str, kernel_name: str) -> dict[str, float]:
     km = AsyncKernelManager(kernel_name=kernel_name)
     started = time.monotonic()
@@ -126,16 +200,25 @@ async def kernel(mode: str, kernel_name: str) -> dict[str, float]:
         await close_hubs()
 
 
-def write_spec(root: Path, mode: str, server_kubeconfig: str) -> str:
+def write_spec(root: Path, mode: str, server_kubeconfig: str, api_server: str = "") -> str:
+    """The spec of ``jupyter-k8s-spec install --spark`` in ``mode``; with ``api_server``, of ``--spark --crd``."""
+    crd = ["--crd"] if api_server else []
+    opts = SMALL
+    if api_server:  # the application's own options: --crd takes --conf only
+        opts = " ".join(f"--conf {k}={v}" for k, v in APP_CONF.items()) + (
+            " --conf spark.executor.instances=1 --conf spark.executor.cores=1 --conf spark.executor.memory=512m "
+            "--conf spark.kubernetes.executor.request.cores=100m --conf spark.driver.memory=512m "
+            f"--conf spark.kubernetes.driver.request.cores=100m --conf spark.kubernetes.driver.master={api_server}"
+        )
     cli = subprocess.run(
-        [sys.executable, "-m", "gateway_provisioners_cli.k8s_spec", "install", "--dry-run", "--spark",
+        [sys.executable, "-m", "gateway_provisioners_cli.k8s_spec", "install", "--dry-run", "--spark", *crd,
          "--image-name", KERNEL_IMAGE, "--namespace", NAMESPACE, "--executor-image-name", EXECUTOR_IMAGE,
-         "--extra-spark-opts", SMALL, "--spark-init-mode", mode, "--launch-timeout", "300"],
+         "--extra-spark-opts", opts, "--spark-init-mode", mode, "--launch-timeout", "300"],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     spec = json.loads(cli.stdout)
     spec["metadata"]["kernel_provisioner"]["config"].update(kubeconfig=server_kubeconfig, image_pull_policy="Never")
-    folder = root / "kernels" / f"bench-spark-{mode}"
+    folder = root / "kernels" / f"bench-spark{'-operator' if api_server else ''}-{mode}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "kernel.json").write_text(json.dumps(spec))
     return folder.name
@@ -160,30 +243,54 @@ async def main() -> None:
         cluster.script("load-image", image, timeout=900)
     cluster.kubectl("apply", "-f", str(SPARK_RBAC))
     server_kubeconfig = cluster.script("server-kubeconfig", str(SHARED_RBAC)).strip().splitlines()[-1]
+    operator_up = subprocess.run(["bash", str(OPERATOR), "env"], capture_output=True).returncode == 0
+    api_server, config_map = "", "gp-bench-driver"
+    if operator_up:
+        cluster.kubectl("apply", "-f", str(OPERATOR_RBAC))
+        service = json.loads(cluster.kubectl("get", "service", "kubernetes", "-n", "default", "-o", "json").stdout)
+        api_server = f"https://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+        cluster.kubectl("delete", "configmap", config_map, "-n", NAMESPACE, check=False)
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "driver.py").write_text(DRIVER)
+            cluster.kubectl("create", "configmap", config_map, "-n", NAMESPACE,
+                            f"--from-file={Path(folder) / 'driver.py'}")  # fmt: skip
+    else:
+        print("the Spark operator is not up: its contenders are left out", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         import os
 
         os.environ["JUPYTER_PATH"] = tmp
         os.environ.setdefault("KERNEL_USERNAME", "gp-bench")
         specs = {mode: write_spec(Path(tmp), mode, server_kubeconfig) for mode in ("lazy", "eager")}
-        results: dict[str, list[dict[str, float]]] = {"spark-submit": [], "lazy": [], "eager": []}
         order = ["spark-submit", "lazy", "eager"]
+        if operator_up:
+            for mode in ("lazy", "eager"):
+                specs[f"operator {mode}"] = write_spec(Path(tmp), mode, server_kubeconfig, api_server)
+            order += ["application", "operator lazy", "operator eager"]
+        results: dict[str, list[dict[str, float]]] = {contender: [] for contender in order}
         for round_ in range(args.rounds):
             for contender in order if round_ % 2 == 0 else list(reversed(order)):
-                result = await (spark_submit(cluster) if contender == "spark-submit"
-                                else kernel(contender, specs[contender]))  # fmt: skip
+                if contender == "spark-submit":
+                    result = await spark_submit(cluster)
+                elif contender == "application":
+                    result = await spark_application(cluster, api_server, config_map)
+                else:
+                    result = await kernel(contender, specs[contender])
                 print(contender, {k: round(v, 2) for k, v in result.items()}, file=sys.stderr, flush=True)
                 results[contender].append(result)
-    floor = statistics.median(r["session"] for r in results["spark-submit"])
+    # Each kernel against the plain run of its path: spark-submit for the kernel's own pod, the plain SparkApplication
+    # for the operator's kernels.
+    floors = {name: statistics.median(r["session"] for r in results[name]) for name in ("spark-submit", "application")
+              if results.get(name)}  # fmt: skip
     print(f"\n{platform.node()} · {platform.python_version()} · rounds {args.rounds}\n")
-    print("| contender | kernel answers: median s | session ready: median s | min s | max s | vs spark-submit |")
+    print("| contender | kernel answers: median s | session ready: median s | min s | max s | vs its plain run |")
     print("| --- | --- | --- | --- | --- | --- |")
     for contender, rows in results.items():
         answers = [r["answers"] for r in rows if "answers" in r]
         session = [r["session"] for r in rows]
         answered = f"{statistics.median(answers):.1f}" if answers else "–"
-        ratio = statistics.median(session) / floor
-        print(f"| {contender} | {answered} | {stats(session)} | {ratio:.2f}x |")
+        floor = floors["application" if contender.startswith(("operator", "application")) else "spark-submit"]
+        print(f"| {contender} | {answered} | {stats(session)} | {statistics.median(session) / floor:.2f}x |")
 
 
 if __name__ == "__main__":

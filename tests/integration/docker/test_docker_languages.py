@@ -1,6 +1,7 @@
 """R (IRkernel) and Scala (Apache Toree, a Spark driver in local mode) kernels in containers on a real Docker engine,
 in images built by `jupyter-image-bootstrap build --language r|scala` from locally built bases, with the argv that
-`jupyter-docker-spec install --language …` writes: code runs, a Spark job runs, a cell of each language is interrupted."""
+`jupyter-docker-spec install --language …` writes: code runs, a Spark job runs, a cell of each language is
+interrupted."""
 
 from __future__ import annotations
 

@@ -55,8 +55,9 @@ SMALL = (
 
 
 @pytest.fixture(scope="session")
-def spark_operator(cluster: Cluster, spark_images: str, server_kubeconfig: str) -> None:  # noqa: F811
-    """The operator is up (scripts/test.sh starts it after the cluster); the server may manage SparkApplications."""
+def spark_operator(cluster: Cluster, spark_images: str, server_kubeconfig: str) -> str:  # noqa: F811
+    """The operator is up (scripts/test.sh starts it after the cluster); the server may manage SparkApplications.
+    Returns the address drivers reach the API server at: the test cluster has no DNS for kubernetes.default.svc."""
     result = subprocess.run(["bash", str(OPERATOR), "env"], capture_output=True, text=True, timeout=30)
     if result.returncode != 0:
         message = "the Spark operator is not running (bash scripts/spark-operator.sh up, after the cluster)"
@@ -64,17 +65,20 @@ def spark_operator(cluster: Cluster, spark_images: str, server_kubeconfig: str) 
             pytest.fail(f"GP_SPARK_OPERATOR=1 but {message}")
         _unavailable(message)
     cluster.kubectl("apply", "-f", str(OPERATOR_RBAC))
+    service = json.loads(cluster.kubectl("get", "service", "kubernetes", "-n", "default", "-o", "json").stdout)
+    return f"https://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
 
 
 @pytest.fixture
-def operator_spec(jupyter_path: Path, spark_operator: None, server_kubeconfig: str) -> Callable[..., str]:
+def operator_spec(jupyter_path: Path, spark_operator: str, server_kubeconfig: str) -> Callable[..., str]:
     """Write the kernel spec of ``jupyter-k8s-spec install --spark --crd`` with ``options``; returns its name."""
 
-    def write(name: str, *options: str, **config: Any) -> str:
+    def write(name: str, *options: str, spark_opts: str = "", **config: Any) -> str:
+        spark_opts = f"--conf spark.kubernetes.driver.master={spark_operator} {spark_opts}"
         cli = subprocess.run(
             [sys.executable, "-m", "gateway_provisioners_cli.k8s_spec", "install", "--dry-run", "--spark", "--crd",
              "--image-name", KERNEL_IMAGE, "--executor-image-name", EXECUTOR_IMAGE, "--namespace", NAMESPACE,
-             *options],
+             "--extra-spark-opts", spark_opts, *options],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert cli.returncode == 0, cli.stderr
@@ -99,8 +103,8 @@ async def test_a_spark_application_kernel_runs_jobs_is_interrupted_restarts_and_
 ) -> None:  # type: ignore[no-untyped-def]
     started = time.monotonic()
     km = AsyncKernelManager(
-        kernel_name=operator_spec("gp-spark-operator", "--extra-spark-opts", SMALL, "--spark-init-mode", "eager",
-                                  "--launch-timeout", "300")
+        kernel_name=operator_spec("gp-spark-operator", "--spark-init-mode", "eager", "--launch-timeout", "300",
+                                  spark_opts=SMALL)
     )  # fmt: skip
     await km.start_kernel()
     ready = time.monotonic() - started
@@ -169,13 +173,14 @@ async def test_a_failed_submission_fails_the_launch_at_once_with_the_operators_m
     # A driver memory Spark cannot parse: the operator's spark-submit fails, no driver pod is ever made; the launch
     # must fail with the operator's reason long before its timeout, and leave no SparkApplication.
     km = AsyncKernelManager(
-        kernel_name=operator_spec("gp-spark-operator-bad", "--extra-spark-opts", "--conf spark.driver.memory=lots",
-                                  "--launch-timeout", "240")
+        kernel_name=operator_spec("gp-spark-operator-bad", "--launch-timeout", "240",
+                                  spark_opts="--conf spark.driver.memory=lots")
     )  # fmt: skip
     started = time.monotonic()
     with pytest.raises(LaunchError) as raised:
         await km.start_kernel()
     seconds = time.monotonic() - started
+    print(f"\nthe launch failed in {seconds:.1f} s: {raised.value}", file=sys.stderr)
     assert "SparkApplication" in str(raised.value) and "FAILED" in str(raised.value), str(raised.value)
     assert seconds < 120, f"the failed submission was reported after {seconds:.0f} s"
     name = f"kernel-{km.kernel_id}"
@@ -187,7 +192,7 @@ async def test_the_reaper_removes_the_application_and_pod_of_a_vanished_kernel(
     cluster: Cluster, operator_spec, server_kubeconfig: str, pods_left
 ) -> None:  # type: ignore[no-untyped-def]
     km = AsyncKernelManager(
-        kernel_name=operator_spec("gp-spark-operator-lazy", "--extra-spark-opts", SMALL, "--launch-timeout", "300")
+        kernel_name=operator_spec("gp-spark-operator-lazy", "--launch-timeout", "300", spark_opts=SMALL)
     )
     await km.start_kernel()
     name = f"kernel-{km.kernel_id}"
