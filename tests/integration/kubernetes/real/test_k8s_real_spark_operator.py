@@ -27,7 +27,7 @@ from gateway_provisioners.adapters.kubernetes.client import KubeClient
 from gateway_provisioners.adapters.kubernetes.reaper import reap_orphans
 from gateway_provisioners.core.errors import LaunchError
 
-from ....support.kernels import new_client, run_code
+from ....support.kernels import kernel_pid, new_client, reattach_in_new_process, run_code
 from .conftest import NAMESPACE, REPO, Cluster, _unavailable
 from .test_k8s_real_spark import (  # noqa: F401 (spark_images: the fixture that builds and imports the images)
     EXECUTOR_IMAGE,
@@ -188,8 +188,8 @@ async def test_a_failed_submission_fails_the_launch_at_once_with_the_operators_m
     assert cluster.get("pod", name, NAMESPACE) is None
 
 
-async def test_the_reaper_removes_the_application_and_pod_of_a_vanished_kernel(
-    cluster: Cluster, operator_spec, server_kubeconfig: str, pods_left
+async def test_a_lazy_kernel_is_reattached_then_reaped_with_its_application(
+    cluster: Cluster, operator_spec, server_kubeconfig: str, pods_left, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     km = AsyncKernelManager(
         kernel_name=operator_spec("gp-spark-operator-lazy", "--launch-timeout", "300", spark_opts=SMALL)
@@ -202,6 +202,10 @@ async def test_the_reaper_removes_the_application_and_pod_of_a_vanished_kernel(
         content, out = await run_code(km, "print(repr(spark))", timeout=60)
         assert content["status"] == "ok" and "created on first use" in out, out
         assert executor_pods(cluster, name) == []
+        # A restarted server reattaches from the persisted record: the resource's name is in it.
+        other_pid, handle = await reattach_in_new_process(km, tmp_path)
+        assert other_pid == await kernel_pid(km)
+        assert handle["state"] == "running" and handle["data"]["resource"] == name, handle
         kinds = [SPARK_APPLICATIONS]
         assert await reap_orphans(client, {km.kernel_id}, namespace=NAMESPACE, min_age=0, resources=kinds) == []
         removed = await reap_orphans(client, set(), namespace=NAMESPACE, min_age=0, resources=kinds)
