@@ -128,6 +128,10 @@ def install(
         # the executors' image and Spark's configuration; the driver's account creates the executors.
         argv, env = _spark_kernel(common, python, executor_image_name, spark_init_mode, "")
         provisioner = "spark-operator-provisioner"
+        if common.launch_timeout < 60:
+            click.echo(f"note: --crd: the operator's spark-submit and the driver's JVM come before the kernel (16 s on "
+                       f"an idle test cluster); --launch-timeout {common.launch_timeout:g} s may be too short",
+                       err=True)  # fmt: skip
         config.pop("connection_mode")
         config.update(executor_image_name=env.pop("GP_SPARK_EXECUTOR_IMAGE"), spark_conf=_spark_conf(extra_spark_opts)
                       or None, service_account_name=service_account or SPARK_SERVICE_ACCOUNT)  # fmt: skip

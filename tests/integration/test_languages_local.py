@@ -15,8 +15,8 @@ from gateway_provisioners_cli.kernelspec import kernel_argv
 from gateway_provisioners_cli.spark import SparkSpec
 
 from ..conftest import write_kernel_spec
-from ..support.kernels import INTERRUPTED_WITHIN, interrupt_running_cell, run_code
-from ..support.languages import CELLS, LOOPBACK_SPARK_OPTS, need_r, toree
+from ..support.kernels import run_code
+from ..support.languages import CELLS, LOOPBACK_SPARK_OPTS, answers_and_is_interrupted, need_r, toree
 
 pytestmark = pytest.mark.integration
 
@@ -69,17 +69,8 @@ async def test_language_executes_and_is_interrupted(
     km = AsyncKernelManager(kernel_name=name)
     await km.start_kernel()
     try:
-        content, out = await run_code(km, CELLS[language].answer, timeout=timeout)
-        assert content["status"] == "ok", content
-        assert out == "42\n"
-        reply, seconds = await interrupt_running_cell(
-            km, timeout=INTERRUPTED_WITHIN, cell=CELLS[language].sleeping, ready_timeout=timeout
-        )
-        assert reply["status"] in ("error", "abort"), reply  # the cell ended early, not by finishing its sleep
-        assert seconds < INTERRUPTED_WITHIN
+        await answers_and_is_interrupted(km, language, timeout)
         assert await km.is_alive()
-        content, out = await run_code(km, CELLS[language].answer, timeout=timeout)
-        assert (content["status"], out) == ("ok", "42\n")
     finally:
         await km.shutdown_kernel(now=True)
 

@@ -20,7 +20,7 @@ import pytest
 
 from gateway_provisioners_cli.spark import SparkSpec
 
-from .kernels import SLEEPING_CELL
+from .kernels import INTERRUPTED_WITHIN, SLEEPING_CELL, interrupt_running_cell, run_code
 
 REPO = Path(__file__).resolve().parents[2]
 # Spark on loopback only, without its web UI: nothing leaves this machine.
@@ -45,6 +45,23 @@ CELLS = {
     "r": Cells('cat(6 * 7, "\\n", sep = "")', 'cat("sleeping\\n")\nfor (i in 1:300) Sys.sleep(0.1)'),
     "scala": Cells("println(6 * 7)", 'println("sleeping")\nThread.sleep(30000)', "println(spark.range(1000).count())"),
 }
+
+
+async def answers_and_is_interrupted(km: Any, language: str, timeout: float, spark: bool = False) -> None:
+    """The kernel prints 42 (and, with ``spark``, counts a 1000-row Spark range); a running cell is interrupted (ended
+    long before its sleep would have) and the kernel prints 42 again."""
+    content, out = await run_code(km, CELLS[language].answer, timeout=timeout)
+    assert (content["status"], out) == ("ok", "42\n"), content
+    if spark:
+        content, out = await run_code(km, CELLS[language].spark, timeout=timeout)
+        assert (content["status"], out) == ("ok", "1000\n"), content
+    reply, seconds = await interrupt_running_cell(
+        km, timeout=INTERRUPTED_WITHIN, cell=CELLS[language].sleeping, ready_timeout=timeout
+    )
+    assert reply["status"] in ("error", "abort"), reply  # the cell ended early, not by finishing its sleep
+    assert seconds < INTERRUPTED_WITHIN
+    content, out = await run_code(km, CELLS[language].answer, timeout=timeout)
+    assert (content["status"], out) == ("ok", "42\n"), content
 
 
 def unavailable(reason: str) -> None:

@@ -16,8 +16,7 @@ import pytest
 from jupyter_client.manager import AsyncKernelManager
 
 from ...support.images import build_kernel_image
-from ...support.kernels import INTERRUPTED_WITHIN, interrupt_running_cell, run_code
-from ...support.languages import CELLS, LOOPBACK_SPARK_OPTS
+from ...support.languages import LOOPBACK_SPARK_OPTS, answers_and_is_interrupted
 from .conftest import Variant, _skip
 
 pytestmark = pytest.mark.integration
@@ -60,18 +59,7 @@ async def test_language_kernel_in_a_container(bridge: Variant, language: str) ->
     await km.start_kernel()
     timeout = TIMEOUT[language]
     try:
-        content, out = await run_code(km, CELLS[language].answer, timeout=timeout)
-        assert (content["status"], out) == ("ok", "42\n"), content
-        if language == "scala":
-            content, out = await run_code(km, CELLS["scala"].spark, timeout=timeout)
-            assert (content["status"], out) == ("ok", "1000\n"), content
-        reply, seconds = await interrupt_running_cell(
-            km, timeout=INTERRUPTED_WITHIN, cell=CELLS[language].sleeping, ready_timeout=timeout
-        )
-        assert reply["status"] in ("error", "abort"), reply
-        assert seconds < INTERRUPTED_WITHIN
-        content, out = await run_code(km, CELLS[language].answer, timeout=timeout)
-        assert (content["status"], out) == ("ok", "42\n"), content
+        await answers_and_is_interrupted(km, language, timeout, spark=language == "scala")
         kernel_id = km.kernel_id
     finally:
         await km.shutdown_kernel(now=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import AsyncKernelManager
 
-from tests.support.kernels import INTERRUPTED_WITHIN, interrupt_running_cell, run_code
-from tests.support.languages import CELLS, LOOPBACK_SPARK_OPTS, need_r, toree
+from tests.support.kernels import run_code
+from tests.support.languages import LOOPBACK_SPARK_OPTS, answers_and_is_interrupted, need_r, toree
 from tests.support.sshd import SSHKeys, SSHServer
 
 pytestmark = pytest.mark.integration
@@ -41,24 +41,12 @@ def ssh_cli_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jupyter_path: 
     return install
 
 
-async def _execute_and_interrupt(km: AsyncKernelManager, language: str, timeout: float) -> None:
-    content, out = await run_code(km, CELLS[language].answer, timeout=timeout)
-    assert (content["status"], out) == ("ok", "42\n"), content
-    reply, seconds = await interrupt_running_cell(
-        km, timeout=INTERRUPTED_WITHIN, cell=CELLS[language].sleeping, ready_timeout=timeout
-    )
-    assert reply["status"] in ("error", "abort"), reply
-    assert seconds < INTERRUPTED_WITHIN
-    content, out = await run_code(km, CELLS[language].answer, timeout=timeout)
-    assert (content["status"], out) == ("ok", "42\n"), content
-
-
 async def test_r_kernel_on_ssh_host(ssh_cli_spec) -> None:  # type: ignore[no-untyped-def]
     need_r()
     km = AsyncKernelManager(kernel_name=ssh_cli_spec("ssh-r", "--language", "R", "--launch-timeout", "60"))
     await km.start_kernel()
     try:
-        await _execute_and_interrupt(km, "r", 60)
+        await answers_and_is_interrupted(km, "r", 60)
     finally:
         await km.shutdown_kernel(now=True)
 
@@ -69,7 +57,7 @@ async def test_python_kernel_interrupted_by_message_on_ssh_host(ssh_cli_spec) ->
     await km.start_kernel()
     try:
         assert km.kernel_spec.interrupt_mode == "message"
-        await _execute_and_interrupt(km, "python", 30)
+        await answers_and_is_interrupted(km, "python", 30)
     finally:
         await km.shutdown_kernel(now=True)
 
@@ -84,9 +72,7 @@ async def test_scala_kernel_runs_a_spark_job_on_ssh_host(ssh_cli_spec) -> None: 
     km = AsyncKernelManager(kernel_name=name)
     await km.start_kernel()
     try:
-        content, out = await run_code(km, CELLS["scala"].spark, timeout=SCALA_TIMEOUT)
-        assert (content["status"], out) == ("ok", "1000\n"), content
-        await _execute_and_interrupt(km, "scala", SCALA_TIMEOUT)
+        await answers_and_is_interrupted(km, "scala", SCALA_TIMEOUT, spark=True)
     finally:
         await km.shutdown_kernel(now=True)
 

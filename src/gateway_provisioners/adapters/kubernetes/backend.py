@@ -154,19 +154,9 @@ class KubernetesBackend(Backend):
                 ) from None
             raise LaunchError(f"cannot create pod {ns}/{name}: {exc}") from None
         handle.data["uid"] = created["metadata"]["uid"]
-        secret = {
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {
-                "name": plan.secret_name, "namespace": ns, "labels": dict(plan.pod["metadata"]["labels"]),
-                # Owned by the pod: the garbage collector deletes the token with the pod, whoever deletes the pod.
-                "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": name, "uid": handle.data["uid"],
-                                     "controller": True}],
-            },
-            "data": {
-                TOKEN_KEY: base64.b64encode(encode_token(spec.token).encode()).decode(),
-                PARAMS_KEY: base64.b64encode(json.dumps(plan.params).encode()).decode(),
-            },
-        }  # fmt: skip
+        # Owned by the pod: the garbage collector deletes the token with the pod, whoever deletes the pod.
+        owner = {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": handle.data["uid"], "controller": True}
+        secret = launch_secret(plan, dict(plan.pod["metadata"]["labels"]), owner, spec.token)
         try:
             await client.create_secret(ns, secret)
         except Exception as exc:
@@ -346,6 +336,19 @@ class KubernetesBackend(Backend):
         self._tasks.cancel()
         for kernel_id in list(self._unsubscribe):
             self._forget(BackendHandle(kernel_id))
+
+
+def launch_secret(plan: PodPlan, labels: dict[str, str], owner: dict[str, Any], token: bytes) -> dict[str, Any]:
+    """The Secret that carries a launch's token and parameters to the agent, owned by ``owner`` (it goes with it)."""
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": plan.secret_name, "namespace": plan.namespace, "labels": labels,
+                     "ownerReferences": [owner]},
+        "data": {
+            TOKEN_KEY: base64.b64encode(encode_token(token).encode()).decode(),
+            PARAMS_KEY: base64.b64encode(json.dumps(plan.params).encode()).decode(),
+        },
+    }  # fmt: skip
 
 
 def owned_entry(pod: dict[str, Any]) -> dict[str, Any]:

@@ -17,21 +17,18 @@ that a kernel ends at once whatever the operator's pace.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ...core.backend import BackendHandle, Observation, PlatformState
 from ...core.errors import ConfigurationError, LaunchError
-from ...core.handshake import encode_token
 from ...core.launch import ConnectionMode, LaunchSpec
-from .backend import KubernetesBackend, PodPlan
+from .backend import KubernetesBackend, PodPlan, launch_secret
 from .client import KubeApiError
 from .hub import KubeHub
-from .pod_template import PARAMS_KEY, TOKEN_KEY, render_template
+from .pod_template import render_template
 from .request import PodSettings
 
 log = logging.getLogger("gateway_provisioners.kubernetes")
@@ -148,19 +145,10 @@ class CustomResourceBackend(KubernetesBackend):
                 raise LaunchError(f"{kind.kind} {ns}/{name} already exists", hint="Delete the old one") from None
             raise LaunchError(f"cannot create {kind.kind} {ns}/{name}: {exc}") from None
         handle.data["resource_uid"] = created["metadata"]["uid"]
-        secret = {
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {
-                "name": plan.secret_name, "namespace": ns, "labels": dict(body["metadata"]["labels"]),
-                # Owned by the resource: the garbage collector deletes the token with it, whoever deletes it.
-                "ownerReferences": [{"apiVersion": kind.api_version, "kind": kind.kind, "name": name,
-                                     "uid": handle.data["resource_uid"], "controller": True}],
-            },
-            "data": {
-                TOKEN_KEY: base64.b64encode(encode_token(spec.token).encode()).decode(),
-                PARAMS_KEY: base64.b64encode(json.dumps(plan.params).encode()).decode(),
-            },
-        }  # fmt: skip
+        # Owned by the resource: the garbage collector deletes the token with it, whoever deletes it.
+        owner = {"apiVersion": kind.api_version, "kind": kind.kind, "name": name, "uid": handle.data["resource_uid"],
+                 "controller": True}  # fmt: skip
+        secret = launch_secret(plan, dict(body["metadata"]["labels"]), owner, spec.token)
         try:
             await client.create_secret(ns, secret)
         except Exception as exc:

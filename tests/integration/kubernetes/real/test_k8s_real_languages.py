@@ -15,8 +15,7 @@ import pytest
 from jupyter_client.manager import AsyncKernelManager
 
 from ....support.images import build_kernel_image
-from ....support.kernels import INTERRUPTED_WITHIN, interrupt_running_cell, run_code
-from ....support.languages import CELLS
+from ....support.languages import answers_and_is_interrupted
 from .conftest import NAMESPACE, Cluster, _unavailable
 
 pytestmark = pytest.mark.integration
@@ -55,18 +54,7 @@ async def test_language_kernel_in_a_pod(cluster: Cluster, real_spec, language: s
     await km.start_kernel()
     pod = f"kernel-{km.kernel_id}"
     try:
-        content, out = await run_code(km, CELLS[language].answer, timeout=timeout)
-        assert (content["status"], out) == ("ok", "42\n"), content
-        if language == "scala":
-            content, out = await run_code(km, CELLS["scala"].spark, timeout=timeout)
-            assert (content["status"], out) == ("ok", "1000\n"), content
-        reply, seconds = await interrupt_running_cell(
-            km, timeout=INTERRUPTED_WITHIN, cell=CELLS[language].sleeping, ready_timeout=timeout
-        )
-        assert reply["status"] in ("error", "abort"), reply
-        assert seconds < INTERRUPTED_WITHIN
-        content, out = await run_code(km, CELLS[language].answer, timeout=timeout)
-        assert (content["status"], out) == ("ok", "42\n"), content
+        await answers_and_is_interrupted(km, language, timeout, spark=language == "scala")
     finally:
         await km.shutdown_kernel(now=True)
         if language == "scala":

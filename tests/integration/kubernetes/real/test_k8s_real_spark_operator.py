@@ -32,11 +32,11 @@ from .conftest import NAMESPACE, REPO, Cluster, _unavailable
 from .test_k8s_real_spark import (  # noqa: F401 (spark_images: the fixture that builds and imports the images)
     EXECUTOR_IMAGE,
     JOB_SECONDS,
-    KERNEL_IMAGE,
     executor_pods,
     failure,
     running_jobs,
     spark_images,
+    spark_spec,
     until,
 )
 
@@ -70,26 +70,13 @@ def spark_operator(cluster: Cluster, spark_images: str, server_kubeconfig: str) 
 
 
 @pytest.fixture
-def operator_spec(jupyter_path: Path, spark_operator: str, server_kubeconfig: str) -> Callable[..., str]:
+def operator_spec(spark_operator: str, spark_spec: Callable[..., str]) -> Callable[..., str]:  # noqa: F811
     """Write the kernel spec of ``jupyter-k8s-spec install --spark --crd`` with ``options``; returns its name."""
 
     def write(name: str, *options: str, spark_opts: str = "", **config: Any) -> str:
         spark_opts = f"--conf spark.kubernetes.driver.master={spark_operator} {spark_opts}"
-        cli = subprocess.run(
-            [sys.executable, "-m", "gateway_provisioners_cli.k8s_spec", "install", "--dry-run", "--spark", "--crd",
-             "--image-name", KERNEL_IMAGE, "--executor-image-name", EXECUTOR_IMAGE, "--namespace", NAMESPACE,
-             "--extra-spark-opts", spark_opts, *options],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert cli.returncode == 0, cli.stderr
-        spec = json.loads(cli.stdout)
-        spec["metadata"]["kernel_provisioner"]["config"].update(
-            kubeconfig=server_kubeconfig, image_pull_policy="Never", **config
-        )
-        folder = jupyter_path / "kernels" / name
-        folder.mkdir(parents=True)
-        (folder / "kernel.json").write_text(json.dumps(spec))
-        return name
+        return spark_spec(name, "--crd", "--executor-image-name", EXECUTOR_IMAGE, "--extra-spark-opts", spark_opts,
+                          *options, **config)  # fmt: skip
 
     return write
 
