@@ -177,3 +177,8 @@ def test_an_operators_message_is_summed_up_in_one_line() -> None:
         "driver container failed with ExitCode: 2, Reason: Error"
     )
     assert summary("") == ""
+
+
+def test_callback_mode_is_refused_in_one_line() -> None:
+    with pytest.raises(Exception, match="connection_mode 'callback' is not one of assigned"):
+        SparkOperatorProvisioner(kernel_id=KERNEL_ID, connection_mode="callback")

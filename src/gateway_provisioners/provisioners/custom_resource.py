@@ -18,6 +18,7 @@ from ..adapters.kubernetes import shared_hub
 from ..adapters.kubernetes.custom_resource import CustomResourceBackend, ResourceKind, ResourceSettings
 from ..core.backend import Backend
 from ..core.errors import ConfigurationError
+from ..core.launch import ConnectionMode
 from .kubernetes import KubernetesProvisioner
 from .settings import Integer, Mapping, NameList, Text, setting
 
@@ -73,6 +74,9 @@ class CustomResourceProvisioner(KubernetesProvisioner):
             state_field=self.resource_state_field, message_field=self.resource_message_field,
             failed_states=tuple(self.resource_failed_states), context=self.template_context(),
         )  # fmt: skip
+
+    def backend_modes(self) -> tuple[ConnectionMode, ...]:
+        return CustomResourceBackend.modes
 
     def template_context(self) -> dict[str, Any]:
         """Variables of this provisioner's own for the resource template (besides the pod's)."""

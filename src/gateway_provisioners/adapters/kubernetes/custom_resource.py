@@ -10,8 +10,8 @@ run the agent with ``{{ agent_args }}`` and mount the Secret ``{{ secret_name }}
 Until the pod exists, only the resource can say that the launch failed (an operator that cannot submit it writes that
 into its status): the backend reads the resource's status once a second while the launch waits for the pod, and fails
 the launch with the operator's message when the status names a failed state. Once the pod exists, it reads nothing.
-Shutdown deletes the resource (the operator and the garbage collector remove the pod with it) and the pod itself, so
-that a kernel ends at once whatever the operator's pace.
+Shutdown deletes the resource and the pod itself: an operator need not delete the pod with its resource (the Spark
+operator without its webhook does not), and the kernel ends at once whatever the operator's pace.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ class CustomResourceBackend(KubernetesBackend):
     """Kernels as custom resources whose operator makes the kernel's pod."""
 
     name: ClassVar[str] = "custom-resource"
-    modes: ClassVar[tuple[ConnectionMode, ...]] = (ConnectionMode.ASSIGNED, ConnectionMode.CALLBACK)
+    # The server assigns the ports and reads the pod's IP from the watch; callback mode is not offered (untried).
+    modes: ClassVar[tuple[ConnectionMode, ...]] = (ConnectionMode.ASSIGNED,)
 
     def __init__(self, hub: KubeHub, settings: PodSettings, resource: ResourceSettings) -> None:
         super().__init__(hub, settings)
