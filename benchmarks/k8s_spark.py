@@ -241,6 +241,8 @@ async def main() -> None:
     build_spark_images(KERNEL_IMAGE, EXECUTOR_IMAGE, unavailable)
     for image in (EXECUTOR_IMAGE, KERNEL_IMAGE):
         cluster.script("load-image", image, timeout=900)
+    if cluster.get("namespace", NAMESPACE) is None:  # a fresh cluster: the manifests are for this namespace
+        cluster.kubectl("create", "namespace", NAMESPACE)
     cluster.kubectl("apply", "-f", str(SPARK_RBAC))
     server_kubeconfig = cluster.script("server-kubeconfig", str(SHARED_RBAC)).strip().splitlines()[-1]
     operator_up = subprocess.run(["bash", str(OPERATOR), "env"], capture_output=True).returncode == 0

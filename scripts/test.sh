@@ -132,4 +132,5 @@ elif [ "${CI:-}" = true ]; then
 fi
 echo "== pytest"
 # The tests import the installed wheel (src/ is not on the path), so the agent files shipped in it are what runs.
-"$PY" -m pytest -p no:cacheprovider -ra "$@"
+# --durations: the 30 slowest steps close the log, to see where the suite's time goes.
+"$PY" -m pytest -p no:cacheprovider -ra --durations=30 "$@"

@@ -46,8 +46,9 @@ JOB_SECONDS = 300  # a job that would outlive every test: only an interrupt ends
 
 
 @pytest.fixture(scope="session")
-def spark_images(cluster: Cluster) -> str:
-    """Kernel and executor images, built (cached by content) and imported into the cluster; the RBAC applied."""
+def spark_images(cluster: Cluster, server_kubeconfig: str) -> str:
+    """Kernel and executor images, built (cached by content) and imported into the cluster; the RBAC applied (in the
+    namespace that ``server_kubeconfig`` makes sure exists)."""
     started = time.monotonic()
     build_spark_images(KERNEL_IMAGE, EXECUTOR_IMAGE, _unavailable)
     for image in (EXECUTOR_IMAGE, KERNEL_IMAGE):
