@@ -198,18 +198,17 @@ def _spark_conf(extra_opts: str) -> dict[str, str]:
     conf: dict[str, str] = {}
     while words:
         option = words.pop(0)
-        pair = (
-            option.removeprefix("--conf=")
-            if option.startswith("--conf=")
-            else words.pop(0)
-            if (option == "--conf" and words)
-            else ""
-        )
+        if option.startswith("--conf="):
+            pair = option.removeprefix("--conf=")
+        elif option == "--conf" and words:
+            pair = words.pop(0)
+        else:
+            pair = ""
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(
-                f"with --crd only '--conf key=value' options are possible, not {option!r} (put "
-                "others in the SparkApplication template)",
+                f"with --crd only '--conf key=value' options are possible, not {option!r} (put others in the "
+                "SparkApplication template)",
                 param_hint="--extra-spark-opts",
             )
         conf[key] = value
