@@ -1,10 +1,10 @@
 """The reaper: remove kernel pods (and per-kernel namespaces) whose kernel no longer exists.
 
-A server that crashed, or was killed while a launch was in flight, leaves pods behind (and, for
-custom-resource kernels, the resources that made them). Every pod this library creates
-carries the ``app.kubernetes.io/managed-by=gateway-provisioners`` label and its kernel id; the reaper lists them (one
-request per resource kind) and deletes those whose kernel id is not among the live kernels, once they are older than
-``min_age`` (so a launch in progress on another server is never touched).
+A server that crashed, or was killed while a launch was in flight, leaves pods behind (and, for custom-resource
+kernels, the resources that made them). Every pod this library creates carries the
+``app.kubernetes.io/managed-by=gateway-provisioners`` label and its kernel id; the reaper lists them (one request per
+resource kind) and deletes those whose kernel id is not among the live kernels, once they are older than ``min_age``
+(so a launch in progress on another server is never touched).
 """
 
 from __future__ import annotations
@@ -79,9 +79,9 @@ async def reap_orphans(
         for obj in await client.list_custom(kind, namespace, LABEL_SELECTOR):
             meta = obj.get("metadata") or {}
             kernel_id = (meta.get("labels") or {}).get(KERNEL_ID_LABEL, "")
-            if not kernel_id or is_alive(kernel_id) or _age(meta.get("creationTimestamp"), now) < min_age:
+            if not kernel_id or is_alive(kernel_id) or kernel_id in pooled_running:
                 continue
-            if kernel_id in pooled_running:
+            if _age(meta.get("creationTimestamp"), now) < min_age:
                 continue
             removed.append({"kind": obj.get("kind", kind[2]), "kernel_id": kernel_id,
                             "namespace": meta.get("namespace"), "name": meta.get("name")})  # fmt: skip
