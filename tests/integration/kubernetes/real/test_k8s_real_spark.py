@@ -71,7 +71,7 @@ def spark_spec(jupyter_path: Path, spark_images: str, server_kubeconfig: str) ->
         assert cli.returncode == 0, cli.stderr
         spec = json.loads(cli.stdout)
         spec["metadata"]["kernel_provisioner"]["config"].update(
-            kubeconfig=server_kubeconfig, image_pull_policy="Never", **config
+            {"kubeconfig": server_kubeconfig, "image_pull_policy": "Never", **config}
         )
         folder = jupyter_path / "kernels" / name
         folder.mkdir(parents=True)
@@ -264,3 +264,28 @@ async def test_a_failed_launch_leaves_no_executor_pod(cluster: Cluster, spark_sp
     driver = f"kernel-{km.kernel_id}"
     await until("the driver's pod deleted", lambda: cluster.get("pod", driver, NAMESPACE) is None)
     await until("no executor pod left", lambda: executor_pods(cluster, driver) == [])
+
+
+async def test_spark_kernel_in_a_namespace_of_its_own(
+    cluster: Cluster, spark_spec, per_kernel_kubeconfig: str, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    # --namespace-per-kernel: the kernel's namespace, Role (kernel_role_rules, by default what a driver needs) and
+    # account are made for it, with no manifest applied; its executors run there and go with it.
+    monkeypatch.setenv("KERNEL_USERNAME", "spark-user")
+    km = AsyncKernelManager(
+        kernel_name=spark_spec("gp-spark-nspk", "--executor-image-name", EXECUTOR_IMAGE, "--extra-spark-opts", SMALL,
+                               "--namespace-per-kernel", kubeconfig=per_kernel_kubeconfig)
+    )  # fmt: skip
+    await km.start_kernel()
+    namespace, driver = f"spark-user-{km.kernel_id}", f"kernel-{km.kernel_id}"
+    try:
+        content, out = await run_code(km, "print(spark.range(1000).count())", timeout=240)
+        assert content["status"] == "ok", failure(content, out)
+        assert out.strip().splitlines()[-1] == "1000"
+        listed = cluster.kubectl("get", "pods", "-n", namespace, "-l", "spark-role=executor", "-o", "json").stdout
+        executors = json.loads(listed)["items"]
+        assert executors, "no executor pod in the kernel's namespace"
+        assert all(ref["name"] == driver for e in executors for ref in e["metadata"]["ownerReferences"])
+    finally:
+        await km.shutdown_kernel(now=True)
+    await until("the kernel's namespace deleted", lambda: cluster.get("namespace", namespace) is None, 180)
