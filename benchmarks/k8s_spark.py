@@ -124,56 +124,52 @@ def submit_pod(name: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+async def create(cluster: Cluster, manifest: dict[str, Any]) -> float:
+    """Create ``manifest``; returns the wall-clock time just before (the driver's print is on the same clock)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
+        json.dump(manifest, file)
+        file.flush()
+        started = time.time()
+        await asyncio.to_thread(cluster.kubectl, "create", "-f", file.name)
+    return started
+
+
+async def counted_after(cluster: Cluster, pod_name: str, started: float, what: str) -> dict[str, float]:
+    """Wait for the driver pod ``pod_name`` to end; the seconds from ``started`` to its print after the count."""
+    deadline, phase = time.monotonic() + 300, None
+    while time.monotonic() < deadline:
+        pod = await asyncio.to_thread(cluster.get, "pod", pod_name, NAMESPACE)
+        phase = (pod or {}).get("status", {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            break
+        await asyncio.sleep(0.5)
+    logs = (await asyncio.to_thread(cluster.kubectl, "logs", "-n", NAMESPACE, pod_name, check=False)).stdout
+    counted = [line.split() for line in logs.splitlines() if line.startswith("COUNTED ")]
+    if not counted or counted[-1][1] != "1000":
+        raise RuntimeError(f"{what} ended {phase} without its count:\n{logs[-2000:]}")
+    return {"session": float(counted[-1][2]) - started}
+
+
 async def spark_submit(cluster: Cluster) -> dict[str, float]:
     name = f"gp-bench-submit-{uuid.uuid4().hex[:8]}"
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as manifest:
-        json.dump(submit_pod(name), manifest)
-        manifest.flush()
-        started = time.time()
-        await asyncio.to_thread(cluster.kubectl, "create", "-f", manifest.name)
+    started = await create(cluster, submit_pod(name))
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            pod = await asyncio.to_thread(cluster.get, "pod", name, NAMESPACE)
-            phase = (pod or {}).get("status", {}).get("phase")
-            if phase in ("Succeeded", "Failed"):
-                break
-            await asyncio.sleep(0.5)
-        logs = (await asyncio.to_thread(cluster.kubectl, "logs", "-n", NAMESPACE, name)).stdout
-        counted = [line.split() for line in logs.splitlines() if line.startswith("COUNTED ")]
-        if not counted or counted[-1][1] != "1000":
-            raise RuntimeError(f"spark-submit pod {name} ended {phase} without its count:\n{logs[-2000:]}")
-        return {"session": float(counted[-1][2]) - started}
+        return await counted_after(cluster, name, started, f"spark-submit pod {name}")
     finally:
         await asyncio.to_thread(cluster.kubectl, "delete", "pod", name, "-n", NAMESPACE, "--wait=false", check=False)
 
 
 async def spark_application(cluster: Cluster, api_server: str, config_map: str) -> dict[str, float]:
     name = f"gp-bench-app-{uuid.uuid4().hex[:8]}"
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as manifest:
-        json.dump(application(name, api_server, config_map), manifest)
-        manifest.flush()
-        started = time.time()
-        await asyncio.to_thread(cluster.kubectl, "create", "-f", manifest.name)
-    driver = f"{name}-driver"
+    started = await create(cluster, application(name, api_server, config_map))
     try:
-        deadline, phase = time.monotonic() + 300, None
-        while time.monotonic() < deadline:
-            pod = await asyncio.to_thread(cluster.get, "pod", driver, NAMESPACE)
-            phase = (pod or {}).get("status", {}).get("phase")
-            if phase in ("Succeeded", "Failed"):
-                break
-            await asyncio.sleep(0.5)
-        logs = (await asyncio.to_thread(cluster.kubectl, "logs", "-n", NAMESPACE, driver, check=False)).stdout
-        counted = [line.split() for line in logs.splitlines() if line.startswith("COUNTED ")]
-        if not counted or counted[-1][1] != "1000":
-            raise RuntimeError(f"SparkApplication {name} ended {phase} without its count:\n{logs[-2000:]}")
-        return {"session": float(counted[-1][2]) - started}
+        return await counted_after(cluster, f"{name}-driver", started, f"SparkApplication {name}")
     finally:
         # Without the operator's webhook the driver pod is not owned by its application: both are deleted.
         await asyncio.to_thread(cluster.kubectl, "delete", "sparkapplication", name, "-n", NAMESPACE, "--wait=false",
                                 check=False)  # fmt: skip
-        await asyncio.to_thread(cluster.kubectl, "delete", "pod", driver, "-n", NAMESPACE, "--wait=false", check=False)
+        await asyncio.to_thread(cluster.kubectl, "delete", "pod", f"{name}-driver", "-n", NAMESPACE, "--wait=false",
+                                check=False)  # fmt: skip
 
 
 async def kernel(mode: str, kernel_name: str) -> dict[str, float]:
