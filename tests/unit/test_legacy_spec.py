@@ -61,6 +61,8 @@ def test_legacy_shape(argv: list[str], reason: str | None) -> None:
         ("distributed-provisioner", {"remote_hosts": ["h1"]}),
         # A setting only the older package had: the reason given is still the spec's shape, with the converter.
         ("kubernetes-provisioner", {"image_name": "reg/k:1", "executor_image_name": "reg/k:1"}),
+        # The older package's spark-operator specs name a provisioner that exists again: same one line.
+        ("spark-operator-provisioner", {"image_name": "reg/k:1", "executor_image_name": "reg/k:1"}),
     ],
 )
 async def test_older_spec_is_refused_at_launch_naming_the_converter(
