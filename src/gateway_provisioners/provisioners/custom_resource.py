@@ -10,12 +10,11 @@ the operator's ``spark-submit`` in cluster mode, and its executors are pods of t
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from ..adapters.kubernetes import shared_hub
 from ..adapters.kubernetes.custom_resource import CustomResourceBackend, ResourceKind, ResourceSettings
+from ..adapters.kubernetes.pod_template import load_template
 from ..core.backend import Backend
 from ..core.errors import ConfigurationError
 from ..core.launch import ConnectionMode
@@ -23,18 +22,6 @@ from .kubernetes import KubernetesProvisioner
 from .settings import Integer, Mapping, NameList, Text, setting
 
 SPARK_APPLICATION_TEMPLATE = "spark-application.yaml.j2"
-
-
-def read_template(path: str, what: str) -> str:
-    """The template at ``path``; a shipped one when ``path`` is a bare name of the adapter's templates folder."""
-    if "/" not in path and path.endswith(".j2"):
-        shipped = resources.files("gateway_provisioners.adapters.kubernetes").joinpath("templates").joinpath(path)
-        if shipped.is_file():
-            return shipped.read_text()
-    try:
-        return Path(path).read_text()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read the {what} template {path}: {exc.strerror}") from None
 
 
 class CustomResourceProvisioner(KubernetesProvisioner):
@@ -70,7 +57,7 @@ class CustomResourceProvisioner(KubernetesProvisioner):
             )
         kind = ResourceKind(self.resource_group, self.resource_version, self.resource_plural, self.resource_kind)
         return ResourceSettings(
-            kind=kind, template=read_template(self.resource_template, "resource"),
+            kind=kind, template=load_template(self.resource_template, "resource"),
             state_field=self.resource_state_field, message_field=self.resource_message_field,
             failed_states=tuple(self.resource_failed_states), context=self.template_context(),
         )  # fmt: skip

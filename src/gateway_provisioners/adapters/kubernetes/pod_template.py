@@ -24,8 +24,9 @@ TOKEN_KEY = "token"
 PARAMS_KEY = "params.json"
 
 
-def default_template() -> str:
-    return resources.files(__package__).joinpath("templates").joinpath(TEMPLATE_NAME).read_text()  # one part: 3.10
+def default_template(name: str = TEMPLATE_NAME) -> str:
+    """The text of a template shipped in this package's ``templates`` folder."""
+    return resources.files(__package__).joinpath("templates").joinpath(name).read_text()  # one part: 3.10
 
 
 def _scalar(value: Any) -> str:
@@ -49,14 +50,17 @@ def _compile(text: str) -> Any:
         raise ConfigurationError(f"the pod template does not compile: {exc}") from None
 
 
-def load_template(path: str = "") -> str:
-    """The operator's template at ``path``, or the shipped default."""
+def load_template(path: str = "", what: str = "pod") -> str:
+    """The operator's template at ``path``; the shipped pod template when ``path`` is empty, a shipped template when
+    it is the bare name of one (``spark-application.yaml.j2``)."""
     if not path:
         return default_template()
+    if "/" not in path and resources.files(__package__).joinpath("templates").joinpath(path).is_file():
+        return default_template(path)
     try:
         return Path(path).read_text()
     except OSError as exc:
-        raise ConfigurationError(f"cannot read the pod template {path}: {exc.strerror}") from None
+        raise ConfigurationError(f"cannot read the {what} template {path}: {exc.strerror}") from None
 
 
 def render_template(template: str, context: dict[str, Any], what: str = "pod") -> dict[str, Any]:
